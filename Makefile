@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make test` and `make demo`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch is pinned to the CPU build that installs from local disk; an unpinned
+# torch would pull a multi-GB CUDA build. An already-installed torch is kept.
+TORCH_SPEC ?= torch==2.13.0
+# glibc returns big tensors to the OS after every batch unless told not to;
+# this makes large batches ~2.5x slower on CPU (see BENCHMARKS.md).
+export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
+export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
+export KERAS_BACKEND ?= torch
+
+.PHONY: test demo install bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q -n 2 --dist loadgroup
+
+demo: install
+	$(PY) -m ttakit demo
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

@@ -1,0 +1,24 @@
+"""ttakit: test-time augmentation for any model.
+
+    >>> import ttakit
+    >>> tta = ttakit.Classifier(model, "identity + hflip", layout="NHWC")
+    >>> probs = tta.predict_proba(images)
+
+Layers, each importing only from those before it: ``views`` (what a view
+does and how to undo it) -> ``policy`` (which views, which weights) ->
+``models`` (adapters) -> ``engine`` (bounded batches) -> ``merge`` ->
+``tasks`` -> ``interfaces`` (CLI).
+"""
+
+from .errors import InputError, ModelLoadError, ModelOutputError, PolicyError, TTAKitError
+from .merge import get_merge
+from .models import Normalize, as_model
+from .policy import Policy
+from .tasks import ClassificationResult, Classifier
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Classifier", "ClassificationResult", "Policy", "Normalize", "as_model", "get_merge",
+    "TTAKitError", "InputError", "PolicyError", "ModelOutputError", "ModelLoadError", "__version__",
+]

@@ -1,0 +1,186 @@
+"""The one engine: run a model on every view of the inputs, in bounded batches.
+
+For each chunk of inputs, the views are applied on the model's device and
+concatenated into one batch of about ``batch_size`` model inputs; the model
+runs once per batch; the outputs come back shaped ``(V, n, ...)``. Memory is
+bounded by ``batch_size``, never by the size of the data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import InputError, ModelOutputError
+from .models.base import ModelAdapter, check_layout
+from .views import View
+
+#: forward batch size used on CPU when none is given. Measured in
+#: bench/bench_batch_size.py: on CPU throughput is flat from 128 to 512 with
+#: the allocator settings of the Makefile and falls off above.
+CPU_BATCH = 256
+GPU_BATCH = 1024
+
+
+def default_batch_size(device: torch.device) -> int:
+    return GPU_BATCH if device.type == "cuda" else CPU_BATCH
+
+
+@dataclass
+class Chunk:
+    """A slice of the inputs, converted: ``x`` is float32 NCHW on the device."""
+
+    x: torch.Tensor
+    start: int
+
+
+def iter_input_chunks(data, chunk: int) -> Iterator[tuple[object, int]]:
+    """Yield ``(raw_chunk, start_index)``. ``data`` is an array/tensor
+    (sliced) or an iterable of batches (each re-sliced to at most ``chunk``;
+    a batch given as ``(x, y, ...)`` contributes ``x``)."""
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        for s in range(0, len(data), chunk):
+            yield data[s:s + chunk], s
+        return
+    start = 0
+    for batch in data:
+        if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], (np.ndarray, torch.Tensor)):
+            batch = batch[0]
+        if not isinstance(batch, (np.ndarray, torch.Tensor)):
+            batch = np.asarray(batch)
+        for s in range(0, len(batch), chunk):
+            part = batch[s:s + chunk]
+            yield part, start
+            start += len(part)
+
+
+def to_nchw_float(raw, layout: str, device: torch.device, start: int = 0) -> torch.Tensor:
+    """Validate one raw chunk and convert it to float32 NCHW on ``device``.
+
+    uint8 pixels are scaled to ``[0, 1]``; floats are kept as given.
+    """
+    if isinstance(raw, np.ndarray):
+        if raw.dtype == object:
+            raise InputError("inputs are an object array (images of different sizes?); "
+                             "pass one array of shape (N, C, H, W) or (N, H, W, C)")
+        t = torch.from_numpy(np.ascontiguousarray(raw))
+    elif isinstance(raw, torch.Tensor):
+        t = raw.detach()
+    else:
+        raise InputError(f"inputs must be a NumPy array or a torch tensor, got {type(raw).__name__}")
+    check_shape(tuple(t.shape), layout)
+    if t.dtype == torch.uint8:
+        t = t.to(device, non_blocking=True).to(torch.float32).div_(255.0)
+    elif t.is_floating_point():
+        t = t.to(device=device, dtype=torch.float32, non_blocking=True)
+    else:
+        raise InputError(f"unsupported input dtype {t.dtype}: pass uint8 pixels (0-255) or floats")
+    if layout == "NHWC":
+        t = t.permute(0, 3, 1, 2)
+    if not torch.isfinite(t).all():
+        bad = (~torch.isfinite(t)).flatten(1).any(1).nonzero().flatten()
+        first = int(bad[0]) + start
+        raise InputError(f"{len(bad)} input(s) contain NaN or infinite values (first at index {first})")
+    return t.contiguous()
+
+
+def check_shape(shape: tuple, layout: str) -> None:
+    if len(shape) != 4:
+        want = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
+        hint = " For one image, pass x[None]." if len(shape) == 3 else ""
+        raise InputError(f"expected a batch of images of rank 4 {want} for layout {layout}, "
+                         f"got shape {shape}.{hint}")
+    c = shape[1] if layout == "NCHW" else shape[3]
+    other = shape[3] if layout == "NCHW" else shape[1]
+    if c not in (1, 2, 3, 4) and other in (1, 3, 4):
+        alt = "NHWC" if layout == "NCHW" else "NCHW"
+        raise InputError(f"shape {shape} has {c} channels for layout {layout}; it looks like {alt}. "
+                         f"Pass layout={alt!r}")
+
+
+def check_against_model(x: torch.Tensor, adapter: ModelAdapter) -> None:
+    c = x.shape[1]
+    if adapter.expected_channels is not None and c != adapter.expected_channels:
+        raise InputError(f"the model expects {adapter.expected_channels} channels, the input has {c} "
+                         f"(shape {tuple(x.shape)} as NCHW)")
+
+
+def run_views(
+    adapter: ModelAdapter,
+    x: torch.Tensor,
+    views: Sequence[View],
+    batch_size: int,
+    preprocess=None,
+) -> torch.Tensor:
+    """Outputs of ``adapter`` on every view of ``x``: shape ``(V, n, ...)``.
+
+    Views whose outputs have the same spatial size share forward batches of
+    at most ``batch_size`` model inputs.
+    """
+    n = x.shape[0]
+    size = (x.shape[-2], x.shape[-1])
+    groups: dict[tuple, list[int]] = {}
+    for i, v in enumerate(views):
+        groups.setdefault(v.output_size(size), []).append(i)
+    per_view: list[torch.Tensor | None] = [None] * len(views)
+    for _, idx in groups.items():
+        batch = torch.cat([views[i].apply(x) for i in idx]) if len(idx) > 1 else views[idx[0]].apply(x)
+        if preprocess is not None:
+            batch = preprocess(batch)
+        outs = [_forward(adapter, batch[s:s + batch_size]) for s in range(0, batch.shape[0], batch_size)]
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        for j, i in enumerate(idx):
+            per_view[i] = out[j * n:(j + 1) * n]
+    return torch.stack(per_view)  # type: ignore[arg-type]
+
+
+def _forward(adapter: ModelAdapter, batch: torch.Tensor) -> torch.Tensor:
+    y = adapter(batch)
+    if not isinstance(y, torch.Tensor) or y.ndim == 0 or y.shape[0] != batch.shape[0]:
+        shape = tuple(y.shape) if hasattr(y, "shape") else type(y).__name__
+        raise ModelOutputError(f"the model returned shape {shape} for a batch of {batch.shape[0]} "
+                               f"inputs; expected ({batch.shape[0]}, ...)")
+    return y
+
+
+def chunk_size(batch_size: int, n_views: int) -> int:
+    """Inputs per chunk so that all views of a chunk fill about one batch."""
+    return max(1, math.ceil(batch_size / max(1, n_views)))
+
+
+def count_inputs(data) -> int | None:
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        return len(data)
+    try:
+        return sum(len(b[0] if isinstance(b, (tuple, list)) else b) for b in data) if isinstance(
+            data, (list, tuple)) else None
+    except TypeError:
+        return None
+
+
+def iter_view_outputs(
+    adapter: ModelAdapter,
+    data: Iterable,
+    views: Sequence[View],
+    *,
+    layout: str = "NCHW",
+    batch_size: int | None = None,
+    preprocess=None,
+    input_check=None,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Stream ``(start, outputs (V, n, ...))`` over chunks of ``data``."""
+    layout = check_layout(layout)
+    device = adapter.device
+    bs = batch_size or default_batch_size(device)
+    for raw, start in iter_input_chunks(data, chunk_size(bs, len(views))):
+        if len(raw) == 0:
+            continue
+        x = to_nchw_float(raw, layout, device, start)
+        check_against_model(x, adapter)
+        if input_check is not None:
+            input_check(x, start)
+        yield start, run_views(adapter, x, views, bs, preprocess)

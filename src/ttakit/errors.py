@@ -1,0 +1,37 @@
+"""Exceptions raised by ttakit.
+
+Every error a user can cause derives from :class:`TTAKitError`, and also from
+the built-in exception a caller would naturally catch (``ValueError`` for bad
+arguments or data), so ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class TTAKitError(Exception):
+    """Base class of every error raised by ttakit."""
+
+
+class InputError(TTAKitError, ValueError):
+    """The input data has the wrong shape, layout, dtype or values."""
+
+
+class PolicyError(TTAKitError, ValueError):
+    """A view or policy spec is unknown or has bad parameters."""
+
+
+class ModelOutputError(TTAKitError, ValueError):
+    """The model returned something that does not match what was declared."""
+
+
+class ModelLoadError(TTAKitError, ValueError):
+    """A model file or object could not be turned into a model adapter."""
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """A short hint naming the closest valid choice, or '' when none is close."""
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""

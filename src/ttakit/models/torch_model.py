@@ -1,0 +1,69 @@
+"""Adapter for ``torch.nn.Module`` (TorchScript modules included)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from .base import ModelAdapter, as_tensor, check_layout, to_layout
+
+
+class TorchModel(ModelAdapter):
+    """Run a ``torch.nn.Module`` in eval and inference mode.
+
+    ``device`` moves the module there (default: where its parameters are);
+    ``dtype`` (e.g. ``torch.bfloat16``) converts the module and inputs;
+    ``channels_last`` uses the channels-last memory format, often faster on
+    CPUs and tensor cores. ``layout`` is the layout the module consumes.
+    The module's train/eval flag is restored after every call.
+    """
+
+    def __init__(self, module: torch.nn.Module, device=None, dtype: torch.dtype | None = None,
+                 channels_last: bool = False, layout: str = "NCHW"):
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"TorchModel needs a torch.nn.Module, got {type(module).__name__}")
+        self.module = module
+        self.layout = check_layout(layout)
+        if device is not None:
+            module.to(device)
+        if dtype is not None:
+            module.to(dtype)
+        self.dtype = dtype
+        self.channels_last = channels_last
+        if channels_last:
+            module.to(memory_format=torch.channels_last)
+        first = next(iter(module.parameters()), None)
+        if first is None:
+            first = next(iter(module.buffers()), None)
+        self._device = torch.device(device) if device is not None else (
+            first.device if first is not None else torch.device("cpu"))
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @contextlib.contextmanager
+    def _eval(self):
+        was_training = self.module.training
+        self.module.eval()
+        try:
+            with torch.inference_mode():
+                yield
+        finally:
+            if was_training:
+                self.module.train()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = to_layout(x, self.layout)
+        if self.dtype is not None:
+            x = x.to(self.dtype)
+        if self.channels_last and self.layout == "NCHW":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._eval():
+            y = self.module(x)
+        if isinstance(y, (tuple, list)):
+            y = y[0]
+        if isinstance(y, dict):
+            y = y.get("logits", next(iter(y.values())))
+        return as_tensor(y, self._device)

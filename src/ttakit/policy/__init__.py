@@ -1,0 +1,5 @@
+"""Policies: which views to run, with which weights, and how to write them."""
+
+from .policy import Policy
+
+__all__ = ["Policy"]

@@ -1,0 +1,135 @@
+"""Names of views and view groups, as used in policy specs and files.
+
+``make_views(name, *args, **kwargs)`` builds the views a spec call names.
+Positional values all go to the view's first parameter, one view each
+(``scale(0.9, 1.1)`` is two views); a keyword given a list ``[a, b]`` also
+expands (``shift(dx=[-2, 2], dy=[-2, 2])`` is four views).
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import PolicyError, did_you_mean
+from . import affine, dihedral, photometric
+from .base import View
+from .compose import compose
+
+
+@dataclass(frozen=True)
+class Entry:
+    factory: Callable[..., Any]
+    summary: str
+    group: bool = False  # a group returns several views
+
+    @property
+    def parameters(self) -> list[str]:
+        return list(inspect.signature(self.factory).parameters)
+
+
+VIEWS: dict[str, Entry] = {
+    "identity": Entry(dihedral.identity, "the input unchanged"),
+    "hflip": Entry(dihedral.hflip, "mirror left-right"),
+    "vflip": Entry(dihedral.vflip, "mirror top-bottom"),
+    "rot90": Entry(dihedral.rot90, "k quarter turns counter-clockwise (k = 1, 2, 3)"),
+    "rot180": Entry(lambda: dihedral.rot90(2), "half turn"),
+    "rot270": Entry(lambda: dihedral.rot90(3), "three quarter turns"),
+    "transpose": Entry(dihedral.transpose, "swap rows and columns"),
+    "transverse": Entry(dihedral.transverse, "transpose about the anti-diagonal"),
+    "shift": Entry(affine.Shift, "move content dx right, dy down (pixels, or fraction if |v| < 1)"),
+    "scale": Entry(affine.Scale, "resize by factor, then crop or pad back to size"),
+    "zoom": Entry(affine.Scale, "alias of scale"),
+    "rotate": Entry(affine.Rotate, "rotate by angle degrees about the centre"),
+    "affine": Entry(affine.Affine, "Keras-style affine: theta, tx, ty, shear, zx, zy"),
+    "crop": Entry(affine.Crop, "crop a window (size, pos in c/tl/tr/bl/br), resize back"),
+    "multiply": Entry(photometric.Multiply, "x * factor"),
+    "brightness": Entry(photometric.Multiply, "alias of multiply (PIL/Keras brightness)"),
+    "add": Entry(photometric.Add, "x + value"),
+    "contrast": Entry(photometric.Contrast, "blend with the mean grey level"),
+    "channel_shift": Entry(photometric.ChannelShift, "Keras channel shift: x + value"),
+    "noise": Entry(photometric.GaussianNoise, "add a fixed Gaussian noise field (std, seed)"),
+}
+
+
+def _tencrop(size=0.875):
+    crops = affine.five_crop(size)
+    return crops + [compose(c, dihedral.hflip()) for c in crops]
+
+
+GROUPS: dict[str, Entry] = {
+    "d4": Entry(dihedral.d4, "the 8 flips and quarter turns", group=True),
+    "flips": Entry(lambda: [dihedral.identity(), dihedral.hflip(), dihedral.vflip()],
+                   "identity, hflip, vflip", group=True),
+    "hflips": Entry(lambda: [dihedral.identity(), dihedral.hflip()], "identity, hflip", group=True),
+    "vflips": Entry(lambda: [dihedral.identity(), dihedral.vflip()], "identity, vflip", group=True),
+    "rot90s": Entry(lambda: [dihedral.rot90(k) for k in range(4)], "the 4 quarter turns", group=True),
+    "fivecrop": Entry(affine.five_crop, "centre and 4 corner crops of size, resized back", group=True),
+    "tencrop": Entry(_tencrop, "five crops and their mirror images", group=True),
+}
+
+
+def valid_names() -> list[str]:
+    return sorted(VIEWS) + sorted(GROUPS)
+
+
+def _call(name: str, entry: Entry, args: tuple, kwargs: dict) -> list[View]:
+    try:
+        made = entry.factory(*args, **kwargs)
+    except PolicyError:
+        raise
+    except (TypeError, ValueError) as e:
+        params = ", ".join(entry.parameters) or "no parameters"
+        raise PolicyError(f"bad parameters for {name}{_fmt_call(args, kwargs)}: {e}. "
+                          f"{name} takes: {params}") from None
+    return list(made) if entry.group else [made]
+
+
+def _fmt_call(args, kwargs) -> str:
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return "(" + ", ".join(parts) + ")"
+
+
+def make_views(name: str, *args: Any, **kwargs: Any) -> list[View]:
+    """All views a spec call ``name(args, kwargs)`` stands for, in order."""
+    entry = VIEWS.get(name) or GROUPS.get(name)
+    if entry is None:
+        raise PolicyError(f"unknown view {name!r}.{did_you_mean(name, valid_names())} "
+                          f"Valid views: {', '.join(sorted(VIEWS))}; groups: {', '.join(sorted(GROUPS))}")
+    params = entry.parameters
+    unknown = [k for k in kwargs if k not in params]
+    if unknown:
+        raise PolicyError(f"{name} has no parameter {unknown[0]!r}.{did_you_mean(unknown[0], params)} "
+                          f"{name} takes: {', '.join(params) or 'no parameters'}")
+    if args and not params:
+        raise PolicyError(f"{name} takes no parameters, got {len(args)}")
+    # expand: every positional value is one choice of the first parameter
+    choices: list[tuple[str, list]] = []
+    if args:
+        first = [v for a in args for v in (a if isinstance(a, list) else [a])]
+        if params[0] in kwargs:
+            raise PolicyError(f"{name}: {params[0]!r} given both by position and by name")
+        choices.append((params[0], first))
+    for k, v in kwargs.items():
+        choices.append((k, v if isinstance(v, list) else [v]))
+    views: list[View] = []
+    for combo in itertools.product(*(vals for _, vals in choices)):
+        kw = {k: v for (k, _), v in zip(choices, combo)}
+        views.extend(_call(name, entry, (), kw))
+    return views
+
+
+def view_from_dict(d: dict) -> View:
+    """Inverse of ``View.to_dict``."""
+    if not isinstance(d, dict) or "view" not in d:
+        raise PolicyError(f"a view entry must be a mapping with a 'view' key, got {d!r}")
+    d = dict(d)
+    name = d.pop("view")
+    if name == "compose":
+        return compose(*[view_from_dict(v) for v in d.get("views", [])])
+    if name in GROUPS:
+        raise PolicyError(f"{name!r} is a group of views, not one view")
+    views = make_views(name, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
+    return views[0]
