@@ -118,16 +118,18 @@ def test_test_split_loads_fast():
 
 
 def test_train_and_all_splits(test_set):
+    both = cifar10(DATA, split="all")  # train (data_batch_1..5) then test
+    assert len(both) == 60_000 and both.split == "all"
+    assert both.images.shape == (60_000, 32, 32, 3) and both.images.dtype == np.uint8
+    assert both.labels.dtype == np.int64 and both.classes == CLASSES
+    assert np.bincount(both.labels[:50_000], minlength=10).tolist() == [5000] * 10
+    assert np.array_equal(both.labels[50_000:], test_set.labels)
+    assert np.array_equal(both.images[50_000:], test_set.images)
+    del both
     train = cifar10(DATA, split="train")
     assert len(train) == 50_000 and train.split == "train"
-    assert train.images.shape == (50_000, 32, 32, 3) and train.images.dtype == np.uint8
-    assert train.labels.dtype == np.int64
+    assert train.images.shape == (50_000, 32, 32, 3)
     assert np.bincount(train.labels, minlength=10).tolist() == [5000] * 10
-    assert train.classes == CLASSES
-    both = cifar10(DATA, split="all")
-    assert len(both) == 60_000
-    assert np.array_equal(both.labels, np.concatenate([train.labels, test_set.labels]))
-    assert np.array_equal(both.images[50_000:], test_set.images)
 
 
 def test_bad_split_is_a_value_error():

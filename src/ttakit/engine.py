@@ -46,12 +46,21 @@ def iter_input_chunks(data, chunk: int) -> Iterator[tuple[object, int]]:
         for s in range(0, len(data), chunk):
             yield data[s:s + chunk], s
         return
+    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
+        raise InputError(f"inputs must be a NumPy array, a torch tensor or an iterable of batches, "
+                         f"got {type(data).__name__}")
     start = 0
     for batch in data:
         if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], (np.ndarray, torch.Tensor)):
             batch = batch[0]
         if not isinstance(batch, (np.ndarray, torch.Tensor)):
-            batch = np.asarray(batch)
+            try:
+                batch = np.asarray(batch)
+            except (TypeError, ValueError) as e:
+                raise InputError(f"a batch of inputs is not an array ({type(batch).__name__}: {e})") from None
+            if batch.ndim == 0 or batch.dtype.kind in "OSUV":
+                raise InputError(f"each batch of inputs must be an array of images, got {batch.dtype} "
+                                 f"with shape {batch.shape}; pass one array of shape (N, C, H, W) or (N, H, W, C)")
         for s in range(0, len(batch), chunk):
             part = batch[s:s + chunk]
             yield part, start

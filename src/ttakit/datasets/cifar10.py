@@ -23,6 +23,7 @@ into the cache, its MD5 checked, and the binary files extracted there.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tarfile
@@ -130,9 +131,10 @@ def _resolve(candidate: Path, looked: List[str]) -> Optional[Tuple[str, Path]]:
     """
     candidate = candidate.expanduser()
     if candidate.is_file():
-        looked.append(f"{candidate} (tarball)")
         if _is_tarball(candidate):
+            looked.append(str(candidate))
             return "tar", candidate
+        looked.append(f"{candidate} (a file, but not a tar archive)")
         return None
     looked.append(f"{candidate}/")
     if _is_batches_folder(candidate):
@@ -157,7 +159,8 @@ def _how_to_fix() -> str:
     return (
         "To fix: pass path= (the cifar-10-batches-bin folder, its parent, or "
         f"{TARBALL_NAME}), set TTAKIT_DATA to one of those, or call with "
-        f"download=True to fetch {CIFAR10_URL} into {cache_dir()}."
+        f"download=True to fetch {CIFAR10_URL} (into {cache_dir()}, or into "
+        "the folder path= names)."
     )
 
 
@@ -165,15 +168,20 @@ def _locate(path: Optional[PathLike]) -> Tuple[Optional[Tuple[str, Path]], List[
     looked: List[str] = []
     if path is not None:
         return _resolve(Path(os.fspath(path)), looked), looked
+    sources = []
     env = os.environ.get("TTAKIT_DATA")
     if env:
-        found = _resolve(Path(env), looked)
-        if found:
-            return found, looked
-        # Not there: fall through to the cache; the message will list both.
+        sources.append(("$TTAKIT_DATA", Path(env)))
     else:
         looked.append("$TTAKIT_DATA (not set)")
-    return _resolve(cache_dir(), looked), looked
+    sources.append(("cache", cache_dir()))
+    for origin, base in sources:
+        tried: List[str] = []
+        found = _resolve(base, tried)
+        looked.append(f"[{origin}] " + ", ".join(tried))
+        if found:
+            return found, looked
+    return None, looked
 
 
 # ----------------------------------------------------------------------------
@@ -374,7 +382,7 @@ def download_cifar10(
                         bar.update(len(chunk))
                 finally:
                     bar.close()
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DatasetError(f"downloading {url} failed: {reason}") from None
         got = digest.hexdigest()

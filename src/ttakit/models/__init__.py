@@ -26,6 +26,13 @@ def as_model(model, **kwargs) -> ModelAdapter:
 
         return load_model(model, **kwargs)
     mod = type(model).__module__
+    from .keras_model import _is_keras_model
+
+    # before torch: on the torch backend a Keras model is also a torch Module
+    if _is_keras_model(model):
+        from .keras_model import KerasModel
+
+        return KerasModel(model, **kwargs)
     try:
         import torch
 
@@ -35,12 +42,6 @@ def as_model(model, **kwargs) -> ModelAdapter:
             return TorchModel(model, **kwargs)
     except ImportError:  # pragma: no cover - torch is a dependency
         pass
-    from .keras_model import _is_keras_model
-
-    if _is_keras_model(model):
-        from .keras_model import KerasModel
-
-        return KerasModel(model, **kwargs)
     if mod.startswith("onnxruntime"):
         from .onnx_model import OnnxModel
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import InputError
+
 LAYOUTS = ("NCHW", "NHWC")
 
 
 def check_layout(layout: str, what: str = "layout") -> str:
     if not isinstance(layout, str) or layout.upper() not in LAYOUTS:
-        raise ValueError(f"{what} must be 'NCHW' or 'NHWC', got {layout!r}")
+        raise InputError(f"{what} must be 'NCHW' or 'NHWC', got {layout!r}")
     return layout.upper()
 
 

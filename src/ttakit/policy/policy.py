@@ -128,7 +128,7 @@ class Policy:
             text = repr(v)
             if " * " in text:
                 text = f"({text})"
-            parts.append(text if w == 1 else f"{_num(w)} * {text}")
+            parts.append(text if w == 1 else f"{_num(w, exact=True)} * {text}")
         return " + ".join(parts)
 
     @property
@@ -197,7 +197,10 @@ class Policy:
     def from_dict(cls, d: dict[str, Any]) -> "Policy":
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise PolicyError(f"not a ttakit policy (expected a mapping with format: {FORMAT})")
-        if d.get("version", VERSION) > VERSION:
+        version = d.get("version", VERSION)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise PolicyError(f"policy file version must be an integer, got {version!r}")
+        if version > VERSION:
             raise PolicyError(f"policy file version {d['version']} is newer than this ttakit "
                               f"understands ({VERSION}); upgrade ttakit")
         entries = d.get("views")
@@ -211,7 +214,7 @@ class Policy:
                 views.append(view_from_dict(e))
             except PolicyError as err:
                 raise PolicyError(f"view #{i} of the policy: {err}") from None
-            except (AttributeError, TypeError) as err:
+            except (AttributeError, TypeError, ValueError) as err:
                 raise PolicyError(f"view #{i} of the policy is malformed: {e!r}") from err
         return cls(views, weights, source=d.get("source"), aggregation=d.get("aggregation"))
 
@@ -253,8 +256,12 @@ class Policy:
 _IDENTITY = make_views("identity")[0]
 
 
-def _num(w: float) -> str:
-    return str(int(w)) if float(w).is_integer() else repr(round(w, 10))
+def _num(w: float, exact: bool = False) -> str:
+    """A weight as text; ``exact`` keeps every digit (for specs that must
+    parse back to the same weights)."""
+    if float(w).is_integer():
+        return str(int(w))
+    return repr(float(w)) if exact else repr(round(w, 10))
 
 
 def _spec_value(v: Any) -> str:

@@ -42,6 +42,7 @@ def tokenize(spec: str) -> list[tuple[str, Any, int]]:
     while pos < len(spec):
         m = _TOKEN.match(spec, pos)
         if not m or m.end() == pos:
+            pos += len(spec[pos:]) - len(spec[pos:].lstrip())  # point at the character, not the space
             raise PolicyError(f"cannot read policy spec at position {pos}: {spec[pos:pos + 20]!r}\n"
                               f"  {spec}\n  {' ' * pos}^")
         kind = m.lastgroup
@@ -104,8 +105,11 @@ class _Parser:
     def expr(self):
         left = self.term()
         while self.is_op("+"):
-            self.take()
-            left = left + self.term()
+            plus = self.take()
+            right = self.term()
+            if isinstance(left, float) or isinstance(right, float):
+                self.fail("a number can only multiply views ('0.5 * hflip'), not be added to them", plus)
+            left = left + right
         return left
 
     def term(self):

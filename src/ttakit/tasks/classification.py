@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -101,12 +102,13 @@ class Classifier:
         self.merge = get_merge(merge)
         self.layout = check_layout(layout)
         if output not in OUTPUT_KINDS:
-            raise ValueError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {output!r}")
+            raise InputError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {output!r}")
         self.output = output
         self.preprocess = preprocess
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = batch_size
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                                       or batch_size < 1):
+            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = None if batch_size is None else int(batch_size)
         self.dedupe = dedupe
         self.classes = list(classes) if classes is not None else None
         self.progress = progress

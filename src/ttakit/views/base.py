@@ -128,7 +128,7 @@ def _hashable(v: Any) -> Any:
         return tuple(_hashable(x) for x in v)
     if isinstance(v, dict):
         return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
-    if isinstance(v, float) and v == int(v) and abs(v) < 2**53:
+    if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
         # 2 and 2.0 describe the same view
         return int(v)
     return v

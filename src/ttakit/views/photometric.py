@@ -85,7 +85,8 @@ class Contrast(_Photometric):
 
 class ChannelShift(_Photometric):
     """Keras ``channel_shift_range``: add ``value`` to every channel, clipped
-    to each image's own channel range, as Keras does."""
+    to each image's own range (min and max over all its channels), as Keras
+    ``apply_channel_shift`` does."""
 
     name = "channel_shift"
 
@@ -97,8 +98,8 @@ class ChannelShift(_Photometric):
         return {"value": self.value}
 
     def apply(self, x):
-        lo = x.amin(dim=(-2, -1), keepdim=True)
-        hi = x.amax(dim=(-2, -1), keepdim=True)
+        lo = x.amin(dim=(1, 2, 3), keepdim=True)
+        hi = x.amax(dim=(1, 2, 3), keepdim=True)
         return torch.minimum(torch.maximum(x + self.value, lo), hi)
 
 

@@ -107,14 +107,17 @@ def resample(
 
 
 def coverage(m_in_to_view: np.ndarray, in_size, view_size, device="cpu") -> torch.Tensor:
-    """Boolean ``(H, W)`` mask of input pixels whose centre lands inside the view."""
+    """Boolean ``(H, W)`` mask of input pixels whose centre lands inside the
+    view's grid of pixel centres, so that resampling the view there reads no
+    pixel outside it (a centre landing in the view's outer half-pixel would
+    be blended with the fill)."""
     h, w = in_size
     vh, vw = view_size
     ys, xs = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
     vx = m_in_to_view[0, 0] * xs + m_in_to_view[0, 1] * ys + m_in_to_view[0, 2]
     vy = m_in_to_view[1, 0] * xs + m_in_to_view[1, 1] * ys + m_in_to_view[1, 2]
     eps = 1e-6
-    ok = (vx >= -eps) & (vx <= vw + eps) & (vy >= -eps) & (vy <= vh + eps)
+    ok = (vx >= 0.5 - eps) & (vx <= vw - 0.5 + eps) & (vy >= 0.5 - eps) & (vy <= vh - 0.5 + eps)
     return torch.from_numpy(ok).to(device)
 
 

@@ -1,0 +1,1 @@
+"""Reproducible experiments: the founding tutorial and the published ResNets."""
