@@ -10,6 +10,13 @@ TORCH_SPEC ?= torch==2.13.0
 export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
 export MALLOC_TRIM_THRESHOLD_ ?= 68719476736
 export KERAS_BACKEND ?= torch
+# Use the CIFAR-10 copy and the pretrained ResNets beside the checkout when present.
+ifneq ($(wildcard ../shared/data/cifar10/cifar-10-batches-bin),)
+export TTAKIT_DATA ?= $(abspath ../shared/data/cifar10)
+endif
+ifneq ($(wildcard ../shared/models/cifar10-resnet),)
+export TTAKIT_MODELS ?= $(abspath ../shared/models/cifar10-resnet)
+endif
 
 .PHONY: test demo install bench clean
 

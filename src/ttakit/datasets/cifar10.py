@@ -37,6 +37,8 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..errors import TTAKitError
+
 __all__ = [
     "CIFAR10",
     "CIFAR10_MD5",
@@ -75,7 +77,7 @@ SPLITS = {
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class DatasetError(RuntimeError):
+class DatasetError(TTAKitError, RuntimeError):
     """The dataset could not be found, downloaded, or read correctly."""
 
 

@@ -45,14 +45,16 @@ class TorchModel(ModelAdapter):
 
     @contextlib.contextmanager
     def _eval(self):
-        was_training = self.module.training
+        # restore every submodule's own flag: a training model may hold frozen
+        # (eval-mode) parts, which module.train() would switch back on
+        flags = [(m, m.training) for m in self.module.modules()]
         self.module.eval()
         try:
             with torch.inference_mode():
                 yield
         finally:
-            if was_training:
-                self.module.train()
+            for m, was_training in flags:
+                m.training = was_training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = to_layout(x, self.layout)

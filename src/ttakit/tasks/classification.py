@@ -88,7 +88,9 @@ class Classifier:
     progress
         Show a progress bar.
     model_kwargs
-        Passed to the adapter (``device=``, ``channels_last=``, ``layout=`` ...).
+        Passed to the adapter (``device=``, ``channels_last=`` ...). ``layout=``
+        is the layout of your inputs; for a model that consumes another layout,
+        pass an adapter (``CallableModel(fn, layout="NHWC")``).
 
     uint8 inputs are scaled to ``[0, 1]`` before the views; float inputs are
     used as given.

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import TTAKitError
+
 __all__ = [
     "CIFAR_RESNET_MEAN",
     "CIFAR_RESNET_STD",
@@ -52,7 +54,7 @@ CIFAR_RESNET_STD = (0.229, 0.224, 0.225)
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class ZooError(RuntimeError):
+class ZooError(TTAKitError, RuntimeError):
     """A zoo model could not be built, found or loaded."""
 
 
