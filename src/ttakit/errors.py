@@ -35,3 +35,7 @@ def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """A short hint naming the closest valid choice, or '' when none is close."""
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class TTAKitWarning(UserWarning):
+    """A result that may not be trustworthy (e.g. a tuning split too small)."""

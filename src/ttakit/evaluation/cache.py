@@ -57,12 +57,16 @@ class PredictionCache:
         self.ensure(views)
         return np.stack([self._probs[v] for v in views])
 
-    def predict(self, policy, merge: str | Merge = "mean", weights=None) -> np.ndarray:
+    def predict(self, policy, merge: str | Merge | None = None, weights=None) -> np.ndarray:
         """Merged probabilities ``(N, C)`` of ``policy`` from cached views.
-        ``weights`` (optional, ``(V,)`` or ``(V, N)``) replace the policy's
-        weights of its distinct views."""
-        pol = Policy.coerce(policy).unique()
-        m = get_merge(merge)
+        ``merge=None`` uses the policy's own aggregation (learned weights,
+        temperature) when it has one, else the mean. ``weights`` (optional,
+        ``(V,)`` or ``(V, N)``) replace the policy's weights of its distinct views."""
+        from ..merge.learned import merge_from_aggregation
+
+        full = Policy.coerce(policy)
+        pol = full.unique()
+        m = merge_from_aggregation(full.aggregation) if merge is None else get_merge(merge)
         outs = torch.from_numpy(self.stack(pol.views))
         w = torch.as_tensor(pol.weights if weights is None else weights, dtype=torch.float32)
         if w.ndim == 2:

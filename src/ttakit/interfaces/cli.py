@@ -49,7 +49,7 @@ EXIT_USAGE = 2
 EXIT_FAILED_INPUTS = 3
 
 #: modules imported when the parser is built, so that their register() calls run
-COMMAND_MODULES: list[str] = ["ttakit.interfaces.reproduce"]
+COMMAND_MODULES: list[str] = ["ttakit.interfaces.reproduce", "ttakit.interfaces.tuning_cli"]
 
 
 class UsageError(TTAKitError, ValueError):

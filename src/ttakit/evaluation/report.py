@@ -1,0 +1,212 @@
+"""``ttakit.evaluate``: does this policy help this model on these labels?
+
+One pass per distinct view (through the prediction cache), then: accuracy,
+top-k, NLL, ECE, Brier for the policy and the baseline (no TTA by default);
+the paired lift with a bootstrap CI; predictions fixed and broken, overall
+and per class; an exact McNemar test; forward passes per input and
+throughput; the lift as views are added; a reliability diagram.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..policy import Policy
+from . import metrics
+from .cache import PredictionCache
+from .paired import PairedResult, paired_accuracy
+
+
+@dataclass
+class EvaluationReport:
+    policy: str
+    baseline: str
+    n: int
+    n_classes: int
+    policy_metrics: dict
+    baseline_metrics: dict
+    paired: PairedResult
+    per_class: list[dict]
+    forwards_per_input: float
+    baseline_forwards_per_input: float
+    throughput: float            #: inputs per second under the policy (model + views + merge)
+    baseline_throughput: float
+    prefix_curve: list[dict]     #: metrics as the policy's distinct views are added in order
+    reliability: dict = field(repr=False, default_factory=dict)
+    classes: list[str] | None = field(repr=False, default=None)
+
+    @property
+    def helps(self) -> bool:
+        """True when the lift's 95% CI is above zero."""
+        return self.paired.ci_low > 0
+
+    def verdict(self) -> str:
+        p = self.paired
+        if p.ci_low > 0:
+            return f"TTA helps: {p.lift * 100:+.2f} points [{p.ci_low * 100:+.2f}, {p.ci_high * 100:+.2f}]"
+        if p.ci_high < 0:
+            return (f"TTA hurts: {p.lift * 100:+.2f} points [{p.ci_low * 100:+.2f}, {p.ci_high * 100:+.2f}]; "
+                    "use no TTA or tune a policy (ttakit tune)")
+        return (f"no clear effect: {p.lift * 100:+.2f} points [{p.ci_low * 100:+.2f}, {p.ci_high * 100:+.2f}] "
+                "(the CI includes 0)")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["paired"] = self.paired.as_dict()
+        d["verdict"] = self.verdict()
+        return d
+
+    def to_markdown(self) -> str:
+        pm, bm, p = self.policy_metrics, self.baseline_metrics, self.paired
+        keys = [k for k in ("accuracy", "top5", "nll", "ece", "brier") if k in pm]
+        rows = ["| metric | baseline | policy | change |", "|---|---:|---:|---:|"]
+        for k in keys:
+            pct = k in ("accuracy", "top5", "ece")
+            f = (lambda v: f"{v:.2%}") if pct else (lambda v: f"{v:.4f}")
+            ch = (pm[k] - bm[k]) * (100 if pct else 1)
+            rows.append(f"| {k} | {f(bm[k])} | {f(pm[k])} | {ch:+.2f}{' pt' if pct else ''} |")
+        rows.append(f"| forward passes per input | {self.baseline_forwards_per_input:g} | "
+                    f"{self.forwards_per_input:g} | |")
+        rows.append(f"| throughput (inputs/s) | {self.baseline_throughput:.0f} | {self.throughput:.0f} | |")
+        classes = self.classes or [str(i) for i in range(self.n_classes)]
+        pc = ["| class | n | baseline acc | policy acc | fixed | broken |", "|---|---:|---:|---:|---:|---:|"]
+        for row in self.per_class:
+            pc.append(f"| {classes[row['class']]} | {row['n']} | {row['baseline_accuracy']:.2%} | "
+                      f"{row['policy_accuracy']:.2%} | {row['fixed']} | {row['broken']} |")
+        curve = ["| views | last view added | accuracy | NLL | lift |", "|---:|---|---:|---:|---:|"]
+        for c in self.prefix_curve:
+            curve.append(f"| {c['views']} | {c['view']} | {c['accuracy']:.2%} | {c['nll']:.4f} | "
+                         f"{c['lift'] * 100:+.2f} pt |")
+        return "\n".join([
+            "# TTA evaluation", "",
+            f"Policy `{self.policy}` against baseline `{self.baseline}` on {self.n} labelled inputs.", "",
+            f"**{self.verdict()}**; {p.fixed} predictions fixed, {p.broken} broken "
+            f"(exact McNemar p = {p.p_value:.3g}).", "",
+            *rows, "",
+            "Lift: paired accuracy change on the same inputs; 95% CI by bootstrapping the inputs.", "",
+            "## As views are added", "",
+            "Distinct views of the policy in order, merged by their mean (learned weights, if any, apply "
+            "to the full policy only).", "",
+            *curve, "", "![lift against views](lift_vs_views.png)", "",
+            "## Calibration", "", "![reliability diagram](reliability.png)", "",
+            "## Per class", "", *pc, "",
+        ])
+
+    def save(self, folder) -> Path:
+        """Write report.md, report.json and the two PNG plots to ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "report.md").write_text(self.to_markdown())
+        (folder / "report.json").write_text(json.dumps(self.to_dict(), indent=2, default=float) + "\n")
+        self._plots(folder)
+        return folder
+
+    def _plots(self, folder: Path) -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:  # pragma: no cover - matplotlib is optional
+            return
+        fig, ax = plt.subplots(figsize=(6, 3.6))
+        ks = [c["views"] for c in self.prefix_curve]
+        ax.axhline(0, color="grey", lw=1)
+        ax.plot(ks, [c["lift"] * 100 for c in self.prefix_curve], "-o", label="accuracy lift (pt)")
+        ax.set_xlabel("distinct views")
+        ax.set_ylabel("lift vs baseline (points)")
+        ax2 = ax.twinx()
+        ax2.plot(ks, [c["nll"] for c in self.prefix_curve], "--s", color="tab:orange", label="NLL")
+        ax2.set_ylabel("NLL")
+        ax.set_title("Lift as views are added", fontsize=10)
+        fig.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "lift_vs_views.png", dpi=110)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(4.6, 4.4))
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":")
+        for name, bins in self.reliability.items():
+            pts = [(c, a) for c, a, n in bins if n > 0]
+            if pts:
+                ax.plot(*zip(*pts), "-o", ms=3, label=name)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title("Reliability", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "reliability.png", dpi=110)
+        plt.close(fig)
+
+
+def _metrics(probs, y) -> dict:
+    d = metrics.summary(probs, y)
+    if probs.shape[1] > 5:
+        d["top5"] = metrics.top_k_accuracy(probs, y, 5)
+    return d
+
+
+def evaluate(model, x, y, policy, *, baseline="identity", merge=None, classes=None, cache=None,
+             out=None, **classifier_kwargs) -> EvaluationReport:
+    """Evaluate ``policy`` against ``baseline`` (default no TTA) on ``(x, y)``.
+
+    ``merge=None`` uses the policy's own aggregation when it has one.
+    ``out`` writes the Markdown report and plots there."""
+    from ..tuning.tune import check_labels
+
+    y = check_labels(x, y)
+    pol = Policy.coerce(policy)
+    base = Policy.coerce(baseline)
+    cache = cache or PredictionCache(model, x, **classifier_kwargs)
+    t0 = time.perf_counter()
+    cache.ensure(pol)
+    t_policy = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    base_views = base.unique().views
+    cache.ensure(base_views)
+    t_base = time.perf_counter() - t0
+    if t_base < 1e-6 * len(y):  # the baseline's views were already computed with the policy's
+        t_base = t_policy * len(base_views) / len(pol.unique())
+    p_pol = cache.predict(pol, merge)
+    p_base = cache.predict(base, None)
+    n_classes = p_pol.shape[1]
+    if y.max() >= n_classes:
+        from ..errors import InputError
+
+        raise InputError(f"labels go up to {y.max()} but the model returns {n_classes} classes")
+    ok_b, ok_p = p_base.argmax(1) == y, p_pol.argmax(1) == y
+    per_class = []
+    for c in range(n_classes):
+        m = y == c
+        if m.any():
+            per_class.append({"class": c, "n": int(m.sum()), "baseline_accuracy": float(ok_b[m].mean()),
+                              "policy_accuracy": float(ok_p[m].mean()), "fixed": int((~ok_b[m] & ok_p[m]).sum()),
+                              "broken": int((ok_b[m] & ~ok_p[m]).sum())})
+    uniq = pol.unique()
+    curve = []
+    base_acc = float(ok_b.mean())
+    for k in range(1, len(uniq) + 1):
+        sub = Policy(uniq.views[:k], uniq.weights[:k])
+        pk = cache.predict(sub, "mean")
+        acc = metrics.accuracy(pk, y)
+        curve.append({"views": k, "view": repr(uniq.views[k - 1]), "accuracy": acc,
+                      "nll": metrics.nll(pk, y), "lift": acc - base_acc})
+    report = EvaluationReport(
+        policy=pol.spec, baseline=base.spec, n=len(y), n_classes=n_classes,
+        policy_metrics=_metrics(p_pol, y), baseline_metrics=_metrics(p_base, y),
+        paired=paired_accuracy(ok_b, ok_p), per_class=per_class,
+        forwards_per_input=float(len(uniq)), baseline_forwards_per_input=float(len(base.unique())),
+        throughput=len(y) / t_policy if t_policy > 0 else float("nan"),
+        baseline_throughput=len(y) / t_base if t_base > 0 else float("nan"),
+        prefix_curve=curve,
+        reliability={"baseline": metrics.reliability(p_base, y), "policy": metrics.reliability(p_pol, y)},
+        classes=list(classes) if classes is not None else None,
+    )
+    if out is not None:
+        report.save(out)
+    return report

@@ -1,0 +1,191 @@
+"""Find the views that help a model, on held-out data, and never do worse
+than no TTA on it.
+
+    result = ttakit.tune(model, x_tune, y_tune, candidates="standard", budget=8)
+    result.policy.save("policy.yaml")           # views, weights, temperature
+    ttakit.Classifier(model, result.policy).predict(x)
+
+What happens:
+
+1. Every candidate view (identity always among them) is run once over the
+   tuning data and cached.
+2. The tuning data is split (``guard_fraction``, seeded): greedy search runs
+   on the *fit* part; each prefix of its ordered result is then scored on the
+   *guard* part, with a temperature fitted on the fit part.
+3. The best prefix on the guard part is kept only if it beats identity
+   there; otherwise the result is no TTA.
+4. The merge is calibrated: a temperature (``aggregation="mean"``) or
+   learned weights and a temperature (``"per_view"``, ``"per_view_class"``),
+   kept only if better than the plain merge on the guard part. Final values
+   are refitted on all the tuning data and saved with the policy.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InputError, TTAKitWarning
+from ..evaluation import PredictionCache, metrics
+from ..policy import Policy
+from ..views import View
+from . import aggregation as agg
+from .candidates import candidate_views
+from .greedy import greedy_search, merge_prefix, score
+from .temperature import apply_temperature, fit_temperature, nll_at
+
+AGGREGATIONS = ("mean", "per_view", "per_view_class")
+MIN_TUNING = 50
+SMALL_TUNING = 1000
+
+
+@dataclass
+class TuneResult:
+    policy: Policy                   #: the chosen policy, with its aggregation
+    candidates: list[View]
+    steps: list[dict]                #: the greedy order with fit and guard scores
+    chosen_length: int               #: views kept (0 = fell back to no TTA)
+    fell_back: bool
+    reason: str
+    aggregation: dict
+    guard: dict                      #: guard-split metrics of identity and the result
+    forward_passes: int
+    seconds: float
+    n_tune: int
+    n_fit: int
+    n_guard: int
+    cache: PredictionCache | None = field(default=None, repr=False)
+
+    def summary(self) -> str:
+        lines = [f"Tuned on {self.n_tune} inputs ({self.n_fit} fit, {self.n_guard} guard); "
+                 f"{len(self.candidates)} candidate views, {self.forward_passes} forward passes "
+                 f"({self.forward_passes / max(1, self.n_tune):.1f} per tuning input), {self.seconds:.1f} s.",
+                 "", "| step | view added | fit objective | guard acc | guard NLL (T from fit) |",
+                 "|---:|---|---:|---:|---:|"]
+        for i, s in enumerate(self.steps, 1):
+            lines.append(f"| {i} | {s['view']} | {s['fit_objective']:.4f} | {s['guard_accuracy']:.2%} | "
+                         f"{s['guard_nll']:.4f} |")
+        g = self.guard
+        lines += ["", f"Identity on the guard split: accuracy {g['identity_accuracy']:.2%}, "
+                      f"NLL {g['identity_nll']:.4f}.",
+                  f"Result: {self.reason}", f"Policy: {self.policy.spec}",
+                  f"Aggregation: {self.aggregation}"]
+        return "\n".join(lines)
+
+
+def check_labels(x, y) -> np.ndarray:
+    y = np.asarray(y)
+    n = len(x) if hasattr(x, "__len__") else None
+    if y.ndim != 1:
+        raise InputError(f"labels must be one class index per input, shape (N,), got shape {y.shape}")
+    if n is not None and len(y) != n:
+        raise InputError(f"{n} inputs but {len(y)} labels: they must match one to one")
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        if np.all(np.mod(y, 1) == 0):
+            y = y.astype(np.int64)
+        else:
+            raise InputError(f"labels must be integer class indices, got dtype {y.dtype}")
+    if y.size and y.min() < 0:
+        raise InputError(f"labels must be class indices >= 0, found {y.min()}")
+    return y.astype(np.int64)
+
+
+def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str = "nll",
+         merge: str = "mean", aggregation: str = "mean", guard_fraction: float = 0.3, seed: int = 0,
+         cache: PredictionCache | None = None, **classifier_kwargs) -> TuneResult:
+    """Search the policy that helps ``model`` on ``(x, y)``; see the module doc."""
+    t0 = time.perf_counter()
+    y = check_labels(x, y)
+    n = len(y)
+    if n < MIN_TUNING:
+        raise InputError(f"the tuning split has {n} inputs; at least {MIN_TUNING} are needed "
+                         f"(a few thousand to trust differences of a point)")
+    if n < SMALL_TUNING:
+        half = 1.96 * np.sqrt(0.25 / (n * guard_fraction)) * 100
+        warnings.warn(f"the tuning split has only {n} inputs: guard-split accuracies are uncertain by "
+                      f"about ±{half:.1f} points, so the chosen policy may not generalise", TTAKitWarning,
+                      stacklevel=2)
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    if not 0 < guard_fraction < 1:
+        raise ValueError(f"guard_fraction must be in (0, 1), got {guard_fraction}")
+    if not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"budget must be a positive integer, got {budget!r}")
+    pool = candidate_views(candidates)
+    cache = cache or PredictionCache(model, x, **classifier_kwargs)
+    cache.ensure(pool)
+    probs = cache.stack(pool).astype(np.float64)  # (K, N, C)
+    if y.max() >= probs.shape[-1]:
+        raise InputError(f"labels go up to {y.max()} but the model returns {probs.shape[-1]} classes")
+
+    order = np.random.default_rng(seed).permutation(n)
+    n_guard = max(1, int(round(n * guard_fraction)))
+    guard_idx, fit_idx = np.sort(order[:n_guard]), np.sort(order[n_guard:])
+    p_fit, p_guard = probs[:, fit_idx], probs[:, guard_idx]
+    y_fit, y_guard = y[fit_idx], y[guard_idx]
+
+    steps = greedy_search(p_fit, y_fit, budget=budget, objective=objective, merge=merge)
+    chosen = [s.index for s in steps]
+
+    def guard_scores(idx: list[int]) -> tuple[float, float, float]:
+        t = fit_temperature(merge_prefix(p_fit, idx, merge), y_fit)
+        merged = merge_prefix(p_guard, idx, merge)
+        acc = float((merged.argmax(1) == y_guard).mean())
+        nll = nll_at(np.log(np.clip(merged, 1e-12, None)), y_guard, t)
+        obj = nll if objective == "nll" else (1 - acc) + 1e-6 * nll
+        return obj, acc, nll
+
+    id_obj, id_acc, id_nll = guard_scores([0])
+    table, best_len, best_obj = [], 0, id_obj
+    for L, s in enumerate(steps, 1):
+        obj, acc, nll = guard_scores(chosen[:L])
+        table.append({"view": repr(pool[s.index]), "fit_objective": s.objective, "fit_accuracy": s.accuracy,
+                      "guard_objective": obj, "guard_accuracy": acc, "guard_nll": nll})
+        if obj < best_obj - 1e-9:
+            best_len, best_obj = L, obj
+    views = [pool[k] for k in chosen[:best_len]]
+    if best_len == 0 or all(v == pool[0] for v in views):
+        views, best_len = [pool[0]], 0
+        fell_back = True
+        reason = "no prefix of the search beat no TTA on the guard split: using no TTA"
+    else:
+        fell_back = False
+        reason = (f"the first {best_len} step(s) of the search ({len(set(views))} distinct views) beat no TTA "
+                  f"on the guard split (objective {best_obj:.4f} vs {id_obj:.4f})")
+    policy = Policy(views)
+    uniq = policy.unique()
+    idx = [pool.index(v) for v in uniq.views]
+    w = uniq.weights / uniq.weights.sum()
+
+    def mean_merged(p):
+        return np.tensordot(w, p[idx], axes=1)
+
+    agg_info: dict
+    t_mean_fit = fit_temperature(mean_merged(p_fit), y_fit)
+    mean_guard_nll = nll_at(np.log(np.clip(mean_merged(p_guard), 1e-12, None)), y_guard, t_mean_fit)
+    use_learned = False
+    if aggregation != "mean" and len(idx) > 1:
+        learned_fit = agg.fit_weights(p_fit[idx], y_fit, aggregation)
+        learned_guard_nll = metrics.nll(agg.apply_weights(learned_fit, p_guard[idx]), y_guard)
+        use_learned = learned_guard_nll <= mean_guard_nll
+        reason += (f"; learned {aggregation} weights: guard NLL {learned_guard_nll:.4f} vs "
+                   f"{mean_guard_nll:.4f} for the calibrated mean, "
+                   + ("kept" if use_learned else "not kept"))
+    if use_learned:
+        learned = agg.fit_weights(probs[idx], y, aggregation)
+        agg_info = learned.to_dict()
+    else:
+        agg_info = {"merge": merge, "temperature": fit_temperature(mean_merged(probs), y)}
+    policy = Policy(uniq.views, uniq.weights, source=f"tuned ({objective}, budget {budget})", aggregation=agg_info)
+    final_guard = mean_merged(p_guard)
+    guard = {"identity_accuracy": id_acc, "identity_nll": id_nll,
+             "tuned_accuracy": float((final_guard.argmax(1) == y_guard).mean()),
+             "tuned_nll_calibrated": mean_guard_nll}
+    return TuneResult(policy, pool, table, best_len, fell_back, reason, agg_info, guard,
+                      cache.forward_passes, time.perf_counter() - t0, n, len(fit_idx), len(guard_idx), cache)
+
+
+__all__ = ["tune", "TuneResult", "AGGREGATIONS", "apply_temperature", "score"]
