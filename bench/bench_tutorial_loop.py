@@ -40,7 +40,7 @@ def parse_args(argv=None):
                    help="the n images are split into this many blocks; each block is one interleaved round")
     p.add_argument("--literal-n", type=int, default=None,
                    help="images for the slow literal arm (default: all n; fewer are timed per image)")
-    p.add_argument("--train-n", type=int, default=50000, help="training images for the 1-epoch fit")
+    p.add_argument("--train-n", type=int, default=20000, help="training images for the 1-epoch fit")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="model init, policy and tutorial RNG seed")
     p.add_argument("--retrain", action="store_true", help="ignore the cached trained model")

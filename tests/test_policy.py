@@ -326,6 +326,14 @@ def test_bad_values():
     assert "weights must be finite and >= 0" in _err("-1 * hflip")
     assert "positive" in _err("0 * hflip")
     assert "given both by position and by name" in _err("shift(1, dx=2)")
+    # values of the wrong type are caught when the view is made, not when it runs
+    for spec in ("rotate(angle=bad)", "shift(dx=inf)", "shift(1, dy=true)", "add('0.1')", "crop(size=big)",
+                 "multiply(x)", "scale(factor=[0.9, big])", "channel_shift(none)", "noise(std=high)"):
+        msg = _err(spec)
+        assert "finite number" in msg, (spec, msg)
+    assert "pair" in _err("crop(size=(4, 5, 6))")
+    with pytest.raises(PolicyError, match="finite number"):
+        Rotate(float("nan"))
 
 
 @pytest.mark.parametrize("spec, pos", [

@@ -99,8 +99,8 @@ def test_d4_is_closed_and_composition_matches_application():
                 ab = compose(a, b)
                 assert isinstance(ab, Dihedral) and ab in g
                 assert torch.equal(ab.apply(x), b.apply(a.apply(x))), (a, b)
-                # each element has an inverse in the group
-            assert compose(a, a.inverse()) == identity()
+            # each element has its inverse in the group
+            assert compose(a, a.inverse()) == identity() and a.inverse() in g
 
 
 def test_named_d4_elements_are_what_they_say():

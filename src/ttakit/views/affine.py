@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import PolicyError
 from . import sampling
-from .base import GeometricView, Size
+from .base import GeometricView, Size, check_number
 
 
 def _check_fill(fill: str) -> str:
@@ -61,8 +61,8 @@ class Shift(_Resampled):
     name = "shift"
 
     def __init__(self, dx: float = 0, dy: float = 0, fill: str = "nearest", cval: float = 0.0):
-        self.dx, self.dy = dx, dy
-        self.fill, self.cval = _check_fill(fill), float(cval)
+        self.dx, self.dy = check_number("shift dx", dx), check_number("shift dy", dy)
+        self.fill, self.cval = _check_fill(fill), float(check_number("cval", cval))
 
     def params(self):
         return {"dx": self.dx, "dy": self.dy, "fill": self.fill, "cval": self.cval}
@@ -78,8 +78,8 @@ class Rotate(_Resampled):
     name = "rotate"
 
     def __init__(self, angle: float = 0.0, fill: str = "nearest", cval: float = 0.0):
-        self.angle = angle
-        self.fill, self.cval = _check_fill(fill), float(cval)
+        self.angle = check_number("rotate angle", angle)
+        self.fill, self.cval = _check_fill(fill), float(check_number("cval", cval))
 
     def params(self):
         return {"angle": self.angle, "fill": self.fill, "cval": self.cval}
@@ -137,10 +137,10 @@ class Scale(GeometricView):
     name = "scale"
 
     def __init__(self, factor: float = 1.0, fill: str = "nearest", cval: float = 0.0):
-        if not factor > 0:
+        if not check_number("scale factor", factor) > 0:
             raise PolicyError(f"scale factor must be positive, got {factor}")
         self.factor = factor
-        self.fill, self.cval = _check_fill(fill), float(cval)
+        self.fill, self.cval = _check_fill(fill), float(check_number("cval", cval))
 
     def params(self):
         return {"factor": self.factor, "fill": self.fill, "cval": self.cval}
@@ -181,6 +181,11 @@ class Crop(GeometricView):
         if pos not in _CROP_POSITIONS:
             raise PolicyError(f"unknown crop position {pos!r}; valid: {', '.join(_CROP_POSITIONS)}")
         self.size = tuple(size) if isinstance(size, (list, tuple)) else size
+        for s in self.size if isinstance(self.size, tuple) else (self.size,):
+            if not check_number("crop size", s) > 0:
+                raise PolicyError(f"crop size must be positive, got {size!r}")
+        if isinstance(self.size, tuple) and len(self.size) != 2:
+            raise PolicyError(f"crop size is one number or a pair (h, w), got {size!r}")
         self.pos = pos
 
     def params(self):

@@ -15,11 +15,14 @@ Photometric views leave positions alone, so their inverses are the identity.
 from __future__ import annotations
 
 import inspect
+import math
+import numbers
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+from ..errors import PolicyError
 from . import sampling
 
 Size = tuple[int, int]
@@ -37,6 +40,13 @@ def _format_value(v: Any) -> str:
     if isinstance(v, list):
         return "[" + ", ".join(_format_value(x) for x in v) + "]"
     return repr(v)
+
+
+def check_number(name: str, v: Any) -> Any:
+    """``v`` if it is a finite real number (not a bool), else a PolicyError."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+        raise PolicyError(f"{name} must be a finite number, got {v!r}")
+    return v
 
 
 class View:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import PolicyError
-from .base import View
+from .base import View, check_number
 
 
 class _Photometric(View):
@@ -32,7 +32,7 @@ class Multiply(_Photometric):
 
     def __init__(self, factor: float = 1.0, clip: bool = True):
         super().__init__(clip)
-        if factor < 0:
+        if check_number("multiply factor", factor) < 0:
             raise PolicyError(f"multiply factor must be >= 0, got {factor}")
         self.factor = factor
 
@@ -50,7 +50,7 @@ class Add(_Photometric):
 
     def __init__(self, value: float = 0.0, clip: bool = True):
         super().__init__(clip)
-        self.value = value
+        self.value = check_number("add value", value)
 
     def params(self):
         return {"value": self.value, "clip": self.clip}
@@ -67,7 +67,7 @@ class Contrast(_Photometric):
 
     def __init__(self, factor: float = 1.0, clip: bool = True):
         super().__init__(clip)
-        if factor < 0:
+        if check_number("contrast factor", factor) < 0:
             raise PolicyError(f"contrast factor must be >= 0, got {factor}")
         self.factor = factor
 
@@ -92,7 +92,7 @@ class ChannelShift(_Photometric):
 
     def __init__(self, value: float = 0.0):
         super().__init__(clip=False)
-        self.value = value
+        self.value = check_number("channel_shift value", value)
 
     def params(self):
         return {"value": self.value}
@@ -115,7 +115,7 @@ class GaussianNoise(_Photometric):
 
     def __init__(self, std: float = 0.05, seed: int = 0, clip: bool = True):
         super().__init__(clip)
-        if std < 0:
+        if check_number("noise std", std) < 0:
             raise PolicyError(f"noise std must be >= 0, got {std}")
         self.std, self.seed = std, int(seed)
         self._cache: dict = {}
