@@ -22,7 +22,7 @@ import _common as C
 HERE = Path(__file__).resolve().parent
 
 FULL = {
-    "tutorial_loop": ["--n", "1000", "--blocks", "5", "--train-n", "20000"],
+    "tutorial_loop": ["--n", "1000", "--blocks", "5", "--train-n", "50000"],
     "d4_floor": ["--n", "1000", "--sweep-repeats", "2"],
     "dedupe": ["--n", "1000"],
     "batch_size": ["--n", "512"],

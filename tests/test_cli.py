@@ -374,19 +374,28 @@ def test_views_command(capsys):
 
 
 # -- help, version, entry point ----------------------------------------------------------
+def _check_help(capsys, words, parser):
+    """Every option and positional of ``parser`` is in ``ttakit WORDS --help``
+    and has a help string; nested subcommands are checked the same way."""
+    code, out, _ = run(capsys, *words, "--help")
+    assert code == 0
+    for action in parser._actions:
+        for opt in action.option_strings:
+            assert opt in out, f"{' '.join(words)} --help does not mention {opt}"
+        if not action.option_strings:
+            assert action.metavar in out
+        assert action.help, f"{' '.join(words)}: {action.dest} has no help"
+        if isinstance(action, argparse._SubParsersAction):
+            for name, p in action.choices.items():
+                _check_help(capsys, [*words, name], p)
+
+
 def test_help_mentions_every_option(capsys):
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert {"predict", "policy", "views"} <= set(sub.choices)
+    assert {"predict", "policy", "views", "tune", "evaluate", "reproduce", "demo"} <= set(sub.choices)
     for name, p in sub.choices.items():
-        code, out, _ = run(capsys, name, "--help")
-        assert code == 0
-        for action in p._actions:
-            for opt in action.option_strings:
-                assert opt in out, f"{name} --help does not mention {opt}"
-            if not action.option_strings:
-                assert action.metavar in out
-            assert action.help, f"{name}: {action.dest} has no help"
+        _check_help(capsys, [name], p)
     code, out, _ = run(capsys, "--help")
     assert code == 0 and all(name in out for name in sub.choices)
     code, out, _ = run(capsys, "--version")

@@ -231,9 +231,10 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
                    help="the views to run: a spec such as 'd4' or 'identity + hflip + scale(0.9, 1.1)', "
                         "or a policy file (.yaml, .yml, .json). Default: 'identity + hflip'. "
                         "See 'ttakit views' and 'ttakit policy'")
-    g.add_argument("--merge", "-m", default="mean", metavar="NAME",
+    g.add_argument("--merge", "-m", default=None, metavar="NAME",
                    help=f"how to merge the views' predictions: {', '.join(MERGES)} "
-                        "(sharpen(T) and weighted(w1, w2, ...) take parameters). Default: mean")
+                        "(sharpen(T) and weighted(w1, w2, ...) take parameters). Default: the policy "
+                        "file's own aggregation (from ttakit tune), else mean")
     g = p.add_argument_group("model")
     g.add_argument("--output-kind", choices=OUTPUT_KINDS, default="auto",
                    help="what the model returns: probs, logits, or auto (probabilities when the first "
@@ -349,7 +350,7 @@ class Predictions:
     seconds: float              #: wall time, reading included
 
 
-def predict_files(model: str, inputs: Sequence[str], policy="identity + hflip", merge="mean", *,
+def predict_files(model: str, inputs: Sequence[str], policy="identity + hflip", merge=None, *,
                   output_kind: str = "auto", layout: str | None = None, device: str | None = None,
                   batch_size: int | None = None, preprocess=None, size=None, mode: str = "RGB",
                   recursive: bool = False, classes: Sequence[str] | None = None,

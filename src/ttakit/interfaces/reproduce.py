@@ -46,7 +46,8 @@ def _tutorial_args(p: argparse.ArgumentParser, repeats: int) -> None:
 
 
 def _configure_reproduce(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", title="experiments")
+    sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", title="experiments",
+                           help="tutorial: the founding Keras CNN experiment; resnet: the published ResNets")
     sub.required = True
     t = sub.add_parser("tutorial", help="the founding Keras CNN experiment, paired (trains R models)",
                        description="Train the tutorial's Keras CNN R times and evaluate every policy on "

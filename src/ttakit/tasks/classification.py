@@ -13,6 +13,7 @@ import torch
 from .. import engine
 from ..errors import InputError, ModelOutputError
 from ..merge import Merge, get_merge, to_probs
+from ..merge.learned import merge_from_aggregation
 from ..models import as_model
 from ..models.base import check_layout
 from ..policy import Policy
@@ -68,7 +69,8 @@ class Classifier:
     merge
         How to merge views: ``"mean"`` (soft voting), ``"sum"``, ``"gmean"``,
         ``"max"``, ``"min"``, ``"vote"``, ``"sharpen"``, ``"logits"``, or a
-        :class:`~ttakit.merge.Merge`.
+        :class:`~ttakit.merge.Merge`. Default: the policy's own aggregation
+        (a tuned policy's temperature or learned weights), else ``"mean"``.
     layout
         Layout of the inputs you pass: ``"NCHW"`` or ``"NHWC"``.
     output
@@ -96,12 +98,12 @@ class Classifier:
     used as given.
     """
 
-    def __init__(self, model, policy="identity", merge: str | Merge = "mean", *, layout: str = "NCHW",
+    def __init__(self, model, policy="identity", merge: str | Merge | None = None, *, layout: str = "NCHW",
                  output: str = "auto", preprocess=None, batch_size: int | None = None, dedupe: bool = True,
                  classes: Sequence[str] | None = None, progress: bool = False, **model_kwargs):
         self.adapter = as_model(model, **model_kwargs)
         self.policy = Policy.coerce(policy)
-        self.merge = get_merge(merge)
+        self.merge = merge_from_aggregation(self.policy.aggregation) if merge is None else get_merge(merge)
         self.layout = check_layout(layout)
         if output not in OUTPUT_KINDS:
             raise InputError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {output!r}")
