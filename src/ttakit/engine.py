@@ -82,7 +82,8 @@ def to_nchw_float(raw, layout: str, device: torch.device, start: int = 0) -> tor
     else:
         raise InputError(f"inputs must be a NumPy array or a torch tensor, got {type(raw).__name__}")
     check_shape(tuple(t.shape), layout)
-    if t.dtype == torch.uint8:
+    pixels = t.dtype == torch.uint8  # cannot hold NaN or infinity
+    if pixels:
         t = t.to(device, non_blocking=True).to(torch.float32).div_(255.0)
     elif t.is_floating_point():
         t = t.to(device=device, dtype=torch.float32, non_blocking=True)
@@ -90,7 +91,7 @@ def to_nchw_float(raw, layout: str, device: torch.device, start: int = 0) -> tor
         raise InputError(f"unsupported input dtype {t.dtype}: pass uint8 pixels (0-255) or floats")
     if layout == "NHWC":
         t = t.permute(0, 3, 1, 2)
-    if not torch.isfinite(t).all():
+    if not pixels and not torch.isfinite(t).all():
         bad = (~torch.isfinite(t)).flatten(1).any(1).nonzero().flatten()
         first = int(bad[0]) + start
         raise InputError(f"{len(bad)} input(s) contain NaN or infinite values (first at index {first})")
@@ -127,23 +128,27 @@ def run_views(
 ) -> torch.Tensor:
     """Outputs of ``adapter`` on every view of ``x``: shape ``(V, n, ...)``.
 
-    Views whose outputs have the same spatial size share forward batches of
-    at most ``batch_size`` model inputs.
+    Each forward pass gets about ``batch_size`` model inputs: one view of the
+    chunk when the chunk is that large, else several views of the same
+    output size concatenated. Only one augmented batch exists at a time.
     """
     n = x.shape[0]
     size = (x.shape[-2], x.shape[-1])
     groups: dict[tuple, list[int]] = {}
     for i, v in enumerate(views):
         groups.setdefault(v.output_size(size), []).append(i)
+    per_forward = max(1, batch_size // max(1, n))
     per_view: list[torch.Tensor | None] = [None] * len(views)
-    for _, idx in groups.items():
-        batch = torch.cat([views[i].apply(x) for i in idx]) if len(idx) > 1 else views[idx[0]].apply(x)
-        if preprocess is not None:
-            batch = preprocess(batch)
-        outs = [_forward(adapter, batch[s:s + batch_size]) for s in range(0, batch.shape[0], batch_size)]
-        out = outs[0] if len(outs) == 1 else torch.cat(outs)
-        for j, i in enumerate(idx):
-            per_view[i] = out[j * n:(j + 1) * n]
+    for idx in groups.values():
+        for g in range(0, len(idx), per_forward):
+            part = idx[g:g + per_forward]
+            batch = torch.cat([views[i].apply(x) for i in part]) if len(part) > 1 else views[part[0]].apply(x)
+            if preprocess is not None:
+                batch = preprocess(batch)
+            outs = [_forward(adapter, batch[s:s + batch_size]) for s in range(0, batch.shape[0], batch_size)]
+            out = outs[0] if len(outs) == 1 else torch.cat(outs)
+            for j, i in enumerate(part):
+                per_view[i] = out[j * n:(j + 1) * n]
     return torch.stack(per_view)  # type: ignore[arg-type]
 
 
@@ -157,8 +162,9 @@ def _forward(adapter: ModelAdapter, batch: torch.Tensor) -> torch.Tensor:
 
 
 def chunk_size(batch_size: int, n_views: int) -> int:
-    """Inputs per chunk so that all views of a chunk fill about one batch."""
-    return max(1, math.ceil(batch_size / max(1, n_views)))
+    """Inputs per chunk: one forward batch's worth (views then share a
+    forward pass only when the data is smaller than a batch)."""
+    return max(1, batch_size)
 
 
 def count_inputs(data) -> int | None:
