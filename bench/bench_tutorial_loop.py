@@ -100,6 +100,8 @@ def main(argv=None):
         print("WARNING: " + adapter_note)
         adapter = KerasModel(model)
     clf = Classifier(adapter, policy, merge="sum", layout="NHWC")
+    # the same Keras model and weights, exported by Keras to ONNX and run with ONNX Runtime
+    clf_onnx = Classifier(KerasModel(model, runtime="onnx"), policy, merge="sum", layout="NHWC")
     print(f"policy: {policy.spec}  ->  {len(policy.unique())} distinct view(s)")
 
     datagen = ImageDataGenerator(horizontal_flip=True)
@@ -138,22 +140,27 @@ def main(argv=None):
     def ttakit_run(idx):
         return clf.run(images[idx[0]:idx[-1] + 1])
 
+    def ttakit_onnx_run(idx):
+        return clf_onnx.run(images[idx[0]:idx[-1] + 1])
+
     # warm-up (first Keras calls compile / allocate)
     tutorial(range(3)), literal(range(3)), ttakit_run(list(range(64))), clf.run(images)
+    ttakit_onnx_run(list(range(64)))
     np.random.seed(args.seed)  # the tutorial's draws come from NumPy's global RNG
 
     blocks = [list(b) for b in np.array_split(np.arange(n), args.blocks)]
     lit_n = n if args.literal_n is None else min(args.literal_n, n)
-    times = {"tutorial": [], "ttakit_block": [], "literal": [], "ttakit_full": []}
+    times = {"tutorial": [], "ttakit_block": [], "literal": [], "ttakit_full": [], "ttakit_onnx_block": []}
     per_image = {k: [] for k in times}
     tut_pred = np.empty(n, dtype=np.int64)
     lit_pred = np.full(n, -1, dtype=np.int64)
     lit_sum = np.zeros((n, 10), dtype=np.float32)
     full_res = None
+    onnx_pred = np.empty(n, dtype=np.int64)
     for r, blk in enumerate(blocks):
         lit_blk = [i for i in blk if i < lit_n]
-        arms = ["tutorial", "ttakit_block", "literal", "ttakit_full"]
-        arms = arms[r % 4:] + arms[:r % 4]
+        arms = ["tutorial", "ttakit_block", "literal", "ttakit_full", "ttakit_onnx_block"]
+        arms = arms[r % 5:] + arms[:r % 5]
         for arm in arms:
             if arm == "tutorial":
                 t, p = C.timed(tutorial, blk)
@@ -166,6 +173,10 @@ def main(argv=None):
                     times[arm].append(t), per_image[arm].append(t / len(lit_blk))
             elif arm == "ttakit_block":
                 t, _ = C.timed(ttakit_run, blk)
+                times[arm].append(t), per_image[arm].append(t / len(blk))
+            elif arm == "ttakit_onnx_block":
+                t, res = C.timed(ttakit_onnx_run, blk)
+                onnx_pred[blk] = res.labels
                 times[arm].append(t), per_image[arm].append(t / len(blk))
             else:
                 t, full_res = C.timed(clf.run, images)
@@ -184,6 +195,7 @@ def main(argv=None):
         "plain (no TTA)": float((plain == labels).mean()),
         "tutorial": float((tut_pred == labels).mean()),
         "ttakit": float((tk_pred == labels).mean()),
+        "ttakit_onnx": float((onnx_pred == labels).mean()),
         "literal": float((lit_pred[checked] == labels[checked]).mean()),
         "ttakit_on_literal_subset": float((tk_pred[checked] == labels[checked]).mean()),
     }
@@ -192,7 +204,10 @@ def main(argv=None):
         "tutorial/ttakit (same block)": C.summary(C.ratios(per_image["tutorial"], per_image["ttakit_block"])),
         "tutorial/ttakit (full-n call)": C.summary(C.ratios(per_image["tutorial"], per_image["ttakit_full"])),
         "literal/ttakit (same block)": C.summary(C.ratios(per_image["literal"], per_image["ttakit_block"])),
+        "tutorial/ttakit, Keras model run by ONNX Runtime (same block)":
+            C.summary(C.ratios(per_image["tutorial"], per_image["ttakit_onnx_block"])),
     }
+    onnx_agree = int((onnx_pred == tk_pred).sum())
     total = {k: sum(v) for k, v in times.items()}
 
     print()
@@ -203,6 +218,9 @@ def main(argv=None):
          f"{C.statistics.median(per_image['literal']) * 1e3:.3f}", fp["literal"], f"{acc['literal']:.3f}"],
         ["ttakit, per block", n, f"{total['ttakit_block']:.3f}",
          f"{C.statistics.median(per_image['ttakit_block']) * 1e3:.3f}", f"{fp['ttakit']:g}", f"{acc['ttakit']:.3f}"],
+        ["ttakit, per block, runtime='onnx'", n, f"{total['ttakit_onnx_block']:.3f}",
+         f"{C.statistics.median(per_image['ttakit_onnx_block']) * 1e3:.3f}", f"{fp['ttakit']:g}",
+         f"{acc['ttakit_onnx']:.3f}"],
         [f"ttakit, one call on all {n} (x{len(blocks)})", n, f"{C.statistics.median(times['ttakit_full']):.3f}",
          f"{C.statistics.median(per_image['ttakit_full']) * 1e3:.3f}", f"{fp['ttakit']:g}", f"{acc['ttakit']:.3f}"],
     ]
@@ -216,6 +234,8 @@ def main(argv=None):
                   ["speed-up (median over rounds, min-max)", "ratio", "target", ""]))
     print(f"\nliteral loop vs ttakit on the same 7 views: {mismatches} label mismatch(es) on "
           f"{int(checked.sum())} images, max |summed-prob diff| = {max_diff:.2e}")
+    print(f"runtime='onnx' (Keras' own ONNX export of the same model) agrees with the Keras runtime on "
+          f"{onnx_agree}/{n} labels")
     print(f"accuracy: plain model (no TTA) {acc['plain (no TTA)']:.3f}; tutorial {acc['tutorial']:.3f} "
           f"(its own random draws per image); ttakit {acc['ttakit']:.3f} (policy seed {args.seed})")
 
@@ -225,6 +245,7 @@ def main(argv=None):
         "seconds": times, "seconds_per_image": per_image, "speedup": speed, "accuracy": acc,
         "forward_passes_per_image": fp, "literal_vs_ttakit": {"label_mismatches": mismatches,
                                                               "max_abs_diff": max_diff},
+        "onnx_runtime_label_agreement": onnx_agree,
         "keras3_note": note_keras3, "adapter_note": adapter_note, "target_speedup": 50,
         "target_met": speed["tutorial/ttakit (same block)"]["median"] >= 50,
     })

@@ -262,6 +262,15 @@ def test_keras_matches_naive(keras_model, policy, layout):
                         batch_size=13)
 
 
+def test_keras_onnx_runtime_gives_the_same_predictions(keras_model):
+    x = images()
+    a = Classifier(keras_model, "d4", batch_size=13).run(x)
+    b = Classifier(keras_model, "d4", batch_size=13, runtime="onnx").run(x)
+    assert b.forward_passes == a.forward_passes
+    np.testing.assert_allclose(b.probs, a.probs, atol=1e-5)
+    np.testing.assert_array_equal(b.labels, a.labels)
+
+
 W_NUMPY = np.random.default_rng(5).normal(size=(3 * 8 * 8, C)) * 0.1
 
 

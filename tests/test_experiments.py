@@ -87,3 +87,29 @@ def test_missing_data_gives_a_clear_error(tmp_path):
 
     code = main(["reproduce", "resnet", "--data", str(tmp_path / "nowhere"), "--weights", str(tmp_path)])
     assert code == 2
+
+
+@needs_data
+def test_tuning_experiment_reports_on_the_held_out_half(tmp_path, monkeypatch):
+    import torch
+
+    from ttakit.experiments import tuning
+
+    torch.manual_seed(0)
+    tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+                               torch.nn.Flatten(), torch.nn.Linear(32, 10))
+    monkeypatch.setattr(tuning, "_model", lambda cfg, log: (tiny, {"output": "logits"}))
+    cfg = tuning.TuningConfig(model="tiny", data=str(DATA), budget=2, test_limit=300, out=str(tmp_path / "t"),
+                              progress=False)
+    s = tuning.run(cfg, log=lambda m: None)
+    assert s["n_tune"] == 150 and s["n_holdout"] == 150
+    names = [r["policy"] for r in s["rows"]]
+    assert names[:4] == ["no TTA", "no TTA + temperature", "identity + hflip", "identity + hflip + temperature"]
+    assert s["rows"][0]["lift"] == 0.0
+    # one forward per candidate per tuning image; the harmful pool only adds its own views
+    assert s["search_cost"]["per_candidate_per_image"] == 1.0
+    harm = s["policies"]["standard + harmful pool"]
+    assert harm["new_forward_passes"] == 150 * (len(tuning.candidate_views("standard,harmful"))
+                                                - len(tuning.candidate_views("standard")))
+    text = (tmp_path / "t" / "tiny.md").read_text()
+    assert "held out" in text and "Search cost" in text

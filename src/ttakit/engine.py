@@ -9,6 +9,7 @@ bounded by ``batch_size``, never by the size of the data.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -19,15 +20,51 @@ from .errors import InputError, ModelOutputError
 from .models.base import ModelAdapter, check_layout
 from .views import View
 
-#: forward batch size used on CPU when none is given. Measured in
-#: bench/bench_batch_size.py: on CPU throughput is flat from 128 to 512 with
-#: the allocator settings of the Makefile and falls off above.
+#: forward batch sizes used when none is given. On CPU, glibc's allocator
+#: hands every large tensor back to the OS after each batch unless told not
+#: to (see :func:`tune_allocator`), which makes batches of 512 and more about
+#: 2.5x slower; with it tuned, throughput is flat from 128 to 2048 and 512 is
+#: as fast as any (bench/bench_batch_size.py, BENCHMARKS.md).
 CPU_BATCH = 256
+CPU_BATCH_TUNED = 512
 GPU_BATCH = 1024
+
+_ALLOCATOR_TUNED = False
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def allocator_tuned() -> bool:
+    """True when glibc's allocator keeps large tensors (environment
+    variables set before the process started, or :func:`tune_allocator`)."""
+    return _ALLOCATOR_TUNED or bool(os.environ.get("MALLOC_TRIM_THRESHOLD_") or
+                                    os.environ.get("MALLOC_MMAP_THRESHOLD_"))
+
+
+def tune_allocator() -> bool:
+    """Ask glibc (via ``mallopt``) to keep freed memory instead of returning
+    it to the OS after every batch. Process-wide, so ttakit never does it on
+    its own: the ``ttakit`` command does, and so may you. Returns False where
+    it does not apply (not glibc)."""
+    global _ALLOCATOR_TUNED
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+        # the largest mmap threshold glibc accepts (it refuses values above its limit)
+        for value in (2**31 - 1, 2**30, 2**28, 2**25):
+            if libc.mallopt(_M_MMAP_THRESHOLD, value) == 1:
+                break
+    except (OSError, AttributeError):
+        return False
+    _ALLOCATOR_TUNED = ok
+    return ok
 
 
 def default_batch_size(device: torch.device) -> int:
-    return GPU_BATCH if device.type == "cuda" else CPU_BATCH
+    if device.type == "cuda":
+        return GPU_BATCH
+    return CPU_BATCH_TUNED if allocator_tuned() else CPU_BATCH
 
 
 @dataclass

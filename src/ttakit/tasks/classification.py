@@ -80,8 +80,9 @@ class Classifier:
     preprocess
         Applied to each view after augmentation (e.g. ``Normalize(mean, std)``).
     batch_size
-        Model inputs per forward pass (views x inputs). Default: 256 on CPU,
-        1024 on GPU.
+        Model inputs per forward pass. Default: 1024 on GPU; on CPU 256, or
+        512 when glibc's allocator is tuned (``ttakit.engine.tune_allocator``
+        or the ``MALLOC_*`` variables the Makefile sets).
     dedupe
         Run each distinct view once, weighted by its multiplicity (exactly
         the same merged result). ``False`` runs every copy, for comparison.
