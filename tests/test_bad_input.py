@@ -14,12 +14,6 @@ from ttakit import Classifier, InputError, ModelOutputError, PolicyError
 C = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def cnn() -> nn.Module:

@@ -15,13 +15,6 @@ from ttakit.merge import MERGES, Sharpen, WeightedMean, get_merge
 
 FAST = settings(max_examples=40, deadline=None)
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids thread-pool stalls on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 NAMES = ["mean", "sum", "gmean", "logits", "max", "min", "vote", "sharpen", "sharpen(0.25)", "sharpen(2)"]

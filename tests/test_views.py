@@ -22,13 +22,6 @@ FAST = settings(max_examples=25, deadline=None)
 FILLS = sampling.FILL_MODES
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids thread-pool stalls on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def rand_images(n=2, c=3, h=8, w=8, seed=0) -> torch.Tensor:
