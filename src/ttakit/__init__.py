@@ -15,10 +15,12 @@ from .merge import get_merge
 from .models import Normalize, as_model
 from .policy import Policy
 from .tasks import ClassificationResult, Classifier
+from .evaluation import EvaluationReport, evaluate
+from .tuning import TuneResult, tune
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Classifier", "ClassificationResult", "Policy", "Normalize", "as_model", "get_merge",
+    "Classifier", "ClassificationResult", "Policy", "evaluate", "EvaluationReport", "tune", "TuneResult", "Normalize", "as_model", "get_merge",
     "TTAKitError", "InputError", "PolicyError", "ModelOutputError", "ModelLoadError", "__version__",
 ]
