@@ -127,8 +127,8 @@ def run(cfg: TuningConfig, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{cfg.model}.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     for name, r in runs.items():
-        r["result"].policy.save(out / f"{cfg.model}-{name.split(',')[0].replace(' ', '-').replace('+', 'and')}"
-                                      f"{'-' + r['result'].aggregation.get('merge', '') if 'learned' in name else ''}.yaml")
+        slug = "".join(c if c.isalnum() else "-" for c in name.replace("+", "and")).strip("-")
+        r["result"].policy.save(out / f"{cfg.model}-{'-'.join(filter(None, slug.split('-')))}.yaml")
     (out / f"{cfg.model}.md").write_text(render(cfg, summary))
     return summary
 
