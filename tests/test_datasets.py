@@ -46,7 +46,7 @@ def _isolated_env(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def test_set() -> CIFAR10:
+def cifar_test_set() -> CIFAR10:
     _need_shared()
     return cifar10(BATCHES, split="test")
 
@@ -85,8 +85,8 @@ def _folder(tmp_path: Path, test_bytes: bytes | None = None, meta: bool = True) 
 # ---------------------------------------------------------------------------
 
 
-def test_test_split(test_set):
-    ds = test_set
+def test_test_split(cifar_test_set):
+    ds = cifar_test_set
     assert isinstance(ds, CIFAR10)
     assert len(ds) == 10_000
     assert ds.split == "test"
@@ -99,14 +99,14 @@ def test_test_split(test_set):
     assert "n=10000" in repr(ds)
 
 
-def test_pixel_layout_matches_the_record_format(test_set):
+def test_pixel_layout_matches_the_record_format(cifar_test_set):
     raw = np.fromfile(BATCHES / "test_batch.bin", dtype=np.uint8, count=2 * RECORD).reshape(2, RECORD)
     for i in range(2):
-        assert test_set.labels[i] == raw[i, 0]
+        assert cifar_test_set.labels[i] == raw[i, 0]
         planes = raw[i, 1:].reshape(3, 32, 32)  # R, G, B planes, row-major
-        assert np.array_equal(test_set.images[i, :, :, 0], planes[0])
-        assert np.array_equal(test_set.images[i, 5, 7], planes[:, 5, 7])
-    assert 60 < test_set.images.mean() < 200  # real photos, not noise or zeros
+        assert np.array_equal(cifar_test_set.images[i, :, :, 0], planes[0])
+        assert np.array_equal(cifar_test_set.images[i, 5, 7], planes[:, 5, 7])
+    assert 60 < cifar_test_set.images.mean() < 200  # real photos, not noise or zeros
 
 
 def test_test_split_loads_fast():
@@ -117,14 +117,14 @@ def test_test_split_loads_fast():
     assert time.perf_counter() - start < 1.0
 
 
-def test_train_and_all_splits(test_set):
+def test_train_and_all_splits(cifar_test_set):
     both = cifar10(DATA, split="all")  # train (data_batch_1..5) then test
     assert len(both) == 60_000 and both.split == "all"
     assert both.images.shape == (60_000, 32, 32, 3) and both.images.dtype == np.uint8
     assert both.labels.dtype == np.int64 and both.classes == CLASSES
     assert np.bincount(both.labels[:50_000], minlength=10).tolist() == [5000] * 10
-    assert np.array_equal(both.labels[50_000:], test_set.labels)
-    assert np.array_equal(both.images[50_000:], test_set.images)
+    assert np.array_equal(both.labels[50_000:], cifar_test_set.labels)
+    assert np.array_equal(both.images[50_000:], cifar_test_set.images)
     del both
     train = cifar10(DATA, split="train")
     assert len(train) == 50_000 and train.split == "train"
@@ -142,27 +142,27 @@ def test_bad_split_is_a_value_error():
 # ---------------------------------------------------------------------------
 
 
-def test_folder_and_parent_and_str_paths(test_set):
+def test_folder_and_parent_and_str_paths(cifar_test_set):
     for where in (DATA, str(DATA), BATCHES, str(BATCHES)):
         ds = cifar10(where)
-        assert np.array_equal(ds.labels, test_set.labels)
+        assert np.array_equal(ds.labels, cifar_test_set.labels)
         assert Path(ds.source) == BATCHES
 
 
 @pytest.mark.parametrize("where", [DATA, BATCHES], ids=["parent", "folder"])
-def test_ttakit_data_env(monkeypatch, test_set, where):
+def test_ttakit_data_env(monkeypatch, cifar_test_set, where):
     monkeypatch.setenv("TTAKIT_DATA", str(where))
     ds = cifar10()
-    assert np.array_equal(ds.labels, test_set.labels)
-    assert np.array_equal(ds.images[:10], test_set.images[:10])
+    assert np.array_equal(ds.labels, cifar_test_set.labels)
+    assert np.array_equal(ds.images[:10], cifar_test_set.images[:10])
 
 
-def test_user_cache_is_the_fallback(monkeypatch, tmp_path, test_set):
+def test_user_cache_is_the_fallback(monkeypatch, tmp_path, cifar_test_set):
     cache = tmp_path / "xdg-cache" / "ttakit"
     cache.mkdir(parents=True)
     (cache / "cifar-10-batches-bin").symlink_to(BATCHES, target_is_directory=True)
     assert mod.cache_dir() == cache
-    assert np.array_equal(cifar10().labels, test_set.labels)
+    assert np.array_equal(cifar10().labels, cifar_test_set.labels)
 
 
 @pytest.fixture(scope="module")
@@ -178,16 +178,16 @@ def small_tarball(tmp_path_factory) -> Path:
     )
 
 
-def test_tarball(monkeypatch, small_tarball, test_set):
+def test_tarball(monkeypatch, small_tarball, cifar_test_set):
     tarball = small_tarball
     for where in (tarball, tarball.parent):  # the file, or a folder holding it
         ds = cifar10(where)
         assert ds.classes == CLASSES
-        assert np.array_equal(ds.labels, test_set.labels)
-        assert np.array_equal(ds.images, test_set.images)
+        assert np.array_equal(ds.labels, cifar_test_set.labels)
+        assert np.array_equal(ds.images, cifar_test_set.images)
         assert Path(ds.source) == tarball
     monkeypatch.setenv("TTAKIT_DATA", str(tarball))
-    assert np.array_equal(cifar10().labels, test_set.labels)
+    assert np.array_equal(cifar10().labels, cifar_test_set.labels)
     # Only the test batch is in it: asking for train names what is missing.
     with pytest.raises(DatasetError, match=r"data_batch_1\.bin"):
         cifar10(tarball, split="train")

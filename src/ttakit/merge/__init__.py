@@ -10,6 +10,8 @@ tutorial does, whose rows sum to the total weight.
 
 from __future__ import annotations
 
+import abc
+
 import re
 from typing import ClassVar
 
@@ -41,7 +43,7 @@ def _normalise(scores: torch.Tensor) -> torch.Tensor:
     return scores / scores.sum(dim=-1, keepdim=True).clamp_min(_TINY)
 
 
-class Merge:
+class Merge(abc.ABC):
     """Base class. Subclasses implement :meth:`merge`."""
 
     name: ClassVar[str] = "merge"
@@ -55,8 +57,9 @@ class Merge:
             raise ValueError(f"{outputs.shape[0]} views of outputs but {weights.shape[0]} weights")
         return self.merge(outputs, weights, kind)
 
-    def merge(self, outputs, weights, kind):  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def merge(self, outputs, weights, kind):
+        """Scores ``(N, C)`` from outputs ``(V, N, C)``, weights ``(V,)`` and the output kind."""
 
     def labels(self, scores: torch.Tensor, outputs: torch.Tensor, weights: torch.Tensor, kind: str) -> torch.Tensor:
         return scores.argmax(dim=-1)

@@ -9,6 +9,8 @@ before it reaches the model.
 
 from __future__ import annotations
 
+import abc
+
 import torch
 
 from ..errors import InputError
@@ -27,7 +29,7 @@ def to_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).contiguous() if layout == "NHWC" else x
 
 
-class ModelAdapter:
+class ModelAdapter(abc.ABC):
     """Base class of model adapters."""
 
     #: the layout the model consumes
@@ -41,8 +43,9 @@ class ModelAdapter:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Model outputs ``(n, ...)`` for a float32 NCHW batch on ``self.device``."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)

@@ -14,6 +14,7 @@ Photometric views leave positions alone, so their inverses are the identity.
 
 from __future__ import annotations
 
+import abc
 import inspect
 import math
 import numbers
@@ -49,7 +50,7 @@ def check_number(name: str, v: Any) -> Any:
     return v
 
 
-class View:
+class View(abc.ABC):
     """Base class of every view. Subclasses set ``name`` and implement
     :meth:`params` and :meth:`apply`."""
 
@@ -97,8 +98,9 @@ class View:
         return d
 
     # -- forward ----------------------------------------------------------
-    def apply(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The view of a batch ``(N, C, H, W)``."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x)
