@@ -11,7 +11,6 @@ once per model (a prediction cache) however many policies use it.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -225,7 +224,3 @@ def render_report(cfg, table, rows, checks, timings, n_test, n_train) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def dump(obj, path):
-    Path(path).write_text(json.dumps(obj, indent=2))

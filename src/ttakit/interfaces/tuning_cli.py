@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import Subcommand, UsageError, load_model_file, load_policy, register
+from .cli import Subcommand, UsageError, _normalize_from_args, load_model_file, load_policy, register
 from . import data as _data
 
 ZOO = ("zoo:resnet20", "zoo:resnet32")
@@ -44,14 +44,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     m.add_argument("--batch-size", type=int, default=None, metavar="N",
                    help="model inputs per forward pass. Default: 512 on CPU (the command tunes the allocator for it), 1024 on GPU")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    p.set_defaults(mode="RGB")  # images are RGB here; lets --mean/--std share predict's checks
 
 
 def _model_and_kwargs(args):
     from ..models import Normalize
 
     kwargs: dict = {"output": args.output_kind, "batch_size": args.batch_size, "progress": args.progress}
-    if args.mean is not None or args.std is not None:
-        kwargs["preprocess"] = Normalize(args.mean or [0.0], args.std or [1.0])
+    norm = _normalize_from_args(args)
+    if norm is not None:
+        kwargs["preprocess"] = norm
     if args.model in ZOO:
         from ..zoo import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, load_cifar_resnet
 
