@@ -53,7 +53,7 @@ def child(args) -> None:
     torch.manual_seed(0)
     model = tutorial_cnn_torch().eval()
     images, _ = C.load_cifar(args.data, "test", args.n)
-    clfs = {bs: Classifier(model, "d4", layout="NHWC", batch_size=bs) for bs in args.sizes}
+    clfs = {bs: Classifier(model, "d4", data_layout="NHWC", batch_size=bs) for bs in args.sizes}
     for bs, clf in clfs.items():  # warm-up: one full run per size
         clf.run(images)
     arms = {bs: (lambda c=clf: c.run(images)) for bs, clf in clfs.items()}

@@ -7,7 +7,7 @@ Arms, timed side by side over interleaved rounds on the same N CIFAR-10 images:
   NCHW tensor before timing, run in slices of the fastest batch size (a
   sweep picks it) -- no conversion, no augmentation, no merging: the least
   any D4 TTA can cost.
-* ttakit: ``Classifier(model, "d4", layout="NHWC").run(uint8 NHWC images)``,
+* ttakit: ``Classifier(model, "d4", data_layout="NHWC").run(uint8 NHWC images)``,
   with its default batch size and with the floor's best, including its own
   uint8 -> float conversion, augmentation, merging and uncertainty stats.
 * ttach: ``ClassificationTTAWrapper(model, aliases.d4_transform(),
@@ -90,7 +90,7 @@ def main(argv=None):
         return run
 
     def ttakit_run(bs):
-        clf = ttakit.Classifier(model, "d4", layout="NHWC", batch_size=bs)
+        clf = ttakit.Classifier(model, "d4", data_layout="NHWC", batch_size=bs)
         return lambda: clf.run(images)
 
     default_bs = default_batch_size(torch.device("cpu"))

@@ -50,14 +50,14 @@ def main(argv=None):
     model = tutorial_cnn_torch().eval()
     images, _ = C.load_cifar(args.data, "test", args.n)
     n = len(images)
-    Classifier(model, "d4", layout="NHWC").run(images[:256])  # warm-up
+    Classifier(model, "d4", data_layout="NHWC").run(images[:256])  # warm-up
 
     rows, results, ok = [], [], True
     all_ratios = []
     for seed in args.seeds:
         pol = Policy.random(n=7, seed=seed, horizontal_flip=True)
-        on = Classifier(model, pol, merge=args.merge, layout="NHWC", dedupe=True)
-        off = Classifier(model, pol, merge=args.merge, layout="NHWC", dedupe=False)
+        on = Classifier(model, pol, merge=args.merge, data_layout="NHWC", dedupe=True)
+        off = Classifier(model, pol, merge=args.merge, data_layout="NHWC", dedupe=False)
         out = {}
         times = C.interleave({"dedupe": lambda: out.__setitem__("on", on.run(images)),
                               "no_dedupe": lambda: out.__setitem__("off", off.run(images))}, args.repeats)

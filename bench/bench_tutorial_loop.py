@@ -11,7 +11,7 @@ Arms, run over the same CIFAR-10 test images, block by block, interleaved:
   so the 7 copies are drawn from the same iterator and predicted as one batch
   of 7, which is also the cheaper way for the tutorial.)
 * ttakit: ``Classifier(model, Policy.random(n=7, seed, horizontal_flip=True),
-  merge="sum", layout="NHWC").run(uint8 images)`` -- the 7 draws are fixed
+  merge="sum", data_layout="NHWC").run(uint8 images)`` -- the 7 draws are fixed
   once, deduplicated to 2 distinct views, batched; includes ttakit's own
   uint8 -> float conversion.
 * literal: the tutorial's per-image loop using exactly ttakit's 7 views (the
@@ -99,9 +99,9 @@ def main(argv=None):
                         "passes KerasModel(model) explicitly")
         print("WARNING: " + adapter_note)
         adapter = KerasModel(model)
-    clf = Classifier(adapter, policy, merge="sum", layout="NHWC")
+    clf = Classifier(adapter, policy, merge="sum", data_layout="NHWC")
     # the same Keras model and weights, exported by Keras to ONNX and run with ONNX Runtime
-    clf_onnx = Classifier(KerasModel(model, runtime="onnx"), policy, merge="sum", layout="NHWC")
+    clf_onnx = Classifier(KerasModel(model, runtime="onnx"), policy, merge="sum", data_layout="NHWC")
     print(f"policy: {policy.spec}  ->  {len(policy.unique())} distinct view(s)")
 
     datagen = ImageDataGenerator(horizontal_flip=True)

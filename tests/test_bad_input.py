@@ -60,7 +60,7 @@ def raises(kind, fn, *words):
 def test_wrong_rank():
     clf = Classifier(cnn(), "hflips")
     raises(InputError, lambda: clf.run(imgs()[0]), "rank 4", "(N, C, H, W)", "(3, 8, 8)", "x[None]")
-    msg = raises(InputError, lambda: Classifier(cnn(), layout="NHWC").run(imgs(layout="NHWC")[0]), "x[None]")
+    msg = raises(InputError, lambda: Classifier(cnn(), data_layout="NHWC").run(imgs(layout="NHWC")[0]), "x[None]")
     assert "(N, H, W, C)" in msg
     raises(InputError, lambda: clf.run(np.zeros((2, 3, 8, 8, 1), np.float32)), "rank 4")
     assert "x[None]" not in raises(InputError, lambda: clf.run(np.zeros((2, 8), np.float32)), "rank 4")
@@ -70,9 +70,9 @@ def test_wrong_rank():
 
 def test_channels_that_look_like_the_other_layout():
     raises(InputError, lambda: Classifier(cnn(), "hflips").run(imgs(layout="NHWC")),
-           "(6, 8, 8, 3)", "looks like NHWC", "layout='NHWC'")
-    raises(InputError, lambda: Classifier(cnn(), "hflips", layout="NHWC").run(imgs(layout="NCHW")),
-           "looks like NCHW", "layout='NCHW'")
+           "(6, 8, 8, 3)", "looks like NHWC", "data_layout='NHWC'")
+    raises(InputError, lambda: Classifier(cnn(), "hflips", data_layout="NHWC").run(imgs(layout="NCHW")),
+           "looks like NCHW", "data_layout='NCHW'")
 
 
 def test_keras_channel_count_is_checked(tmp_path):
@@ -80,17 +80,17 @@ def test_keras_channel_count_is_checked(tmp_path):
     if keras.backend.backend() != "torch":
         pytest.skip("torch backend only")
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(C)])
-    raises(InputError, lambda: Classifier(model, "hflips", layout="NHWC").run(imgs(layout="NHWC")),
+    raises(InputError, lambda: Classifier(model, "hflips", data_layout="NHWC").run(imgs(layout="NHWC")),
            "expects 1 channels", "has 3")
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 def test_empty_batch_gives_an_empty_result(layout):
     empty = imgs(layout=layout)[:0]
-    res = Classifier(cnn(), "d4", layout=layout).run(empty)
+    res = Classifier(cnn(), "d4", data_layout=layout).run(empty)
     assert res.probs.shape[0] == 0 and res.labels.shape == (0,) and len(res) == 0
     assert res.entropy.shape == (0,) and res.forward_passes == 0
-    named = Classifier(cnn(), "d4", layout=layout, classes=list("abcd")).run(empty, return_views=True)
+    named = Classifier(cnn(), "d4", data_layout=layout, classes=list("abcd")).run(empty, return_views=True)
     assert named.probs.shape == (0, C) and named.view_probs.shape == (8, 0, C)
     assert Classifier(cnn(), "d4").run([]).probs.shape[0] == 0
     assert Classifier(cnn(), "d4").run(iter([])).labels.shape == (0,)
@@ -106,7 +106,7 @@ def test_non_finite_pixels_name_the_index(bad):
     raises(InputError, lambda: Classifier(cnn(), "hflips").run(x), "2 input(s)", "index 5")
     xs = imgs(n=9, layout="NHWC")
     xs[8, 0, 0, 2] = bad
-    raises(InputError, lambda: Classifier(cnn(), "hflips", layout="NHWC", batch_size=4).run(xs), "index 8")
+    raises(InputError, lambda: Classifier(cnn(), "hflips", data_layout="NHWC", batch_size=4).run(xs), "index 8")
 
 
 # -- dtypes and types -----------------------------------------------------------------
@@ -210,7 +210,7 @@ def test_numpy_integer_batch_size_is_fine():
 
 @pytest.mark.parametrize("layout", ["NCWH", "nchw ", "CHW", None])
 def test_bad_layout(layout):
-    raises(InputError, lambda: Classifier(cnn(), layout=layout), "'NCHW' or 'NHWC'")
+    raises(InputError, lambda: Classifier(cnn(), data_layout=layout), "'NCHW' or 'NHWC'")
 
 
 def test_bad_output_kind():
@@ -218,7 +218,7 @@ def test_bad_output_kind():
 
 
 def test_lowercase_layout_is_accepted():
-    a = Classifier(cnn(), "hflips", layout="nhwc").run(imgs(layout="NHWC"))
+    a = Classifier(cnn(), "hflips", data_layout="nhwc").run(imgs(layout="NHWC"))
     b = Classifier(cnn(), "hflips").run(imgs())
     np.testing.assert_allclose(a.probs, b.probs, atol=1e-6)
 

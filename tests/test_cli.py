@@ -157,7 +157,7 @@ def test_predict_matches_classifier(kind, models, image_dir, tmp_path, capsys, r
     labels = np.array([int(r["label"]) for r in rows])
     np.testing.assert_array_equal(labels, probs.argmax(1))
 
-    expected = ttakit.Classifier(str(model), POLICY, layout="NHWC").run(_pixels(paths))
+    expected = ttakit.Classifier(str(model), POLICY, data_layout="NHWC").run(_pixels(paths))
     np.testing.assert_allclose(probs, expected.probs, atol=1e-5)
     np.testing.assert_array_equal(labels, expected.labels)
     for col, ref in (("confidence", expected.probs[np.arange(5), expected.labels]), ("entropy", expected.entropy),
@@ -270,12 +270,12 @@ def test_sizes(models, tmp_path, capsys):
     for size_args in (["12", "14"], ["12x14"]):
         code, out, err = run(capsys, "predict", models["torchscript"], d, "--size", *size_args, "-p", POLICY)
         assert code == 0, err
-        ref = ttakit.Classifier(str(models["torchscript"]), POLICY, layout="NHWC").run(_pixels([a, b], (12, 14)))
+        ref = ttakit.Classifier(str(models["torchscript"]), POLICY, data_layout="NHWC").run(_pixels([a, b], (12, 14)))
         np.testing.assert_allclose(_probs(_csv(out)), ref.probs, atol=1e-5)
     # ONNX knows its input is 16x16: resized to that without --size
     code, out, err = run(capsys, "predict", models["onnx"], d, "-p", POLICY)
     assert code == 0, err
-    ref = ttakit.Classifier(str(models["onnx"]), POLICY, layout="NHWC").run(_pixels([a, b], (16, 16)))
+    ref = ttakit.Classifier(str(models["onnx"]), POLICY, data_layout="NHWC").run(_pixels([a, b], (16, 16)))
     np.testing.assert_allclose(_probs(_csv(out)), ref.probs, atol=1e-5)
     assert parse_size(["7"]) == (7, 7)
     code, _, err = run(capsys, "predict", models["torchscript"], d, "--size", "0x3")
@@ -292,7 +292,7 @@ def test_normalisation_and_policy_file(models, image_dir, tmp_path, capsys):
     arr, good, failures = load_images(_good(image_dir))
     assert failures == [] and good == _good(image_dir)
     np.testing.assert_array_equal(arr, _pixels(good))
-    ref = ttakit.Classifier(str(models["torchscript"]), "d4", "gmean", layout="NHWC",
+    ref = ttakit.Classifier(str(models["torchscript"]), "d4", "gmean", data_layout="NHWC",
                             preprocess=ttakit.Normalize(mean, std)).run(arr)
     np.testing.assert_allclose(_probs(_csv(out)), ref.probs, atol=1e-5)
     code, _, err = run(capsys, "predict", models["torchscript"], image_dir, "--mean", 0.5, 0.5)
@@ -307,7 +307,7 @@ def test_grayscale_mode(tmp_path, image_dir, capsys):
     code, out, err = run(capsys, "predict", path, image_dir, "--mode", "L")
     assert code == 0, err
     gray = np.stack([np.asarray(Image.open(p).convert("L"))[..., None] for p in _good(image_dir)])
-    ref = ttakit.Classifier(str(path), "identity + hflip", layout="NHWC").run(gray)
+    ref = ttakit.Classifier(str(path), "identity + hflip", data_layout="NHWC").run(gray)
     np.testing.assert_allclose(_probs(_csv(out)), ref.probs, atol=1e-5)
     # an RGB image into a 1-channel model: the model's error, without a traceback
     code, _, err = run(capsys, "predict", path, image_dir)

@@ -140,7 +140,7 @@ def check_against_naive(model, fn, policy, x_nchw, kind, *, layout="NCHW", batch
         x_in = x_nchw.transpose(0, 2, 3, 1) if layout == "NHWC" else x_nchw
     for name in merges:
         merge = WeightedMean(extra_distinct) if name == "weighted" else name
-        res = Classifier(model, policy, merge, layout=layout, batch_size=batch_size).run(x_in)
+        res = Classifier(model, policy, merge, data_layout=layout, batch_size=batch_size).run(x_in)
         scores, labels = np_merge(name, ref_out, w, kind, extra)
         probs = scores / scores.sum(-1, keepdims=True)
         assert res.probs.shape == (len(x_nchw), ref_out.shape[-1])
@@ -258,7 +258,7 @@ def test_keras_matches_naive(keras_model, policy, layout):
 def test_keras_onnx_runtime_gives_the_same_predictions(keras_model):
     x = images()
     a = Classifier(keras_model, "d4", batch_size=13).run(x)
-    b = Classifier(keras_model, "d4", batch_size=13, runtime="onnx").run(x)
+    b = Classifier(keras_model, "d4", batch_size=13, model_options={"runtime": "onnx"}).run(x)
     assert b.forward_passes == a.forward_passes
     np.testing.assert_allclose(b.probs, a.probs, atol=1e-5)
     np.testing.assert_array_equal(b.labels, a.labels)
@@ -352,7 +352,7 @@ def test_streaming_inputs_match_the_array():
     model = cnn(0)
     x = images().transpose(0, 2, 3, 1)  # NHWC uint8
     y = np.arange(N)
-    clf = Classifier(model, "hflips * shift(dx=[-2, 2])", "gmean", layout="NHWC", batch_size=13)
+    clf = Classifier(model, "hflips * shift(dx=[-2, 2])", "gmean", data_layout="NHWC", batch_size=13)
     ref = clf.run(x)
 
     def batches():

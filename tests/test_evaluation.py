@@ -98,7 +98,7 @@ def test_prediction_cache_runs_each_view_once_and_matches_the_classifier():
     adapter = ttakit.as_model(model)
     orig = adapter.forward
     adapter.forward = lambda b: (calls.append(b.shape[0]), orig(b))[1]
-    cache = PredictionCache(adapter, x, layout="NHWC", batch_size=16)
+    cache = PredictionCache(adapter, x, data_layout="NHWC", batch_size=16)
     specs = ["identity", "identity + hflip", "hflips * shift(dx=[-1, 1])", "d4", "hflip + vflip"]
     for spec in specs:
         cache.ensure(spec)
@@ -106,6 +106,6 @@ def test_prediction_cache_runs_each_view_once_and_matches_the_classifier():
     assert sum(calls) == len(distinct) * len(x) == cache.forward_passes
     for spec in specs:
         for merge in ("mean", "gmean", "vote", "max"):
-            want = ttakit.Classifier(model, spec, merge, layout="NHWC").predict_proba(x)
+            want = ttakit.Classifier(model, spec, merge, data_layout="NHWC").predict_proba(x)
             np.testing.assert_allclose(cache.predict(spec, merge), want, atol=1e-5)
     assert sum(calls) == len(distinct) * len(x)  # predictions came from the cache

@@ -60,8 +60,8 @@ def test_published_resnet20_gains_from_horizontal_flips(tmp_path):
     x, y = test.images[:2000], test.labels[:2000]
     model = load_cifar_resnet(MODELS / "resnet20-12fca82f.th")
     norm = ttakit.Normalize(CIFAR_RESNET_MEAN, CIFAR_RESNET_STD)
-    plain = ttakit.Classifier(model, None, layout="NHWC", preprocess=norm).predict(x)
-    flips = ttakit.Classifier(model, "identity + hflip", layout="NHWC", preprocess=norm).predict(x)
+    plain = ttakit.Classifier(model, None, data_layout="NHWC", preprocess=norm).predict(x)
+    flips = ttakit.Classifier(model, "identity + hflip", data_layout="NHWC", preprocess=norm).predict(x)
     r = paired_accuracy(plain == y, flips == y)
     assert 0.75 < r.accuracy_a < 0.88
     assert r.lift > 0.005 and r.fixed > r.broken and r.p_value < 0.05

@@ -81,7 +81,7 @@ def _tiny_data(n=400, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
     # labels the model partly knows: its own no-TTA prediction, with 30% noise
-    y = ttakit.Classifier(_tiny_model(), layout="NHWC").predict(x)
+    y = ttakit.Classifier(_tiny_model(), data_layout="NHWC").predict(x)
     flip = rng.random(n) < 0.3
     y[flip] = rng.integers(0, 4, flip.sum())
     return x, y
@@ -90,7 +90,7 @@ def _tiny_data(n=400, seed=0):
 def test_tune_falls_back_to_no_tta_when_only_harmful_views_are_offered():
     x, y = _tiny_data()
     res = tune(_tiny_model(), x, y, candidates="contrast(0.05) + multiply(0.1) + add(0.6)", budget=3,
-               layout="NHWC")
+               data_layout="NHWC")
     assert res.fell_back and res.policy.is_identity
     assert "no TTA" in res.reason
     assert res.guard["tuned_accuracy"] == res.guard["identity_accuracy"]
@@ -99,14 +99,14 @@ def test_tune_falls_back_to_no_tta_when_only_harmful_views_are_offered():
 def test_tune_costs_one_forward_per_candidate_per_input_and_round_trips(tmp_path):
     x, y = _tiny_data()
     pool = "hflips, shift(dx=[-1, 1]), vflip"
-    res = tune(_tiny_model(), x, y, candidates=pool, budget=4, aggregation="per_view", layout="NHWC")
+    res = tune(_tiny_model(), x, y, candidates=pool, budget=4, aggregation="per_view", data_layout="NHWC")
     assert res.forward_passes == len(candidate_views(pool)) * len(x)
     assert len(res.steps) == 4
     path = res.policy.save(tmp_path / "policy.yaml")
     loaded = ttakit.Policy.load(path)
     assert loaded == res.policy and loaded.aggregation == res.policy.aggregation
     # the Classifier applies the saved aggregation; the cache gives the same answer
-    clf = ttakit.Classifier(_tiny_model(), loaded, layout="NHWC")
+    clf = ttakit.Classifier(_tiny_model(), loaded, data_layout="NHWC")
     np.testing.assert_allclose(clf.predict_proba(x), res.cache.predict(loaded), atol=1e-5)
     if loaded.aggregation.get("merge") != "learned":
         assert "T=" in repr(clf.merge)
@@ -115,20 +115,20 @@ def test_tune_costs_one_forward_per_candidate_per_input_and_round_trips(tmp_path
 def test_tune_rejects_bad_labels_pools_and_tiny_splits():
     x, y = _tiny_data(120)
     with pytest.raises(InputError, match="120 inputs but 119 labels"):
-        tune(_tiny_model(), x, y[:-1], layout="NHWC")
+        tune(_tiny_model(), x, y[:-1], data_layout="NHWC")
     with pytest.raises(InputError, match="at least 50"):
-        tune(_tiny_model(), x[:20], y[:20], layout="NHWC")
+        tune(_tiny_model(), x[:20], y[:20], data_layout="NHWC")
     with pytest.raises(PolicyError, match="Candidate pools: .*standard"):
-        tune(_tiny_model(), x, y, candidates="hflips, nosuchview", layout="NHWC")
+        tune(_tiny_model(), x, y, candidates="hflips, nosuchview", data_layout="NHWC")
     with pytest.raises(InputError, match="class indices|integer"):
-        tune(_tiny_model(), x, y + 0.5, layout="NHWC")
+        tune(_tiny_model(), x, y + 0.5, data_layout="NHWC")
     with pytest.warns(TTAKitWarning, match="only 120 inputs"):
-        tune(_tiny_model(), x, y, candidates="hflips", budget=1, layout="NHWC")
+        tune(_tiny_model(), x, y, candidates="hflips", budget=1, data_layout="NHWC")
 
 
 def test_evaluate_report_is_consistent_and_written(tmp_path):
     x, y = _tiny_data(300)
-    rep = evaluate(_tiny_model(), x, y, "identity + hflip + vflip", layout="NHWC", out=tmp_path / "rep")
+    rep = evaluate(_tiny_model(), x, y, "identity + hflip + vflip", data_layout="NHWC", out=tmp_path / "rep")
     p = rep.paired
     assert p.fixed - p.broken == pytest.approx(p.lift * rep.n)
     assert sum(r["fixed"] for r in rep.per_class) == p.fixed
@@ -141,7 +141,7 @@ def test_evaluate_report_is_consistent_and_written(tmp_path):
     data = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert data["verdict"] == rep.verdict()
     with pytest.raises(InputError, match="300 inputs but 299 labels"):
-        evaluate(_tiny_model(), x, y[:-1], "hflip", layout="NHWC")
+        evaluate(_tiny_model(), x, y[:-1], "hflip", data_layout="NHWC")
 
 
 def test_tune_and_evaluate_commands(tmp_path, capsys):
@@ -178,7 +178,7 @@ def test_tuned_resnet20_is_never_worse_than_no_tta_on_held_out_data():
     test = cifar10(DATA)
     x, y = test.images[:1600], test.labels[:1600]
     model = load_cifar_resnet(MODELS / "resnet20-12fca82f.th")
-    kw = dict(layout="NHWC", preprocess=ttakit.Normalize(CIFAR_RESNET_MEAN, CIFAR_RESNET_STD), output="logits")
+    kw = dict(data_layout="NHWC", preprocess=ttakit.Normalize(CIFAR_RESNET_MEAN, CIFAR_RESNET_STD), output="logits")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TTAKitWarning)
         res = tune(model, x[:1000], y[:1000], candidates="hflips, shift(dx=[-2, 2]), harmful", budget=3, **kw)

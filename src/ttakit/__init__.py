@@ -1,7 +1,7 @@
 """ttakit: test-time augmentation for any model.
 
     >>> import ttakit
-    >>> tta = ttakit.Classifier(model, "identity + hflip", layout="NHWC")
+    >>> tta = ttakit.Classifier(model, "identity + hflip", data_layout="NHWC")
     >>> probs = tta.predict_proba(images)
 
 Layers, each importing only from those before it: ``views`` (what a view

@@ -146,7 +146,7 @@ def check_shape(shape: tuple, layout: str) -> None:
     if c not in (1, 2, 3, 4) and other in (1, 3, 4):
         alt = "NHWC" if layout == "NCHW" else "NCHW"
         raise InputError(f"shape {shape} has {c} channels for layout {layout}; it looks like {alt}. "
-                         f"Pass layout={alt!r}")
+                         f"Pass data_layout={alt!r}")
 
 
 def check_against_model(x: torch.Tensor, adapter: ModelAdapter) -> None:

@@ -15,7 +15,7 @@ from ..views import View
 class PredictionCache:
     """Per-view class probabilities of one model on one dataset.
 
-    ``PredictionCache(model, data, layout="NHWC")`` keeps the data and the
+    ``PredictionCache(model, data, data_layout="NHWC")`` keeps the data and the
     model; :meth:`ensure` runs only the views not seen yet (all of them in
     one streamed pass); :meth:`predict` merges cached views for any policy.
     Comparing 50 policies costs one forward pass per distinct view.

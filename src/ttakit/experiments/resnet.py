@@ -47,7 +47,7 @@ def run(cfg: ResNetConfig, log=print) -> dict:
     for depth in cfg.depths:
         model = load_cifar_resnet(depth, root=cfg.weights)
         t0 = time.perf_counter()
-        cache = PredictionCache(model, x, layout="NHWC", output="logits",
+        cache = PredictionCache(model, x, data_layout="NHWC", output="logits",
                                 preprocess=Normalize(CIFAR_RESNET_MEAN, CIFAR_RESNET_STD), progress=cfg.progress)
         arms = []
         for name, p in policies:

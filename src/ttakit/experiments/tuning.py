@@ -71,7 +71,7 @@ def run(cfg: TuningConfig, log=print) -> dict:
     x_t, y_t = test.images[tune_idx], test.labels[tune_idx]
     x_h, y_h = test.images[hold_idx], test.labels[hold_idx]
     model, kw = _model(cfg, log)
-    kw.update(layout="NHWC", progress=cfg.progress)
+    kw.update(data_layout="NHWC", progress=cfg.progress)
     cache_t = PredictionCache(model, x_t, **kw)
     cache_h = PredictionCache(model, x_h, **kw)
 

@@ -131,7 +131,7 @@ def run(cfg: TutorialConfig, log=print) -> dict:
 
         t0 = time.perf_counter()
         adapter = as_model(model, runtime=cfg.runtime)
-        cache = PredictionCache(adapter, test_x, layout="NHWC", progress=cfg.progress)
+        cache = PredictionCache(adapter, test_x, data_layout="NHWC", progress=cfg.progress)
         for _, p in policies:
             cache.ensure(p)
         for arm, (_, p) in zip(arms, policies):

@@ -354,7 +354,7 @@ class Predictions:
 
 
 def predict_files(model: str, inputs: Sequence[str], policy="identity + hflip", merge=None, *,
-                  output_kind: str = "auto", layout: str | None = None, device: str | None = None,
+                  output_kind: str = "auto", model_layout: str | None = None, device: str | None = None,
                   batch_size: int | None = None, preprocess=None, size=None, mode: str = "RGB",
                   recursive: bool = False, classes: Sequence[str] | None = None,
                   progress: bool = False) -> Predictions:
@@ -366,8 +366,8 @@ def predict_files(model: str, inputs: Sequence[str], policy="identity + hflip", 
     t0 = time.perf_counter()
     pol = load_policy(policy) if isinstance(policy, str) else Policy.coerce(policy)
     paths = _images.find_images(inputs, recursive=recursive)
-    adapter = load_model_file(model, layout=layout, device=device)
-    clf = Classifier(adapter, pol, merge, layout="NHWC", output=output_kind, preprocess=preprocess,
+    adapter = load_model_file(model, layout=model_layout, device=device)
+    clf = Classifier(adapter, pol, merge, data_layout="NHWC", output=output_kind, preprocess=preprocess,
                      batch_size=batch_size, classes=classes, progress=False)
     expected = getattr(adapter, "expected_size", None)
     target, failures = _images.plan_size(paths, _images.parse_size(size) if size is not None else None, expected)
@@ -478,7 +478,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     size = _images.parse_size(args.size) if args.size is not None else None
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     pred = predict_files(args.model, args.images, args.policy, args.merge, output_kind=args.output_kind,
-                         layout=args.layout, device=args.device, batch_size=args.batch_size,
+                         model_layout=args.layout, device=args.device, batch_size=args.batch_size,
                          preprocess=preprocess, size=size, mode=args.mode, recursive=args.recursive,
                          classes=classes, progress=progress)
     for path, why in pred.failures:

@@ -98,7 +98,7 @@ def _run_tune(args) -> int:
     data = _labelled(args)
     res = tune(model, data.x, data.y, candidates=args.candidates, budget=args.budget, objective=args.objective,
                aggregation=args.aggregation, guard_fraction=args.guard_fraction, seed=args.seed,
-               layout=data.layout, **kwargs)
+               data_layout=data.layout, **kwargs)
     res.policy.save(args.out)
     print(f"Data: {data.description}")
     print(res.summary())
@@ -126,7 +126,7 @@ def _run_evaluate(args) -> int:
     model, kwargs = _model_and_kwargs(args)
     data = _labelled(args)
     report = evaluate(model, data.x, data.y, load_policy(args.policy), baseline=load_policy(args.baseline),
-                      merge=args.merge, classes=data.classes, out=args.out, layout=data.layout, **kwargs)
+                      merge=args.merge, classes=data.classes, out=args.out, data_layout=data.layout, **kwargs)
     print(f"Data: {data.description}\n")
     print(report.to_markdown())
     if args.out:

@@ -99,13 +99,19 @@ class Classifier:
     used as given.
     """
 
-    def __init__(self, model, policy="identity", merge: str | Merge | None = None, *, layout: str = "NCHW",
-                 output: str = "auto", preprocess=None, batch_size: int | None = None, dedupe: bool = True,
-                 classes: Sequence[str] | None = None, progress: bool = False, **model_kwargs):
-        self.adapter = as_model(model, **model_kwargs)
+    def __init__(self, model, policy="identity", merge: str | Merge | None = None, *, data_layout: str = "NCHW",
+                 model_layout: str | None = None, output: str = "auto", preprocess=None,
+                 batch_size: int | None = None, dedupe: bool = True, classes: Sequence[str] | None = None,
+                 progress: bool = False, device=None, model_options: dict | None = None):
+        opts = dict(model_options or {})
+        if device is not None:
+            opts["device"] = device
+        if model_layout is not None:
+            opts["layout"] = model_layout
+        self.adapter = as_model(model, **opts)
         self.policy = Policy.coerce(policy)
         self.merge = merge_from_aggregation(self.policy.aggregation) if merge is None else get_merge(merge)
-        self.layout = check_layout(layout)
+        self.layout = check_layout(data_layout)
         if output not in OUTPUT_KINDS:
             raise InputError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {output!r}")
         self.output = output
@@ -121,7 +127,7 @@ class Classifier:
 
     def __repr__(self) -> str:
         return (f"Classifier({self.adapter!r}, policy={self.policy.spec!r}, merge={self.merge!r}, "
-                f"layout={self.layout!r}, output={self.output!r})")
+                f"data_layout={self.layout!r}, output={self.output!r})")
 
     # -- public API ---------------------------------------------------------
     @property
