@@ -129,7 +129,7 @@ def np_merge(name, out, w, kind, extra=None):
 
 
 def check_against_naive(model, fn, policy, x_nchw, kind, *, layout="NCHW", batch_size=7, merges=MERGES,
-                        x_in=None):
+                        x_in=None, model_layout=None):
     """Run the Classifier for every merge and compare with the reference."""
     ref_out = naive_view_outputs(fn, as_float(x_nchw), policy)
     w = policy.weights
@@ -140,7 +140,8 @@ def check_against_naive(model, fn, policy, x_nchw, kind, *, layout="NCHW", batch
         x_in = x_nchw.transpose(0, 2, 3, 1) if layout == "NHWC" else x_nchw
     for name in merges:
         merge = WeightedMean(extra_distinct) if name == "weighted" else name
-        res = Classifier(model, policy, merge, data_layout=layout, batch_size=batch_size).run(x_in)
+        res = Classifier(model, policy, merge, data_layout=layout, model_layout=model_layout,
+                         batch_size=batch_size).run(x_in)
         scores, labels = np_merge(name, ref_out, w, kind, extra)
         probs = scores / scores.sum(-1, keepdims=True)
         assert res.probs.shape == (len(x_nchw), ref_out.shape[-1])
@@ -281,7 +282,11 @@ def test_numpy_callable_matches_naive(policy, layout):
     def fn(x):
         return numpy_nchw(x.numpy().astype(np.float64))
 
-    check_against_naive(numpy_nchw, fn, SQUARE_POLICIES[policy], images(), "logits", layout=layout, batch_size=7)
+    # a bare callable consumes the data's layout unless told otherwise
+    check_against_naive(numpy_nchw, fn, SQUARE_POLICIES[policy], images(), "logits", layout=layout, batch_size=7,
+                        model_layout="NCHW")
+    check_against_naive(numpy_nchw if layout == "NCHW" else numpy_nhwc, fn, SQUARE_POLICIES[policy], images(),
+                        "logits", layout=layout, batch_size=7, merges=["mean"])
     # a callable that consumes NHWC gives the same result
     check_against_naive(CallableModel(numpy_nhwc, layout="NHWC"), fn, SQUARE_POLICIES[policy], images(),
                         "logits", layout=layout, batch_size=13, merges=["mean", "vote"])
@@ -299,7 +304,9 @@ def sklearn_model():
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("policy", ["random_flips", "d4", "photometric"])
 def test_sklearn_matches_naive(sklearn_model, policy, layout):
+    # the estimator sees each image flattened in the data's own layout (as it was fitted)
     def fn(x):
+        x = x if layout == "NCHW" else x.permute(0, 2, 3, 1)
         return sklearn_model.predict_proba(x.numpy().reshape(len(x), -1).astype(np.float64))
 
     assert isinstance(as_model(sklearn_model), SklearnModel)

@@ -96,8 +96,8 @@ def test_prediction_cache_runs_each_view_once_and_matches_the_classifier():
     x = np.random.default_rng(0).integers(0, 256, (23, 8, 8, 3), dtype=np.uint8)
     calls = []
     adapter = ttakit.as_model(model)
-    orig = adapter.forward
-    adapter.forward = lambda b: (calls.append(b.shape[0]), orig(b))[1]
+    orig = adapter.forward_raw
+    adapter.forward_raw = lambda b: (calls.append(b.shape[0]), orig(b))[1]
     cache = PredictionCache(adapter, x, data_layout="NHWC", batch_size=16)
     specs = ["identity", "identity + hflip", "hflips * shift(dx=[-1, 1])", "d4", "hflip + vflip"]
     for spec in specs:

@@ -158,16 +158,22 @@ def test_file_round_trip(entries, tmp_path_factory):
 
 
 def test_file_contents_and_source(tmp_path):
+    from ttakit.merge import LearnedMerge
+
     p = Policy.random(5, seed=2, horizontal_flip=True, rotation_range=10)
-    p.aggregation = {"kind": "weights", "values": [1, 2]}
+    distinct = p.unique().views
+    p = p.with_merge(LearnedMerge(np.linspace(0.2, 1.0, len(distinct)), 0.7, distinct))
     path = p.save(tmp_path / "p.json")
     data = json.loads(path.read_text())
-    assert data["format"] == "ttakit.policy" and data["version"] == 1
+    assert data["format"] == "ttakit.policy" and data["version"] == 2
     assert len(data["views"]) == 5 and all("weight" in e and "view" in e for e in data["views"])
+    # the learned weights are saved keyed by view, not by position
+    assert [e["view"] for e in data["merge"]["weights"]] == [v.to_dict() for v in distinct]
     q = Policy.load(path)
-    assert q == p and q.source == p.source and q.aggregation == p.aggregation
+    assert q == p and q.source == p.source and q.merge == p.merge
     y = Policy.load(p.save(tmp_path / "p.yaml"))
     assert y == p and y.aggregation == p.aggregation
+    assert p != p.with_merge(None) and p.with_merge(None) == Policy(p.views, p.weights)
 
 
 # -- dedupe ---------------------------------------------------------------------

@@ -109,7 +109,7 @@ def test_tune_costs_one_forward_per_candidate_per_input_and_round_trips(tmp_path
     clf = ttakit.Classifier(_tiny_model(), loaded, data_layout="NHWC")
     np.testing.assert_allclose(clf.predict_proba(x), res.cache.predict(loaded), atol=1e-5)
     if loaded.aggregation.get("merge") != "learned":
-        assert "T=" in repr(clf.merge)
+        assert "T=" in repr(loaded.merge)
 
 
 def test_tune_rejects_bad_labels_pools_and_tiny_splits():

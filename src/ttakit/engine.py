@@ -1,24 +1,28 @@
-"""The one engine: run a model on every view of the inputs, in bounded batches.
+"""The one run loop: chunks of inputs -> views -> bounded forward batches ->
+each view's output handed to the task.
 
-For each chunk of inputs, the views are applied on the model's device and
-concatenated into one batch of about ``batch_size`` model inputs; the model
-runs once per batch; the outputs come back shaped ``(V, n, ...)``. Memory is
-bounded by ``batch_size``, never by the size of the data.
+For each chunk (at most ``batch_size`` inputs) the views are applied on the
+model's device; views with the same output shape are concatenated into one
+forward batch of about ``batch_size`` model inputs when the chunk is small,
+else each view of the chunk is one forward. As soon as a forward returns,
+its output is split by view and handed to the task's run
+(:meth:`~ttakit.tasks.base.TaskRun.add`), which de-augments it and folds it
+into running accumulators. So a chunk holds one forward batch of outputs
+beside the accumulators, never ``views x batch``, and outputs whose size
+differs per view (rot90 of a non-square mask) or per input (boxes) pass
+through. The engine knows no modality (that is :mod:`ttakit.inputs`) and no
+task (that is :mod:`ttakit.tasks`).
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 
-import numpy as np
 import torch
 
-from .errors import InputError, ModelOutputError
-from .models.base import ModelAdapter, check_layout
-from .views import View
+from .errors import InputError, ModelError, TTAKitError, ViewError
+from .inputs import Inputs
 
 #: forward batch sizes used when none is given. On CPU, glibc's allocator
 #: hands every large tensor back to the OS after each batch unless told not
@@ -67,172 +71,93 @@ def default_batch_size(device: torch.device) -> int:
     return CPU_BATCH_TUNED if allocator_tuned() else CPU_BATCH
 
 
-@dataclass
-class Chunk:
-    """A slice of the inputs, converted: ``x`` is float32 NCHW on the device."""
+def check_batch_size(batch_size) -> int | None:
+    import numbers
 
-    x: torch.Tensor
-    start: int
-
-
-def iter_input_chunks(data, chunk: int) -> Iterator[tuple[object, int]]:
-    """Yield ``(raw_chunk, start_index)``. ``data`` is an array/tensor
-    (sliced) or an iterable of batches (each re-sliced to at most ``chunk``;
-    a batch given as ``(x, y, ...)`` contributes ``x``)."""
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        for s in range(0, len(data), chunk):
-            yield data[s:s + chunk], s
-        return
-    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
-        raise InputError(f"inputs must be a NumPy array, a torch tensor or an iterable of batches, "
-                         f"got {type(data).__name__}")
-    start = 0
-    for batch in data:
-        if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], (np.ndarray, torch.Tensor)):
-            batch = batch[0]
-        if not isinstance(batch, (np.ndarray, torch.Tensor)):
-            try:
-                batch = np.asarray(batch)
-            except (TypeError, ValueError) as e:
-                raise InputError(f"a batch of inputs is not an array ({type(batch).__name__}: {e})") from None
-            if batch.ndim == 0 or batch.dtype.kind in "OSUV":
-                raise InputError(f"each batch of inputs must be an array of images, got {batch.dtype} "
-                                 f"with shape {batch.shape}; pass one array of shape (N, C, H, W) or (N, H, W, C)")
-        for s in range(0, len(batch), chunk):
-            part = batch[s:s + chunk]
-            yield part, start
-            start += len(part)
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
 
 
-def to_nchw_float(raw, layout: str, device: torch.device, start: int = 0) -> torch.Tensor:
-    """Validate one raw chunk and convert it to float32 NCHW on ``device``.
+def run(task, adapter, data, views: Sequence, weights: Sequence[float], *, inputs: Inputs,
+        batch_size: int | None = None, preprocess=None, progress=None):
+    """Run ``task`` over ``data``: returns the task's result.
 
-    uint8 pixels are scaled to ``[0, 1]``; floats are kept as given.
+    ``views``/``weights`` are the distinct views to run and their weights;
+    ``inputs`` validates and converts chunks; ``progress`` is an object with
+    ``update(n)`` (a tqdm bar) or None.
     """
-    if isinstance(raw, np.ndarray):
-        if raw.dtype == object:
-            raise InputError("inputs are an object array (images of different sizes?); "
-                             "pass one array of shape (N, C, H, W) or (N, H, W, C)")
-        t = torch.from_numpy(np.ascontiguousarray(raw))
-    elif isinstance(raw, torch.Tensor):
-        t = raw.detach()
-    else:
-        raise InputError(f"inputs must be a NumPy array or a torch tensor, got {type(raw).__name__}")
-    check_shape(tuple(t.shape), layout)
-    pixels = t.dtype == torch.uint8  # cannot hold NaN or infinity
-    if pixels:
-        t = t.to(device, non_blocking=True).to(torch.float32).div_(255.0)
-    elif t.is_floating_point():
-        t = t.to(device=device, dtype=torch.float32, non_blocking=True)
-    else:
-        raise InputError(f"unsupported input dtype {t.dtype}: pass uint8 pixels (0-255) or floats")
-    if layout == "NHWC":
-        t = t.permute(0, 3, 1, 2)
-    if not pixels and not torch.isfinite(t).all():
-        bad = (~torch.isfinite(t)).flatten(1).any(1).nonzero().flatten()
-        first = int(bad[0]) + start
-        raise InputError(f"{len(bad)} input(s) contain NaN or infinite values (first at index {first})")
-    return t.contiguous()
+    bs = check_batch_size(batch_size) or default_batch_size(adapter.device)
+    views = list(views)
+    task_run = task.start(views, list(weights), inputs.count(data))
+    for raw, start in inputs.chunks(data, bs):
+        if len(raw) == 0:
+            continue
+        x = inputs.prepare(raw, adapter.device, start)
+        inputs.check_model(x, adapter)
+        for v in dict.fromkeys(views):
+            v.check_input(x, start)
+        task_run.begin(x, start)
+        for i, out in forward_views(adapter, x, views, bs, preprocess, task.convert_output, inputs):
+            task_run.add(i, out)
+        task_run.end()
+        if progress is not None:
+            progress.update(len(raw))
+    return task_run.finish()
 
 
-def check_shape(shape: tuple, layout: str) -> None:
-    if len(shape) != 4:
-        want = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
-        hint = " For one image, pass x[None]." if len(shape) == 3 else ""
-        raise InputError(f"expected a batch of images of rank 4 {want} for layout {layout}, "
-                         f"got shape {shape}.{hint}")
-    c = shape[1] if layout == "NCHW" else shape[3]
-    other = shape[3] if layout == "NCHW" else shape[1]
-    if c not in (1, 2, 3, 4) and other in (1, 3, 4):
-        alt = "NHWC" if layout == "NCHW" else "NCHW"
-        raise InputError(f"shape {shape} has {c} channels for layout {layout}; it looks like {alt}. "
-                         f"Pass data_layout={alt!r}")
+def forward_views(adapter, x: torch.Tensor, views: Sequence, batch_size: int, preprocess=None,
+                  convert=None, inputs: Inputs | None = None) -> Iterator[tuple[int, object]]:
+    """Yield ``(view_index, output)`` for every view of the chunk ``x``.
 
-
-def check_against_model(x: torch.Tensor, adapter: ModelAdapter) -> None:
-    c = x.shape[1]
-    if adapter.expected_channels is not None and c != adapter.expected_channels:
-        raise InputError(f"the model expects {adapter.expected_channels} channels, the input has {c} "
-                         f"(shape {tuple(x.shape)} as NCHW)")
-
-
-def run_views(
-    adapter: ModelAdapter,
-    x: torch.Tensor,
-    views: Sequence[View],
-    batch_size: int,
-    preprocess=None,
-) -> torch.Tensor:
-    """Outputs of ``adapter`` on every view of ``x``: shape ``(V, n, ...)``.
-
-    Each forward pass gets about ``batch_size`` model inputs: one view of the
-    chunk when the chunk is that large, else several views of the same
-    output size concatenated. Only one augmented batch exists at a time.
+    Views of the same output shape share forward batches of about
+    ``batch_size`` inputs; only one augmented batch and its outputs exist at
+    a time. ``convert(raw_output, n_rows, device)`` turns the model's raw
+    output into what the task takes (a tensor, or one record per input).
     """
     n = x.shape[0]
-    size = (x.shape[-2], x.shape[-1])
+    shape = tuple(x.shape[1:])
     groups: dict[tuple, list[int]] = {}
     for i, v in enumerate(views):
-        groups.setdefault(v.output_size(size), []).append(i)
+        groups.setdefault(tuple(v.output_shape(shape)), []).append(i)
     per_forward = max(1, batch_size // max(1, n))
-    per_view: list[torch.Tensor | None] = [None] * len(views)
     for idx in groups.values():
         for g in range(0, len(idx), per_forward):
             part = idx[g:g + per_forward]
-            batch = torch.cat([views[i].apply(x) for i in part]) if len(part) > 1 else views[part[0]].apply(x)
+            batch = _apply(views, part, x, inputs)
             if preprocess is not None:
                 batch = preprocess(batch)
-            outs = [_forward(adapter, batch[s:s + batch_size]) for s in range(0, batch.shape[0], batch_size)]
-            out = outs[0] if len(outs) == 1 else torch.cat(outs)
+            out = _forward(adapter, batch, [views[i] for i in part], convert, inputs)
             for j, i in enumerate(part):
-                per_view[i] = out[j * n:(j + 1) * n]
-    return torch.stack(per_view)  # type: ignore[arg-type]
+                yield i, out[j * n:(j + 1) * n] if len(part) > 1 else out
 
 
-def _forward(adapter: ModelAdapter, batch: torch.Tensor) -> torch.Tensor:
-    y = adapter(batch)
-    if not isinstance(y, torch.Tensor) or y.ndim == 0 or y.shape[0] != batch.shape[0]:
-        shape = tuple(y.shape) if hasattr(y, "shape") else type(y).__name__
-        raise ModelOutputError(f"the model returned shape {shape} for a batch of {batch.shape[0]} "
-                               f"inputs; expected ({batch.shape[0]}, ...)")
-    return y
+def _apply(views, part: list[int], x: torch.Tensor, inputs) -> torch.Tensor:
+    outs = []
+    for i in part:
+        try:
+            outs.append(views[i].apply(x))
+        except TTAKitError:
+            raise
+        except Exception as e:
+            where = inputs.describe(x.shape) if inputs is not None else tuple(x.shape)
+            raise ViewError(f"view {views[i]!r} failed on inputs of shape {where}: "
+                            f"{type(e).__name__}: {e}") from e
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
-def chunk_size(batch_size: int, n_views: int) -> int:
-    """Inputs per chunk: one forward batch's worth (views then share a
-    forward pass only when the data is smaller than a batch)."""
-    return max(1, batch_size)
-
-
-def count_inputs(data) -> int | None:
-    if isinstance(data, (np.ndarray, torch.Tensor)):
-        return len(data)
+def _forward(adapter, batch: torch.Tensor, views: list, convert, inputs):
     try:
-        return sum(len(b[0] if isinstance(b, (tuple, list)) else b) for b in data) if isinstance(
-            data, (list, tuple)) else None
-    except TypeError:
-        return None
-
-
-def iter_view_outputs(
-    adapter: ModelAdapter,
-    data: Iterable,
-    views: Sequence[View],
-    *,
-    layout: str = "NCHW",
-    batch_size: int | None = None,
-    preprocess=None,
-    input_check=None,
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """Stream ``(start, outputs (V, n, ...))`` over chunks of ``data``."""
-    layout = check_layout(layout)
-    device = adapter.device
-    bs = batch_size or default_batch_size(device)
-    for raw, start in iter_input_chunks(data, chunk_size(bs, len(views))):
-        if len(raw) == 0:
-            continue
-        x = to_nchw_float(raw, layout, device, start)
-        check_against_model(x, adapter)
-        if input_check is not None:
-            input_check(x, start)
-        yield start, run_views(adapter, x, views, bs, preprocess)
+        raw = adapter.forward_raw(batch)
+    except TTAKitError:
+        raise
+    except Exception as e:
+        where = inputs.describe(batch.shape) if inputs is not None else tuple(batch.shape)
+        names = ", ".join(repr(v) for v in views)
+        raise ModelError(f"the model failed on a batch of shape {where} (view{'s' if len(views) > 1 else ''} "
+                         f"{names}): {type(e).__name__}: {e}") from e
+    if convert is None:
+        return raw
+    return convert(raw, batch.shape[0], adapter.device)

@@ -31,6 +31,17 @@ class ModelLoadError(TTAKitError, ValueError):
     """A model file or object could not be turned into a model adapter."""
 
 
+class ModelError(TTAKitError, RuntimeError):
+    """The model raised an exception of its own; the message names the
+    views and the shape of the batch it failed on (the model's exception is
+    the ``__cause__``)."""
+
+
+class ViewError(TTAKitError, RuntimeError):
+    """A view raised an exception while augmenting a batch; the message names
+    the view and the input shape."""
+
+
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """A short hint naming the closest valid choice, or '' when none is close."""
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)

@@ -1,6 +1,6 @@
 """Evaluation: metrics, paired comparisons and the prediction cache."""
 
-from .cache import PredictionCache
+from ..tasks.cache import PredictionCache
 from .metrics import accuracy, brier, ece, nll, reliability, summary, top_k_accuracy
 from .report import EvaluationReport, evaluate
 from .paired import PairedResult, bootstrap_ci, mcnemar_exact, mean_ci, paired_accuracy, paired_t_pvalue

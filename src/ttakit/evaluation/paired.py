@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..errors import InputError
+
 
 def mcnemar_exact(fixed: int, broken: int) -> float:
     """Two-sided exact McNemar p-value: under no effect, each discordant input
@@ -75,7 +77,7 @@ def paired_accuracy(correct_a, correct_b, level: float = 0.95, n_boot: int = 200
     a = np.asarray(correct_a, dtype=bool)
     b = np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"paired comparison needs two flag vectors of one shape, got {a.shape} and {b.shape}")
+        raise InputError(f"paired comparison needs two flag vectors of one shape, got {a.shape} and {b.shape}")
     diff = b.astype(np.float64) - a.astype(np.float64)
     lo, hi = bootstrap_ci(diff, level, n_boot, seed) if len(diff) else (float("nan"), float("nan"))
     fixed = int((~a & b).sum())

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..policy import Policy
 from . import metrics
-from .cache import PredictionCache
+from ..tasks.cache import PredictionCache
 from .paired import PairedResult, paired_accuracy
 
 
@@ -157,9 +158,7 @@ def evaluate(model, x, y, policy, *, baseline="identity", merge=None, classes=No
 
     ``merge=None`` uses the policy's own aggregation when it has one.
     ``out`` writes the Markdown report and plots there."""
-    from ..tuning.tune import check_labels
-
-    y = check_labels(x, y)
+    y = metrics.as_labels(y, len(x) if hasattr(x, "__len__") else None)
     pol = Policy.coerce(policy)
     base = Policy.coerce(baseline)
     cache = cache or PredictionCache(model, x, **classifier_kwargs)
@@ -176,8 +175,6 @@ def evaluate(model, x, y, policy, *, baseline="identity", merge=None, classes=No
     p_base = cache.predict(base, None)
     n_classes = p_pol.shape[1]
     if y.max() >= n_classes:
-        from ..errors import InputError
-
         raise InputError(f"labels go up to {y.max()} but the model returns {n_classes} classes")
     ok_b, ok_p = p_base.argmax(1) == y, p_pol.argmax(1) == y
     per_class = []

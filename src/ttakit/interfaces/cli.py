@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import TTAKitError
+from ..errors import ModelError, TTAKitError
 from . import images as _images
 
 PROG = "ttakit"
@@ -380,14 +380,13 @@ def predict_files(model: str, inputs: Sequence[str], policy="identity + hflip", 
                                  on_read=(lambda _p: bar.update(1)) if bar is not None else None)
     try:
         result = clf.run(stream)
-    except TTAKitError:
-        raise
-    except Exception as e:  # the model itself failed: usually a wrong --layout, --size or --mode
+    except ModelError as e:  # the model itself failed: usually a wrong --layout, --size or --mode
         if os.environ.get("TTAKIT_TRACEBACK"):
             raise
-        first = (str(e).strip().splitlines() or [""])[0][:500]
+        cause = e.__cause__ or e
+        first = (str(cause).strip().splitlines() or [""])[0][:500]
         raise ModelRunError(
-            f"the model failed on the images ({type(e).__name__}: {first}). Check --layout "
+            f"the model failed on the images ({type(cause).__name__}: {first}). Check --layout "
             f"(now {adapter.layout}), --size and --mode (now {mode}); set TTAKIT_TRACEBACK=1 for the "
             "full traceback") from None
     finally:

@@ -1,37 +1,104 @@
-"""A merge with learned weights (Shanmugam et al., "Better Aggregation in
-Test-Time Augmentation", ICCV 2021), fitted by :mod:`ttakit.tuning`.
+"""Calibrated merges: learned weights (Shanmugam et al., "Better
+Aggregation in Test-Time Augmentation", ICCV 2021), fitted by
+:mod:`ttakit.tuning`, and temperature scaling of any merge.
 
-The views' log-probabilities are combined with weights per view (``(V,)``)
-or per view and class (``(V, C)``), divided by a temperature, and turned
-into probabilities with a softmax::
+:class:`LearnedMerge` combines the views' log-probabilities with weights per
+view (``(V,)``) or per view and class (``(V, C)``), divides by a temperature
+and takes a softmax::
 
     p = softmax( sum_v W[v] * log p_v / T )
 
 With per-view weights summing to 1 and ``T = 1`` this is the weighted
-geometric mean. The weights replace the policy's multiplicities; they are
-aligned with the policy's distinct views (``policy.unique().views``).
+geometric mean. The weights replace the policy's multiplicities and are
+keyed by view: the merge knows which view each row of weights belongs to,
+saves them that way, and refuses a policy that runs a view it has no
+weights for.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ..errors import PolicyError
-from . import Merge, to_log_probs
+from .base import Accumulator, Merge, TINY, normalise, to_log_probs
+
+
+def _temperature(t) -> float:
+    try:
+        t = float(t)
+    except (TypeError, ValueError):
+        raise PolicyError(f"temperature must be a number, got {t!r}") from None
+    if not t > 0 or not np.isfinite(t):
+        raise PolicyError(f"temperature must be a finite number > 0, got {t}")
+    return t
+
+
+class _Learned(Accumulator):
+    def __init__(self, merge: "LearnedMerge", rows: list[np.ndarray], kind, dim):
+        super().__init__(merge, [1.0] * len(rows), kind, dim)
+        self.rows = rows
+        self.z = None
+        self.cover = None
+        self.total = float(sum(np.mean(r) for r in rows))
+
+    def _shaped(self, row: np.ndarray, out: torch.Tensor) -> torch.Tensor | float:
+        if row.ndim == 0:
+            return float(row)
+        w = torch.as_tensor(row, dtype=out.dtype, device=out.device)
+        if w.numel() != out.shape[self.dim]:
+            raise PolicyError(f"learned aggregation has weights for {w.numel()} classes, "
+                              f"the model returns {out.shape[self.dim]}")
+        shape = [1] * out.dim()
+        shape[self.dim] = -1
+        return w.reshape(shape)
+
+    def add(self, i, out, mask=None):
+        w = self._shaped(self.rows[i], out)
+        term = to_log_probs(out, self.kind, self.dim) * w
+        if mask is not None:
+            m = mask.to(out.dtype)
+            term = term * m
+            c = m * float(np.mean(self.rows[i]))
+            self.cover = c if self.cover is None else self.cover + c
+        self.z = term if self.z is None else self.z.add_(term)
+
+    def result(self):
+        if self.z is None:
+            raise PolicyError("a merge needs at least one view's output")
+        z = self.z
+        if self.cover is not None:  # positions some views did not see: rescale to the full weight
+            z = z * (self.total / self.cover.clamp_min(TINY))
+        return torch.softmax(z / self.merge.temperature, dim=self.dim)
 
 
 class LearnedMerge(Merge):
-    name = "learned"
+    """Learned per-view (``(V,)``) or per-view-per-class (``(V, C)``) weights
+    on log-probabilities, and a temperature. ``views`` names the view each
+    row of ``weights`` belongs to; without it the rows are matched to the
+    run's views by position."""
 
-    def __init__(self, weights, temperature: float = 1.0):
-        w = np.asarray(weights, dtype=np.float64)
+    name = "learned"
+    per_view = True
+
+    def __init__(self, weights, temperature: float = 1.0, views: Sequence | None = None):
+        try:
+            w = np.asarray(weights, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise PolicyError("learned weights must be numbers") from None
         if w.ndim not in (1, 2) or w.size == 0 or not np.isfinite(w).all():
             raise PolicyError(f"learned weights must be a finite (V,) or (V, C) array, got shape {w.shape}")
-        if not temperature > 0:
-            raise PolicyError(f"temperature must be > 0, got {temperature}")
+        if views is not None:
+            views = tuple(views)
+            if len(views) != w.shape[0]:
+                raise PolicyError(f"learned aggregation: {w.shape[0]} rows of weights for {len(views)} views")
+            if len(set(views)) != len(views):
+                raise PolicyError("learned aggregation: a view appears twice")
         self.weights = w
-        self.temperature = float(temperature)
+        self.temperature = _temperature(temperature)
+        self.views = views
 
     @property
     def per_class(self) -> bool:
@@ -41,28 +108,66 @@ class LearnedMerge(Merge):
         kind = "per view and class" if self.per_class else "per view"
         return f"learned({kind}, {self.weights.shape[0]} views, T={self.temperature:.4g})"
 
-    def merge(self, outputs, weights, kind):
-        if self.weights.shape[0] != outputs.shape[0]:
-            raise PolicyError(f"learned aggregation has weights for {self.weights.shape[0]} views, "
-                              f"the policy runs {outputs.shape[0]} distinct views")
-        if self.per_class and self.weights.shape[1] != outputs.shape[-1]:
-            raise PolicyError(f"learned aggregation has weights for {self.weights.shape[1]} classes, "
-                              f"the model returns {outputs.shape[-1]}")
-        w = torch.as_tensor(self.weights, dtype=outputs.dtype, device=outputs.device)
-        if not self.per_class:
-            w = w[:, None]
-        z = (to_log_probs(outputs, kind) * w[:, None, :]).sum(0)
-        return torch.softmax(z / self.temperature, dim=-1)
+    def weights_for(self, views: Sequence) -> list[np.ndarray]:
+        """The rows of weights for ``views``, in that order."""
+        if self.views is None:
+            if len(views) != self.weights.shape[0]:
+                raise PolicyError(f"learned aggregation has weights for {self.weights.shape[0]} views, "
+                                  f"the policy runs {len(views)} distinct views")
+            return [self.weights[i] for i in range(len(views))]
+        index = {v: i for i, v in enumerate(self.views)}
+        missing = [v for v in views if v not in index]
+        if missing:
+            raise PolicyError(f"learned aggregation has no weights for view {missing[0]!r} "
+                              f"(it has: {', '.join(map(repr, self.views))})")
+        return [self.weights[index[v]] for v in views]
 
-    def to_dict(self) -> dict:
-        return {"merge": "learned", "weights": self.weights.tolist(), "temperature": self.temperature}
+    def accumulator(self, views, weights, kind, dim):
+        return _Learned(self, self.weights_for(views), kind, dim)
+
+    def params(self):
+        return {"temperature": self.temperature, "weights": self._weights_entries()}
+
+    def _weights_entries(self):
+        if self.views is None:
+            return self.weights.tolist()
+        return [{"view": v.to_dict() if hasattr(v, "to_dict") else repr(v), "weight": row.tolist()}
+                for v, row in zip(self.views, self.weights)]
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LearnedMerge":
-        try:
-            return cls(d["weights"], d.get("temperature", 1.0))
-        except KeyError:
-            raise PolicyError("a learned aggregation needs 'weights'") from None
+    def from_dict(cls, d: dict, view_from_dict=None) -> "LearnedMerge":
+        if "weights" not in d:
+            raise PolicyError("a learned aggregation needs 'weights'")
+        entries = d["weights"]
+        t = d.get("temperature", 1.0)
+        if isinstance(entries, list) and entries and isinstance(entries[0], dict):
+            if view_from_dict is None:
+                raise PolicyError("learned weights keyed by view need a view reader")
+            try:
+                views = [view_from_dict(e["view"]) for e in entries]
+                rows = [e["weight"] for e in entries]
+            except (KeyError, TypeError):
+                raise PolicyError("learned weights must be entries {view: ..., weight: ...}") from None
+            return cls(rows, t, views)
+        return cls(entries, t)
+
+
+class _Scaled(Accumulator):
+    def __init__(self, merge: "TemperatureScaled", base: Accumulator):
+        super().__init__(merge, base.weights, base.kind, base.dim)
+        self.base = base
+
+    def add(self, i, out, mask=None):
+        self.base.add(i, out, mask)
+
+    def result(self):
+        scores = self.base.result()
+        if not self.base.merge.normalised:
+            scores = normalise(scores, self.dim)
+        return torch.softmax(torch.log(scores.clamp_min(TINY)) / self.merge.temperature, dim=self.dim)
+
+    def labels(self, scores):
+        return self.base.labels(scores)
 
 
 class TemperatureScaled(Merge):
@@ -71,38 +176,20 @@ class TemperatureScaled(Merge):
     name = "temperature_scaled"
 
     def __init__(self, base: Merge, temperature: float):
-        if not temperature > 0:
-            raise PolicyError(f"temperature must be > 0, got {temperature}")
+        if not isinstance(base, Merge):
+            raise PolicyError(f"temperature scaling needs a merge, got {type(base).__name__}")
         self.base = base
-        self.temperature = float(temperature)
+        self.temperature = _temperature(temperature)
+
+    @property
+    def per_view(self) -> bool:  # type: ignore[override]
+        return self.base.per_view
 
     def __repr__(self) -> str:
         return f"{self.base!r} (T={self.temperature:.4g})"
 
-    def merge(self, outputs, weights, kind):
-        scores = self.base.merge(outputs, weights, kind)
-        if not self.base.normalised:
-            scores = scores / scores.sum(-1, keepdim=True)
-        return torch.softmax(torch.log(scores.clamp_min(1e-12)) / self.temperature, dim=-1)
+    def params(self):
+        return {"base": self.base.to_dict(), "temperature": self.temperature}
 
-    def labels(self, scores, outputs, weights, kind):
-        return self.base.labels(scores, outputs, weights, kind)
-
-    def to_dict(self) -> dict:
-        return {"merge": self.base.name, "temperature": self.temperature}
-
-
-def merge_from_aggregation(aggregation: dict | None) -> Merge:
-    """The merge a policy file's ``aggregation`` entry describes (mean when none)."""
-    from . import get_merge
-
-    if not aggregation:
-        return get_merge("mean")
-    if not isinstance(aggregation, dict):
-        raise PolicyError(f"a policy's aggregation must be a mapping, got {aggregation!r}")
-    name = aggregation.get("merge", "mean")
-    if name == "learned":
-        return LearnedMerge.from_dict(aggregation)
-    base = get_merge(name)
-    t = aggregation.get("temperature")
-    return TemperatureScaled(base, float(t)) if t not in (None, 1, 1.0) else base
+    def accumulator(self, views, weights, kind, dim):
+        return _Scaled(self, self.base.accumulator(views, weights, kind, dim))

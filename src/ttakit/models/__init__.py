@@ -11,13 +11,16 @@ from .callable_model import CallableModel, SklearnModel
 from .preprocess import Normalize
 
 
-def as_model(model, **kwargs) -> ModelAdapter:
+def as_model(model, *, default_layout: str | None = None, **kwargs) -> ModelAdapter:
     """Wrap ``model`` in the right adapter.
 
     Accepts an adapter (returned as is), a ``torch.nn.Module``, a Keras
     model, an ONNX Runtime session, a path to a model file (``.onnx``,
     ``.pt``/``.ts`` TorchScript, ``.keras``), a scikit-learn estimator, or
     any callable from arrays to arrays. ``kwargs`` go to the adapter.
+    ``default_layout`` is the layout a scikit-learn estimator or a callable
+    consumes when ``layout`` is not given: the data's own layout, since such
+    a model was fitted on the user's arrays as they are.
     """
     if isinstance(model, ModelAdapter):
         return model
@@ -46,6 +49,8 @@ def as_model(model, **kwargs) -> ModelAdapter:
         from .onnx_model import OnnxModel
 
         return OnnxModel(model, **kwargs)
+    if default_layout is not None:
+        kwargs.setdefault("layout", default_layout)
     if mod.startswith("sklearn") or (hasattr(model, "predict_proba") and hasattr(model, "fit")):
         return SklearnModel(model, **kwargs)
     if callable(model):

@@ -13,7 +13,7 @@ import abc
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, ModelOutputError
 
 LAYOUTS = ("NCHW", "NHWC")
 
@@ -25,8 +25,8 @@ def check_layout(layout: str, what: str = "layout") -> str:
 
 
 def to_layout(x: torch.Tensor, layout: str) -> torch.Tensor:
-    """NCHW tensor to the model's layout."""
-    return x.permute(0, 2, 3, 1).contiguous() if layout == "NHWC" else x
+    """NCHW image tensor to the model's layout (other ranks pass unchanged)."""
+    return x.permute(0, 2, 3, 1).contiguous() if layout == "NHWC" and x.dim() == 4 else x
 
 
 class ModelAdapter(abc.ABC):
@@ -47,6 +47,12 @@ class ModelAdapter(abc.ABC):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Model outputs ``(n, ...)`` for a float32 NCHW batch on ``self.device``."""
 
+    def forward_raw(self, x: torch.Tensor):
+        """The model's outputs as it returns them (a tensor, an array, or one
+        record per input for detectors); the task converts them. Default:
+        :meth:`forward`."""
+        return self.forward(x)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward(x)
 
@@ -56,14 +62,19 @@ class ModelAdapter(abc.ABC):
 
 def as_tensor(y, device: torch.device | str = "cpu") -> torch.Tensor:
     """Any array-like model output as a float32 torch tensor on ``device``."""
+    if isinstance(y, dict):  # e.g. Hugging Face outputs
+        y = y["logits"] if "logits" in y else next(iter(y.values()))
+    if isinstance(y, (list, tuple)) and y and (len(y) == 1 or isinstance(y[0], torch.Tensor)):
+        y = y[0]  # a model returning (outputs, extras...) or [outputs]
     if isinstance(y, torch.Tensor):
         t = y.detach()
     else:
         import numpy as np
 
-        if isinstance(y, (list, tuple)) and len(y) == 1:
-            y = y[0]
-        t = torch.from_numpy(np.asarray(y))
+        try:
+            t = torch.from_numpy(np.asarray(y))
+        except (TypeError, ValueError) as e:
+            raise ModelOutputError(f"the model's output is not an array ({type(y).__name__}: {e})") from None
     if not t.is_floating_point():
         t = t.to(torch.float32)
     return t.to(device=device, dtype=torch.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import ModelLoadError
 from .base import ModelAdapter, as_tensor, check_layout, to_layout
 
 
@@ -30,7 +31,7 @@ class KerasModel(ModelAdapter):
         import keras
 
         if runtime not in ("keras", "onnx"):
-            raise ValueError(f"runtime must be 'keras' or 'onnx', got {runtime!r}")
+            raise ModelLoadError(f"runtime must be 'keras' or 'onnx', got {runtime!r}")
         self.model = model
         self.runtime = runtime
         self.backend = keras.backend.backend()

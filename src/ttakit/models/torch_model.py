@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import torch
 
+from ..errors import ModelLoadError
 from .base import ModelAdapter, as_tensor, check_layout, to_layout
 
 
@@ -22,7 +24,7 @@ class TorchModel(ModelAdapter):
     def __init__(self, module: torch.nn.Module, device=None, dtype: torch.dtype | None = None,
                  channels_last: bool = False, layout: str = "NCHW"):
         if not isinstance(module, torch.nn.Module):
-            raise TypeError(f"TorchModel needs a torch.nn.Module, got {type(module).__name__}")
+            raise ModelLoadError(f"TorchModel needs a torch.nn.Module, got {type(module).__name__}")
         self.module = module
         self.layout = check_layout(layout)
         if device is not None:
@@ -38,6 +40,9 @@ class TorchModel(ModelAdapter):
             first = next(iter(module.buffers()), None)
         self._device = torch.device(device) if device is not None else (
             first.device if first is not None else torch.device("cpu"))
+        self._lock = threading.Lock()
+        self._active = 0
+        self._flags: list = []
 
     @property
     def device(self) -> torch.device:
@@ -45,27 +50,34 @@ class TorchModel(ModelAdapter):
 
     @contextlib.contextmanager
     def _eval(self):
-        # restore every submodule's own flag: a training model may hold frozen
-        # (eval-mode) parts, which module.train() would switch back on
-        flags = [(m, m.training) for m in self.module.modules()]
-        self.module.eval()
+        # Restore every submodule's own flag: a training model may hold frozen
+        # (eval-mode) parts, which module.train() would switch back on. Calls
+        # from several threads share one eval period: the first in saves the
+        # flags, the last out restores them, so no thread runs in train mode.
+        with self._lock:
+            if self._active == 0:
+                self._flags = [(m, m.training) for m in self.module.modules()]
+                self.module.eval()
+            self._active += 1
         try:
             with torch.inference_mode():
                 yield
         finally:
-            for m, was_training in flags:
-                m.training = was_training
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:
+                    for m, was_training in self._flags:
+                        m.training = was_training
+                    self._flags = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return as_tensor(self.forward_raw(x), self._device)
+
+    def forward_raw(self, x: torch.Tensor):
         x = to_layout(x, self.layout)
         if self.dtype is not None:
             x = x.to(self.dtype)
         if self.channels_last and self.layout == "NCHW":
             x = x.contiguous(memory_format=torch.channels_last)
         with self._eval():
-            y = self.module(x)
-        if isinstance(y, (tuple, list)):
-            y = y[0]
-        if isinstance(y, dict):
-            y = y.get("logits", next(iter(y.values())))
-        return as_tensor(y, self._device)
+            return self.module(x)

@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import PolicyError
+from ..merge import Merge, get_merge, merge_from_aggregation, merge_from_dict
 from ..views import View, compose, make_views, view_from_dict
 from ..views.registry import GROUPS, VIEWS
 from . import random as _random
 from . import spec as _spec
 
 FORMAT = "ttakit.policy"
-VERSION = 1
+VERSION = 2  # 2: the merge is saved as an object keyed by view (1: a positional "aggregation")
 
 
 class Policy:
@@ -37,38 +38,76 @@ class Policy:
     ``0.5 * policy`` scales weights.
     """
 
+    __slots__ = ("_views", "_weights", "_source", "_merge")
+
     def __init__(self, views: Iterable[View] | View, weights: Sequence[float] | None = None,
-                 *, source: str | None = None, aggregation: dict | None = None):
+                 *, source: str | None = None, merge=None):
         if isinstance(views, View):
             views = [views]
         views = list(views)
         for v in views:
             if not isinstance(v, View):
-                raise PolicyError(f"a policy holds views, got {type(v).__name__}: {v!r}")
+                raise PolicyError(f"a policy holds views, got {type(v).__name__}: {_short(v)}")
         if not views:
             raise PolicyError("a policy needs at least one view (use 'identity' for no TTA)")
         if weights is None:
             weights = [1.0] * len(views)
-        weights = [float(w) for w in weights]
+        try:
+            weights = [float(w) for w in weights]
+        except (TypeError, ValueError):
+            raise PolicyError(f"weights must be numbers, got {_short(weights)}") from None
         if len(weights) != len(views):
             raise PolicyError(f"{len(views)} views but {len(weights)} weights")
         if any(not np.isfinite(w) or w < 0 for w in weights):
-            raise PolicyError(f"weights must be finite and >= 0, got {weights}")
+            raise PolicyError(f"weights must be finite and >= 0, got {_short(weights)}")
         if sum(weights) <= 0:
             raise PolicyError("at least one weight must be positive")
-        self._views = tuple(views)
-        self._weights = tuple(weights)
-        self.source = source
-        #: learned aggregation parameters saved with the policy (see ttakit.tuning)
-        self.aggregation = aggregation
+        if merge is not None and not isinstance(merge, Merge):
+            merge = get_merge(merge)
+        object.__setattr__(self, "_views", tuple(views))
+        object.__setattr__(self, "_weights", tuple(weights))
+        object.__setattr__(self, "_source", source)
+        #: the merge saved with the policy (a tuned temperature or learned weights), or None
+        object.__setattr__(self, "_merge", merge)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"a Policy is immutable; build a new one (with_merge, scaled, +, *) "
+                             f"instead of setting {name!r}")
+
+    def __delattr__(self, name):
+        raise AttributeError("a Policy is immutable")
+
+    def __reduce__(self):
+        return (_rebuild, (self._views, self._weights, self._source, self._merge))
+
+    @property
+    def source(self) -> str | None:
+        """How the policy was written (a spec or a description); not part of
+        its value: equal views, weights and merge make equal policies."""
+        return self._source
+
+    @property
+    def merge(self):
+        """The merge saved with the policy (None: the caller's choice, mean by default)."""
+        return self._merge
+
+    @property
+    def aggregation(self) -> dict | None:
+        """The saved merge as a mapping (None when the policy has none)."""
+        return None if self._merge is None else self._merge.to_dict()
+
+    def with_merge(self, merge) -> "Policy":
+        """The same views and weights with ``merge`` saved alongside (None: none)."""
+        return Policy(self._views, self._weights, source=self._source, merge=merge)
+
+    def with_source(self, source: str | None) -> "Policy":
+        return Policy(self._views, self._weights, source=source, merge=self._merge)
 
     # -- construction ---------------------------------------------------
     @classmethod
     def parse(cls, spec: str) -> "Policy":
         """Build a policy from a spec string (see :mod:`ttakit.policy.spec`)."""
-        policy = _spec.parse(spec, _build_call)
-        policy.source = spec
-        return policy
+        return _spec.parse(spec, _build_call).with_source(spec)
 
     @classmethod
     def random(cls, n: int = 7, seed: int | None = 0, **keras_params: Any) -> "Policy":
@@ -112,10 +151,11 @@ class Policy:
         return iter(zip(self._views, self._weights))
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Policy) and self._views == other._views and self._weights == other._weights
+        return (isinstance(other, Policy) and self._views == other._views and self._weights == other._weights
+                and self._merge == other._merge)
 
     def __hash__(self) -> int:
-        return hash((self._views, self._weights))
+        return hash((self._views, self._weights, self._merge))
 
     def __repr__(self) -> str:
         return f"Policy({self.spec!r})"
@@ -142,7 +182,7 @@ class Policy:
         order: dict[View, float] = {}
         for v, w in self:
             order[v] = order.get(v, 0.0) + w
-        return Policy(list(order), list(order.values()), source=self.source, aggregation=self.aggregation)
+        return Policy(list(order), list(order.values()), source=self._source, merge=self._merge)
 
     def describe(self) -> str:
         """A table of the distinct views, their weights and the cost."""
@@ -157,20 +197,34 @@ class Policy:
         return "\n".join(lines)
 
     # -- algebra ------------------------------------------------------------
+    def _combined_merge(self, other: "Policy", op: str):
+        """The merge of ``self op other``: kept when both agree on a merge that
+        holds nothing about particular views; an error when it would silently
+        change meaning (learned weights for other views)."""
+        a, b = self._merge, other._merge
+        if a is None and b is None:
+            return None
+        if a == b and not a.per_view:
+            return a
+        raise PolicyError(f"cannot combine policies with {op} when one carries a tuned merge ({a!r} and {b!r}): "
+                          f"its weights belong to its own views. Drop it first with .with_merge(None)")
+
     def __add__(self, other: "Policy") -> "Policy":
         other = Policy.coerce(other)
-        return Policy(self._views + other._views, self._weights + other._weights)
+        return Policy(self._views + other._views, self._weights + other._weights,
+                      merge=self._combined_merge(other, "+"))
 
     def __mul__(self, other: "Policy | float") -> "Policy":
         if isinstance(other, (int, float)):
             return self.scaled(other)
         other = Policy.coerce(other)
+        merge = self._combined_merge(other, "*")
         views, weights = [], []
         for a, wa in self:
             for b, wb in other:
                 views.append(compose(a, b))
                 weights.append(wa * wb)
-        return Policy(views, weights)
+        return Policy(views, weights, merge=merge)
 
     def __rmul__(self, other: float) -> "Policy":
         if isinstance(other, (int, float)):
@@ -178,7 +232,9 @@ class Policy:
         return NotImplemented
 
     def scaled(self, factor: float) -> "Policy":
-        return Policy(self._views, [w * factor for w in self._weights])
+        """Every weight times ``factor`` (the saved merge is kept: scaling all
+        weights changes no merge's result)."""
+        return Policy(self._views, [w * factor for w in self._weights], source=None, merge=self._merge)
 
     # -- files ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -187,10 +243,10 @@ class Policy:
             "version": VERSION,
             "views": [{**v.to_dict(), "weight": w} for v, w in self],
         }
-        if self.source:
-            d["source"] = self.source
-        if self.aggregation is not None:
-            d["aggregation"] = self.aggregation
+        if self._source:
+            d["source"] = self._source
+        if self._merge is not None:
+            d["merge"] = self._merge.to_dict()
         return d
 
     @classmethod
@@ -216,7 +272,13 @@ class Policy:
                 raise PolicyError(f"view #{i} of the policy: {err}") from None
             except (AttributeError, TypeError, ValueError) as err:
                 raise PolicyError(f"view #{i} of the policy is malformed: {e!r}") from err
-        return cls(views, weights, source=d.get("source"), aggregation=d.get("aggregation"))
+        if version == 1:  # a positional aggregation, aligned with the distinct views
+            distinct = list(dict.fromkeys(views))
+            merge = merge_from_aggregation(d["aggregation"], distinct) if d.get("aggregation") else None
+        else:
+            merge = merge_from_dict(d["merge"], view_from_dict) if d.get("merge") is not None else None
+        source = d.get("source")
+        return cls(views, weights, source=source if isinstance(source, str) else None, merge=merge)
 
     def save(self, path: str | Path) -> Path:
         """Write YAML (``.yaml``/``.yml``) or JSON (any other suffix)."""
@@ -254,6 +316,15 @@ class Policy:
 
 
 _IDENTITY = make_views("identity")[0]
+
+
+def _rebuild(views, weights, source, merge) -> Policy:
+    return Policy(views, weights, source=source, merge=merge)
+
+
+def _short(obj) -> str:
+    text = repr(obj)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _num(w: float, exact: bool = False) -> str:

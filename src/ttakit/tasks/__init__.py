@@ -1,5 +1,11 @@
-"""Tasks: what the merged prediction means (classification, ...)."""
+"""Tasks on the one run loop: what each view's output means and how it is
+merged (classification; segmentation, detection, keypoints and rows build on
+the same :class:`~ttakit.tasks.base.Task` interface), and the prediction
+cache that evaluation and tuning run on."""
 
-from .classification import ClassificationResult, Classifier
+from .base import ResultBuffer, Task, TaskRun
+from .cache import PredictionCache
+from .classification import ClassificationResult, ClassificationTask, Classifier
 
-__all__ = ["Classifier", "ClassificationResult"]
+__all__ = ["Task", "TaskRun", "ResultBuffer", "Classifier", "ClassificationTask", "ClassificationResult",
+           "PredictionCache"]

@@ -1,8 +1,9 @@
-"""Image classification with test-time augmentation."""
+"""Image classification with test-time augmentation: a task on the one run
+loop (:mod:`ttakit.engine`) and the :class:`Classifier` users call."""
 
 from __future__ import annotations
 
-import numbers
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,13 +13,11 @@ import torch
 
 from .. import engine
 from ..errors import InputError, ModelOutputError
-from ..merge import Merge, get_merge, to_probs
-from ..merge.learned import merge_from_aggregation
+from ..inputs import ImageInputs, check_layout
+from ..merge import Mean, Merge, get_merge, normalise, to_probs
 from ..models import as_model
-from ..models.base import check_layout
 from ..policy import Policy
-from ..views import View
-from ..views.photometric import _Photometric
+from .base import ResultBuffer, Task, TaskRun
 
 OUTPUT_KINDS = ("auto", "probs", "logits")
 PROB_TOLERANCE = 1e-3
@@ -34,7 +33,7 @@ class ClassificationResult:
     entropy: np.ndarray          #: (N,) predictive entropy of ``probs`` (nats)
     spread: np.ndarray           #: (N,) weighted std over views of the predicted class's probability
     agreement: np.ndarray        #: (N,) weighted share of views whose top class is the label
-    views: tuple[View, ...]      #: the distinct views that were run
+    views: tuple                 #: the distinct views that were run
     weights: np.ndarray          #: their weights
     forward_passes: int          #: model inputs evaluated (distinct views x inputs)
     seconds: float               #: wall time
@@ -55,6 +54,171 @@ class ClassificationResult:
         return len(self) / self.seconds if self.seconds > 0 else float("nan")
 
 
+class ClassificationTask(Task):
+    """Class scores ``(n, C)`` per view, merged by ``merge``; per-input
+    uncertainty from running per-class statistics (weighted Welford)."""
+
+    def __init__(self, merge: Merge, output: str = "auto", classes: Sequence[str] | None = None,
+                 keep_views: bool = False):
+        if output not in OUTPUT_KINDS:
+            raise InputError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {output!r}")
+        self.merge = merge
+        self.output = output
+        self.classes = None if classes is None else list(classes)
+        self.keep_views = keep_views
+
+    def start(self, views, weights, n):
+        return ClassificationRun(self, views, weights, n)
+
+
+class ClassificationRun(TaskRun):
+    task: ClassificationTask
+
+    def __init__(self, task, views, weights, n):
+        super().__init__(task, views, weights, n)
+        self.kind: str | None = None if task.output == "auto" else task.output
+        self.bufs: dict[str, ResultBuffer] | None = None
+        self.t0 = time.perf_counter()
+
+    # -- per chunk ------------------------------------------------------------
+    def begin(self, x, start):
+        self.start_index, self.n = start, x.shape[0]
+        self.acc = None
+        self.stats = None
+        self.chunk_views = [None] * len(self.views) if self.task.keep_views else None
+
+    def add(self, i, out):
+        kind = self._check(out)
+        if self.acc is None:
+            self.acc = self.task.merge.start(self.views, self.weights, kind)
+            self.stats = _Spread(out.shape, out.device)
+        self.acc.add(i, out)
+        p = to_probs(out, kind)
+        self.stats.add(self.weights[i], p)
+        if self.chunk_views is not None:
+            self.chunk_views[i] = p
+
+    def end(self):
+        scores = self.acc.result()
+        labels = self.acc.labels(scores)
+        probs = scores if self.task.merge.normalised else normalise(scores)
+        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+        spread, agreement = self.stats.at(labels)
+        if self.bufs is None:
+            self._allocate(probs.shape[-1])
+        s = self.start_index
+        b = self.bufs
+        b["probs"].write(s, probs.cpu())
+        if "scores" in b:
+            b["scores"].write(s, scores.cpu())
+        b["labels"].write(s, labels.cpu())
+        b["entropy"].write(s, entropy.cpu())
+        b["spread"].write(s, spread.cpu())
+        b["agreement"].write(s, agreement.cpu())
+        if self.chunk_views is not None:
+            b["views"].write(s, torch.stack(self.chunk_views).cpu())
+        self.n_seen += self.n
+        self.acc = self.stats = self.chunk_views = None
+
+    def _allocate(self, c: int):
+        n = self.n_expected
+        self.bufs = {k: ResultBuffer(n, shape, dt) for k, shape, dt in (
+            ("probs", (c,), np.float32), ("labels", (), np.int64), ("entropy", (), np.float32),
+            ("spread", (), np.float32), ("agreement", (), np.float32))}
+        if not self.task.merge.normalised:
+            self.bufs["scores"] = ResultBuffer(n, (c,), np.float32)
+        if self.task.keep_views:
+            self.bufs["views"] = ResultBuffer(n, (c,), np.float32, lead=(len(self.views),))
+
+    def finish(self) -> ClassificationResult:
+        c = len(self.task.classes or []) if self.bufs is None else self.bufs["probs"].item_shape[0]
+
+        def get(k, shape):
+            if self.bufs is None or k not in self.bufs:
+                return np.zeros(shape, np.float32)
+            return self.bufs[k].result()
+
+        probs = get("probs", (0, c))
+        scores = get("scores", (0, c)) if self.bufs is not None and "scores" in self.bufs else probs
+        views = get("views", (len(self.views), 0, c)) if self.task.keep_views else None
+        return ClassificationResult(
+            probs=probs, labels=get("labels", (0,)).astype(np.int64, copy=False), scores=scores,
+            entropy=get("entropy", (0,)), spread=get("spread", (0,)), agreement=get("agreement", (0,)),
+            views=tuple(self.views), weights=np.asarray(self.weights, dtype=np.float64),
+            forward_passes=self.n_seen * len(self.views), seconds=time.perf_counter() - self.t0,
+            output_kind=self.kind or "probs", view_probs=views, classes=self.task.classes)
+
+    # -- checks ---------------------------------------------------------------
+    def _check(self, out: torch.Tensor) -> str:
+        start = self.start_index
+        if out.ndim != 2:
+            raise ModelOutputError(f"a classifier must return one row of class scores per input, shape (n, C); "
+                                   f"got per-input shape {tuple(out.shape[1:]) or '()'}")
+        if not torch.isfinite(out).all():
+            raise ModelOutputError(f"the model returned NaN or infinite values (chunk starting at input {start})")
+        classes = self.task.classes
+        if classes is not None and out.shape[-1] != len(classes):
+            raise ModelOutputError(f"the model returned {out.shape[-1]} classes but {len(classes)} "
+                                   f"class names were given")
+        looks_probs = bool((out.min() >= -1e-6) and ((out.sum(-1) - 1).abs().max() <= PROB_TOLERANCE))
+        if self.kind is None:  # auto: the first output decides, every later one must agree
+            self.kind = "probs" if looks_probs else "logits"
+            return self.kind
+        if self.kind == "probs" and not looks_probs:
+            sums = out.sum(-1)
+            worst = float(sums.flatten()[(sums - 1).abs().flatten().argmax()])
+            how = "declared" if self.task.output == "probs" else "detected from the first batch"
+            raise ModelOutputError(
+                f"model outputs were {how} as probabilities, but rows are not distributions "
+                f"(a row sums to {worst:.4g}, min value {float(out.min()):.4g}) in the chunk starting at "
+                f"input {start}. If the model returns logits, pass output='logits'")
+        return self.kind
+
+
+class _Spread:
+    """Running weighted per-class mean and squared deviation of the views'
+    probabilities (West's weighted Welford update) and weighted top-1 votes:
+    the spread and agreement of whichever class ends up the label."""
+
+    def __init__(self, shape, device):
+        self.w = 0.0
+        self.mean = torch.zeros(shape, device=device)
+        self.m2 = torch.zeros(shape, device=device)
+        self.votes = torch.zeros(shape, device=device)
+
+    def add(self, w: float, p: torch.Tensor) -> None:
+        if w <= 0:
+            return
+        self.w += w
+        delta = p - self.mean
+        self.mean.add_(delta, alpha=w / self.w)
+        self.m2.add_(delta * (p - self.mean), alpha=w)
+        self.votes.scatter_add_(-1, p.argmax(-1, keepdim=True),
+                                torch.full((p.shape[0], 1), w, dtype=p.dtype, device=p.device))
+
+    def at(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = labels.view(-1, 1)
+        w = max(self.w, 1e-12)
+        spread = (self.m2.gather(-1, idx).squeeze(-1) / w).clamp_min(0).sqrt()
+        agreement = self.votes.gather(-1, idx).squeeze(-1) / w
+        return spread, agreement
+
+
+_PARAMS = ("model", "policy", "merge", "data_layout", "model_layout", "output", "preprocess", "batch_size",
+           "dedupe", "classes", "progress", "device", "model_options")
+
+
+@dataclass(frozen=True)
+class _Setup:
+    adapter: object
+    inputs: ImageInputs
+    policy: Policy
+    run_policy: Policy
+    merge: Merge
+    task: ClassificationTask
+    batch_size: int | None
+
+
 class Classifier:
     """Test-time augmentation for an image classifier.
 
@@ -69,14 +233,18 @@ class Classifier:
     merge
         How to merge views: ``"mean"`` (soft voting), ``"sum"``, ``"gmean"``,
         ``"max"``, ``"min"``, ``"vote"``, ``"sharpen"``, ``"logits"``, or a
-        :class:`~ttakit.merge.Merge`. Default: the policy's own aggregation
-        (a tuned policy's temperature or learned weights), else ``"mean"``.
-    layout
+        :class:`~ttakit.merge.Merge`. Default: the policy's own merge (a tuned
+        policy's temperature or learned weights), else ``"mean"``.
+    data_layout
         Layout of the inputs you pass: ``"NCHW"`` or ``"NHWC"``.
+    model_layout
+        Layout the model consumes. Default: the adapter's own (NCHW for torch,
+        read from the model for Keras and ONNX); for a scikit-learn estimator
+        or a callable, ``data_layout`` (it was fitted on your arrays as they are).
     output
         What the model returns: ``"probs"``, ``"logits"``, or ``"auto"`` (rows
-        of non-negative numbers summing to 1 on the first batch mean
-        probabilities; every later batch must agree).
+        of non-negative numbers summing to 1 on the first output mean
+        probabilities; every later output must agree). Decided per call.
     preprocess
         Applied to each view after augmentation (e.g. ``Normalize(mean, std)``).
     batch_size
@@ -90,50 +258,106 @@ class Classifier:
         Optional class names.
     progress
         Show a progress bar.
-    model_kwargs
-        Passed to the adapter (``device=``, ``channels_last=`` ...). ``layout=``
-        is the layout of your inputs; for a model that consumes another layout,
-        pass an adapter (``CallableModel(fn, layout="NHWC")``).
+    device, model_options
+        Passed to the adapter (``device="cuda"``; ``model_options={"dtype":
+        torch.bfloat16, "channels_last": True}``, ``{"runtime": "onnx"}`` for Keras).
 
-    uint8 inputs are scaled to ``[0, 1]`` before the views; float inputs are
-    used as given.
+    The arguments are kept as given (``get_params``/``set_params`` and
+    scikit-learn's ``clone`` work); the object holds no state between calls
+    and may be called from several threads at once. uint8 inputs are scaled
+    to ``[0, 1]`` before the views; float inputs are used as given.
     """
 
     def __init__(self, model, policy="identity", merge: str | Merge | None = None, *, data_layout: str = "NCHW",
                  model_layout: str | None = None, output: str = "auto", preprocess=None,
                  batch_size: int | None = None, dedupe: bool = True, classes: Sequence[str] | None = None,
                  progress: bool = False, device=None, model_options: dict | None = None):
-        opts = dict(model_options or {})
-        if device is not None:
-            opts["device"] = device
-        if model_layout is not None:
-            opts["layout"] = model_layout
-        self.adapter = as_model(model, **opts)
-        self.policy = Policy.coerce(policy)
-        self.merge = merge_from_aggregation(self.policy.aggregation) if merge is None else get_merge(merge)
-        self.layout = check_layout(data_layout)
-        if output not in OUTPUT_KINDS:
-            raise InputError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {output!r}")
+        self.model = model
+        self.policy = policy
+        self.merge = merge
+        self.data_layout = data_layout
+        self.model_layout = model_layout
         self.output = output
         self.preprocess = preprocess
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
-                                       or batch_size < 1):
-            raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = None if batch_size is None else int(batch_size)
+        self.batch_size = batch_size
         self.dedupe = dedupe
-        self.classes = list(classes) if classes is not None else None
+        self.classes = classes
         self.progress = progress
-        self._detected: str | None = None
+        self.device = device
+        self.model_options = model_options
+        self._setup()  # validate the arguments now, so a mistake shows where it is made
+
+    # -- scikit-learn conventions -------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor arguments, as given."""
+        return {k: getattr(self, k) for k in _PARAMS}
+
+    def set_params(self, **params) -> "Classifier":
+        for k, v in params.items():
+            if k not in _PARAMS:
+                raise InputError(f"Classifier has no parameter {k!r}; valid: {', '.join(_PARAMS)}")
+            setattr(self, k, v)
+        self._setup()
+        return self
 
     def __repr__(self) -> str:
-        return (f"Classifier({self.adapter!r}, policy={self.policy.spec!r}, merge={self.merge!r}, "
-                f"data_layout={self.layout!r}, output={self.output!r})")
+        shown = [repr(self.model)[:60]]
+        defaults = Classifier.__init__.__kwdefaults__ or {}
+        for k in _PARAMS[1:]:
+            v = getattr(self, k)
+            default = {"policy": "identity", "merge": None}.get(k, defaults.get(k))
+            if v is not default and v != default:
+                shown.append(f"{k}={v!r}")
+        return "Classifier(" + ", ".join(shown) + ")"
+
+    def _setup(self) -> _Setup:
+        """The objects the arguments stand for, rebuilt when an argument changes
+        (the adapter only when a model argument does)."""
+        key = tuple(id(getattr(self, k)) for k in _PARAMS)
+        lock = self.__dict__.setdefault("_lock", threading.Lock())
+        with lock:
+            cached = self.__dict__.get("_cached")
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            data_layout = check_layout(self.data_layout)
+            model_key = (id(self.model), self.model_layout, id(self.device), id(self.model_options), data_layout)
+            prev = self.__dict__.get("_adapter")
+            if prev is not None and prev[0] == model_key:
+                adapter = prev[1]
+            else:
+                opts = dict(self.model_options or {})
+                if self.device is not None:
+                    opts["device"] = self.device
+                if self.model_layout is not None:
+                    opts["layout"] = check_layout(self.model_layout, "model_layout")
+                adapter = as_model(self.model, default_layout=data_layout, **opts)
+                self.__dict__["_adapter"] = (model_key, adapter)
+            policy = Policy.coerce(self.policy)
+            merge = (policy.merge or Mean()) if self.merge is None else get_merge(self.merge)
+            classes = None if self.classes is None else list(self.classes)
+            task = ClassificationTask(merge, self.output, classes)
+            setup = _Setup(adapter, ImageInputs(data_layout), policy,
+                           policy.unique() if self.dedupe else policy, merge, task,
+                           engine.check_batch_size(self.batch_size))
+            self.__dict__["_cached"] = (key, setup)
+            return setup
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in _PARAMS}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
 
     # -- public API ---------------------------------------------------------
     @property
+    def adapter(self):
+        """The model adapter the model argument stands for."""
+        return self._setup().adapter
+
+    @property
     def run_policy(self) -> Policy:
         """The policy as run: deduplicated unless ``dedupe=False``."""
-        return self.policy.unique() if self.dedupe else self.policy
+        return self._setup().run_policy
 
     def predict_proba(self, x) -> np.ndarray:
         """Merged class probabilities, shape ``(N, C)``."""
@@ -145,111 +369,20 @@ class Classifier:
 
     def run(self, x, *, return_views: bool = False, progress: bool | None = None) -> ClassificationResult:
         """Predict with TTA. ``x`` is an array or tensor of inputs in
-        ``layout``, or an iterable of such batches (``(x, y)`` pairs are fine).
-        ``return_views`` keeps the per-view probabilities ``(V, N, C)``."""
-        t0 = time.perf_counter()
-        pol = self.run_policy
-        views = list(pol.views)
-        weights = torch.as_tensor(pol.weights, dtype=torch.float32)
-        clip_check = self._clip_check(views)
-        total = engine.count_inputs(x)
-        bar = _progress_bar(total, self.progress if progress is None else progress)
-        parts: dict[str, list] = {k: [] for k in ("probs", "scores", "labels", "entropy", "spread", "agreement", "views")}
-        n_seen = 0
-        for start, outs in engine.iter_view_outputs(self.adapter, x, views, layout=self.layout,
-                                                    batch_size=self.batch_size, preprocess=self.preprocess,
-                                                    input_check=clip_check):
-            kind = self._output_kind(outs, start)
-            w = weights.to(outs.device)
-            scores = self.merge(outs, w, kind)
-            labels = self.merge.labels(scores, outs, w, kind)
-            probs = scores if self.merge.normalised else scores / scores.sum(-1, keepdim=True)
-            view_p = to_probs(outs, kind)
-            stats = _uncertainty(view_p, probs, labels, w)
-            for k, v in (("probs", probs), ("scores", scores), ("labels", labels), *stats.items()):
-                parts[k].append(v.cpu())
-            if return_views:
-                parts["views"].append(view_p.cpu())
-            n_seen += outs.shape[1]
+        ``data_layout``, or an iterable of such batches (``(x, y)`` pairs are
+        fine). ``return_views`` keeps the per-view probabilities ``(V, N, C)``."""
+        s = self._setup()
+        task = s.task
+        if return_views:
+            task = ClassificationTask(s.merge, self.output, task.classes, keep_views=True)
+        pol = s.run_policy
+        bar = _progress_bar(s.inputs.count(x), self.progress if progress is None else progress)
+        try:
+            return engine.run(task, s.adapter, x, pol.views, pol.weights, inputs=s.inputs,
+                              batch_size=s.batch_size, preprocess=self.preprocess, progress=bar)
+        finally:
             if bar is not None:
-                bar.update(outs.shape[1])
-        if bar is not None:
-            bar.close()
-        n_classes = parts["probs"][0].shape[-1] if parts["probs"] else len(self.classes or [])
-
-        def cat(k, dim=0, shape=(0,)):
-            return torch.cat(parts[k], dim).numpy() if parts[k] else np.zeros(shape, dtype=np.float32)
-
-        return ClassificationResult(
-            probs=cat("probs", shape=(0, n_classes)),
-            labels=cat("labels", shape=(0,)).astype(np.int64),
-            scores=cat("scores", shape=(0, n_classes)),
-            entropy=cat("entropy"),
-            spread=cat("spread"),
-            agreement=cat("agreement"),
-            views=tuple(views),
-            weights=pol.weights,
-            forward_passes=n_seen * len(views),
-            seconds=time.perf_counter() - t0,
-            output_kind=self._detected or (self.output if self.output != "auto" else "probs"),
-            view_probs=cat("views", dim=1, shape=(len(views), 0, n_classes)) if return_views else None,
-            classes=self.classes,
-        )
-
-    # -- checks ---------------------------------------------------------------
-    def _output_kind(self, outs: torch.Tensor, start: int) -> str:
-        if outs.ndim != 3:
-            raise ModelOutputError(f"a classifier must return one row of class scores per input, shape (n, C); "
-                                   f"got per-input shape {tuple(outs.shape[2:]) or '()'}")
-        if not torch.isfinite(outs).all():
-            raise ModelOutputError(f"the model returned NaN or infinite values (chunk starting at input {start})")
-        if self.classes is not None and outs.shape[-1] != len(self.classes):
-            raise ModelOutputError(f"the model returned {outs.shape[-1]} classes but {len(self.classes)} "
-                                   f"class names were given")
-        looks_probs = bool((outs.min() >= -1e-6) and ((outs.sum(-1) - 1).abs().max() <= PROB_TOLERANCE))
-        declared = self.output if self.output != "auto" else self._detected
-        if declared is None:
-            self._detected = "probs" if looks_probs else "logits"
-            return self._detected
-        if declared == "probs" and not looks_probs:
-            sums = outs.sum(-1)
-            worst = float(sums.flatten()[(sums - 1).abs().flatten().argmax()])
-            how = "declared" if self.output == "probs" else "detected from the first batch"
-            raise ModelOutputError(
-                f"model outputs were {how} as probabilities, but rows are not distributions "
-                f"(a row sums to {worst:.4g}, min value {float(outs.min()):.4g}) in the chunk starting at "
-                f"input {start}. If the model returns logits, pass output='logits'")
-        if self.output == "auto" and self._detected is None:
-            self._detected = declared
-        return declared
-
-    def _clip_check(self, views: list[View]):
-        def clipping(v: View) -> bool:
-            inner = getattr(v, "views", (v,))
-            return any(isinstance(u, _Photometric) and u.clip for u in inner)
-
-        if not any(clipping(v) for v in views):
-            return None
-
-        def check(x: torch.Tensor, start: int) -> None:
-            lo, hi = float(x.min()), float(x.max())
-            if lo < -1e-6 or hi > 1 + 1e-6:
-                raise InputError(
-                    f"the policy has photometric views that clip to [0, 1], but the inputs range over "
-                    f"[{lo:.4g}, {hi:.4g}] (chunk starting at input {start}). Pass uint8 pixels or floats in "
-                    f"[0, 1] and move normalisation into preprocess=, or use clip=false on those views")
-        return check
-
-
-def _uncertainty(view_p: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, w: torch.Tensor):
-    wn = (w / w.sum()).to(view_p.dtype)
-    p_label = view_p.gather(-1, labels.view(1, -1, 1).expand(view_p.shape[0], -1, 1)).squeeze(-1)  # (V, n)
-    mean_label = (p_label * wn[:, None]).sum(0)
-    spread = ((p_label - mean_label) ** 2 * wn[:, None]).sum(0).clamp_min(0).sqrt()
-    agree = ((view_p.argmax(-1) == labels[None]).to(view_p.dtype) * wn[:, None]).sum(0)
-    p = probs.clamp_min(1e-12)
-    entropy = -(probs * p.log()).sum(-1)
-    return {"entropy": entropy, "spread": spread, "agreement": agree}
+                bar.close()
 
 
 def _progress_bar(total, enabled: bool):

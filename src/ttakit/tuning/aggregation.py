@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..merge.learned import LearnedMerge
+from ..errors import InputError
+from ..merge import LearnedMerge
 
 KINDS = ("per_view", "per_view_class")
 _TINY = 1e-12
@@ -21,7 +22,7 @@ def fit_weights(view_probs: np.ndarray, labels: np.ndarray, kind: str = "per_vie
                 l2: float = 1e-2, iters: int = 200) -> LearnedMerge:
     """Fit a :class:`LearnedMerge` on ``(V, N, C)`` per-view probabilities."""
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        raise InputError(f"kind must be one of {KINDS}, got {kind!r}")
     v, n, c = view_probs.shape
     logp = torch.log(torch.as_tensor(view_probs, dtype=torch.float64).clamp_min(_TINY))
     y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
@@ -44,6 +45,8 @@ def fit_weights(view_probs: np.ndarray, labels: np.ndarray, kind: str = "per_vie
 
 
 def apply_weights(merge: LearnedMerge, view_probs: np.ndarray) -> np.ndarray:
-    out = merge(torch.as_tensor(view_probs, dtype=torch.float64),
-                torch.ones(view_probs.shape[0], dtype=torch.float64), "probs")
+    """Merged probabilities of ``(V, N, C)`` per-view probabilities, the
+    views taken in the merge's order."""
+    views = merge.views if merge.views is not None else None
+    out = merge(torch.as_tensor(view_probs, dtype=torch.float64), [1.0] * view_probs.shape[0], "probs", views)
     return out.numpy()

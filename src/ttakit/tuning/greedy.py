@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import InputError
 from .temperature import calibrated_nll
 
 OBJECTIVES = ("nll", "accuracy")
@@ -56,9 +57,9 @@ def greedy_search(probs: np.ndarray, labels: np.ndarray, budget: int = 8, object
                   merge: str = "mean", allow_repeats: bool = True) -> list[Step]:
     """Run the search on cached per-candidate probabilities ``(K, N, C)``."""
     if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        raise InputError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if merge not in ("mean", "gmean"):
-        raise ValueError("greedy search merges with 'mean' or 'gmean'")
+        raise InputError("greedy search merges with 'mean' or 'gmean'")
     k_total = probs.shape[0]
     labels = np.asarray(labels, dtype=np.int64)
     stack = probs if merge == "mean" else np.log(np.clip(probs, _TINY, None))

@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, TTAKitWarning
-from ..evaluation import PredictionCache, metrics
+from ..evaluation import metrics
+from ..tasks.cache import PredictionCache
+from ..merge import LearnedMerge, TemperatureScaled, get_merge
 from ..policy import Policy
 from ..views import View
 from . import aggregation as agg
@@ -76,29 +78,12 @@ class TuneResult:
         return "\n".join(lines)
 
 
-def check_labels(x, y) -> np.ndarray:
-    y = np.asarray(y)
-    n = len(x) if hasattr(x, "__len__") else None
-    if y.ndim != 1:
-        raise InputError(f"labels must be one class index per input, shape (N,), got shape {y.shape}")
-    if n is not None and len(y) != n:
-        raise InputError(f"{n} inputs but {len(y)} labels: they must match one to one")
-    if y.size and not np.issubdtype(y.dtype, np.integer):
-        if np.all(np.mod(y, 1) == 0):
-            y = y.astype(np.int64)
-        else:
-            raise InputError(f"labels must be integer class indices, got dtype {y.dtype}")
-    if y.size and y.min() < 0:
-        raise InputError(f"labels must be class indices >= 0, found {y.min()}")
-    return y.astype(np.int64)
-
-
 def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str = "nll",
          merge: str = "mean", aggregation: str = "mean", guard_fraction: float = 0.3, seed: int = 0,
          cache: PredictionCache | None = None, **classifier_kwargs) -> TuneResult:
     """Search the policy that helps ``model`` on ``(x, y)``; see the module doc."""
     t0 = time.perf_counter()
-    y = check_labels(x, y)
+    y = metrics.as_labels(y, len(x) if hasattr(x, "__len__") else None)
     n = len(y)
     if n < MIN_TUNING:
         raise InputError(f"the tuning split has {n} inputs; at least {MIN_TUNING} are needed "
@@ -109,11 +94,11 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
                       f"about ±{half:.1f} points, so the chosen policy may not generalise", TTAKitWarning,
                       stacklevel=2)
     if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+        raise InputError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     if not 0 < guard_fraction < 1:
-        raise ValueError(f"guard_fraction must be in (0, 1), got {guard_fraction}")
-    if not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"budget must be a positive integer, got {budget!r}")
+        raise InputError(f"guard_fraction must be in (0, 1), got {guard_fraction}")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise InputError(f"budget must be a positive integer, got {budget!r}")
     pool = candidate_views(candidates)
     cache = cache or PredictionCache(model, x, **classifier_kwargs)
     cache.ensure(pool)
@@ -175,11 +160,12 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
                    f"{mean_guard_nll:.4f} for the calibrated mean, "
                    + ("kept" if use_learned else "not kept"))
     if use_learned:
-        learned = agg.fit_weights(probs[idx], y, aggregation)
-        agg_info = learned.to_dict()
+        fitted = agg.fit_weights(probs[idx], y, aggregation)
+        final_merge = LearnedMerge(fitted.weights, fitted.temperature, uniq.views)
     else:
-        agg_info = {"merge": merge, "temperature": fit_temperature(mean_merged(probs), y)}
-    policy = Policy(uniq.views, uniq.weights, source=f"tuned ({objective}, budget {budget})", aggregation=agg_info)
+        final_merge = TemperatureScaled(get_merge(merge), fit_temperature(mean_merged(probs), y))
+    agg_info = final_merge.to_dict()
+    policy = Policy(uniq.views, uniq.weights, source=f"tuned ({objective}, budget {budget})", merge=final_merge)
     final_guard = mean_merged(p_guard)
     guard = {"identity_accuracy": id_acc, "identity_nll": id_nll,
              "tuned_accuracy": float((final_guard.argmax(1) == y_guard).mean()),

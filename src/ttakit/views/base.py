@@ -109,6 +109,19 @@ class View(abc.ABC):
         """Spatial size ``(H', W')`` of the view of an ``(H, W)`` input."""
         return size
 
+    def output_shape(self, shape: tuple) -> tuple:
+        """Shape of one augmented input, given one input's shape (no batch
+        axis). Image views change the last two axes; the run loop groups views
+        of equal output shape into shared forward batches."""
+        if len(shape) < 3:
+            return tuple(shape)
+        return (*shape[:-2], *self.output_size(tuple(shape[-2:])))
+
+    def check_input(self, x: torch.Tensor, start: int = 0) -> None:
+        """Refuse a chunk this view cannot treat correctly (raise
+        :class:`~ttakit.errors.InputError`); ``start`` is the index of its
+        first input. Default: accept everything."""
+
     # -- geometry -----------------------------------------------------------
     def matrix(self, size: Size) -> np.ndarray:
         """3x3 matrix taking input coordinates ``(x, y, 1)`` to view coordinates."""

@@ -46,6 +46,10 @@ class Compose(View):
             x = v.apply(x)
         return x
 
+    def check_input(self, x: torch.Tensor, start: int = 0) -> None:
+        for v in self.views:
+            v.check_input(x, start)
+
     def output_size(self, size: Size) -> Size:
         return self._sizes(size)[-1]
 

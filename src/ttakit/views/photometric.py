@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import PolicyError
+from ..errors import InputError, PolicyError
 from .base import View, check_number
 
 
@@ -22,6 +22,18 @@ class _Photometric(View):
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         return x.clamp_(0.0, 1.0) if self.clip else x
+
+    def check_input(self, x: torch.Tensor, start: int = 0) -> None:
+        """A view that clips to ``[0, 1]`` would silently ruin data on another
+        scale (normalised, or 0-255 floats): refuse it."""
+        if not self.clip:
+            return
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise InputError(
+                f"the policy has photometric views that clip to [0, 1] ({self!r}), but the inputs range over "
+                f"[{lo:.4g}, {hi:.4g}] (chunk starting at input {start}). Pass uint8 pixels or floats in "
+                f"[0, 1] and move normalisation into preprocess=, or use clip=false on those views")
 
 
 class Multiply(_Photometric):

@@ -1,15 +1,19 @@
 """Prediction cache: each distinct view's predictions over a dataset are
-computed once and reused by every policy and merge evaluated on it."""
+computed once and reused by every policy and merge evaluated on it (what
+evaluation and tuning run on)."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import torch
 
-from ..merge import Merge, get_merge
+from ..errors import PolicyError
+from ..merge import Mean, Merge, get_merge, normalise
 from ..policy import Policy
-from ..tasks.classification import Classifier
 from ..views import View
+from .classification import Classifier
 
 
 class PredictionCache:
@@ -24,6 +28,7 @@ class PredictionCache:
     def __init__(self, model, data, **classifier_kwargs):
         self.data = data
         self._clf = Classifier(model, "identity", **classifier_kwargs)
+        self._lock = threading.Lock()
         self._probs: dict[View, np.ndarray] = {}
         self.forward_passes = 0
         self.seconds = 0.0
@@ -39,15 +44,15 @@ class PredictionCache:
         """Compute the views (or the views of a policy) that are not cached."""
         if isinstance(views, (Policy, str)):
             views = Policy.coerce(views).unique().views
-        missing = [v for v in dict.fromkeys(views) if v not in self._probs]
-        if not missing:
-            return
-        self._clf.policy = Policy(missing)
-        res = self._clf.run(self.data, return_views=True)
-        for v, p in zip(missing, res.view_probs):
-            self._probs[v] = p
-        self.forward_passes += res.forward_passes
-        self.seconds += res.seconds
+        with self._lock:
+            missing = [v for v in dict.fromkeys(views) if v not in self._probs]
+            if not missing:
+                return
+            res = self._clf.set_params(policy=Policy(missing)).run(self.data, return_views=True)
+            for v, p in zip(missing, res.view_probs):
+                self._probs[v] = p
+            self.forward_passes += res.forward_passes
+            self.seconds += res.seconds
 
     def view_probs(self, view: View) -> np.ndarray:
         self.ensure([view])
@@ -62,21 +67,24 @@ class PredictionCache:
         ``merge=None`` uses the policy's own aggregation (learned weights,
         temperature) when it has one, else the mean. ``weights`` (optional,
         ``(V,)`` or ``(V, N)``) replace the policy's weights of its distinct views."""
-        from ..merge.learned import merge_from_aggregation
-
         full = Policy.coerce(policy)
         pol = full.unique()
-        m = merge_from_aggregation(full.aggregation) if merge is None else get_merge(merge)
+        m = (full.merge or Mean()) if merge is None else get_merge(merge)
         outs = torch.from_numpy(self.stack(pol.views))
-        w = torch.as_tensor(pol.weights if weights is None else weights, dtype=torch.float32)
-        if w.ndim == 2:
-            return _per_input_mean(outs, w, m)
-        scores = m(outs, w, "probs")
-        return (scores if m.normalised else scores / scores.sum(-1, keepdim=True)).numpy()
+        if weights is None:
+            return _as_probs(m(outs, pol.weights, "probs", pol.views), m)
+        w = torch.as_tensor(weights, dtype=torch.float32)
+        if w.ndim == 1:
+            return _as_probs(m(outs, w, "probs", pol.views), m)
+        if w.shape != outs.shape[:2]:
+            raise PolicyError(f"per-input weights must have shape (views, inputs) = {tuple(outs.shape[:2])}, "
+                              f"got {tuple(w.shape)}")
+        # per-input weights: each view's output counts with its own weight per input
+        acc = m.start(list(pol.views), [1.0] * len(pol.views), "probs")
+        for i in range(len(pol.views)):
+            acc.add(i, outs[i], w[i][:, None])
+        return _as_probs(acc.result(), m)
 
 
-def _per_input_mean(outs: torch.Tensor, w: torch.Tensor, m: Merge) -> np.ndarray:
-    if m.name not in ("mean", "sum"):
-        raise ValueError("per-input weights are supported for the mean and sum merges")
-    w = w.to(outs.dtype)[..., None]
-    return ((outs * w).sum(0) / w.sum(0)).numpy()
+def _as_probs(scores: torch.Tensor, m: Merge) -> np.ndarray:
+    return (scores if m.normalised else normalise(scores)).numpy()

@@ -1,0 +1,76 @@
+"""Images: batches ``(N, C, H, W)`` or ``(N, H, W, C)`` in, float32 NCHW out.
+
+uint8 pixels are scaled to ``[0, 1]``; floats are kept as given. Every
+image check (rank, channel position, dtype, finiteness, the model's channel
+count) lives here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+from .base import Inputs, as_tensor_chunk, check_finite
+
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def check_layout(layout, what: str = "data_layout") -> str:
+    if not isinstance(layout, str) or layout.upper() not in LAYOUTS:
+        raise InputError(f"{what} must be 'NCHW' or 'NHWC', got {layout!r}")
+    return layout.upper()
+
+
+class ImageInputs(Inputs):
+    """Image batches in ``layout`` (the data's layout, not the model's)."""
+
+    noun = "image"
+
+    def __init__(self, layout: str = "NCHW"):
+        self.layout = check_layout(layout)
+
+    def batch_array(self, batch):
+        try:
+            return super().batch_array(batch)
+        except InputError as e:
+            raise InputError(f"{e}; pass one array of shape (N, C, H, W) or (N, H, W, C)") from None
+
+    def prepare(self, raw, device, start=0):
+        t = as_tensor_chunk(raw)
+        check_shape(tuple(t.shape), self.layout)
+        pixels = t.dtype == torch.uint8  # cannot hold NaN or infinity
+        if pixels:
+            t = t.to(device, non_blocking=True).to(torch.float32).div_(255.0)
+        elif t.is_floating_point():
+            t = t.to(device=device, dtype=torch.float32, non_blocking=True)
+        else:
+            raise InputError(f"unsupported input dtype {t.dtype}: pass uint8 pixels (0-255) or floats")
+        if self.layout == "NHWC":
+            t = t.permute(0, 3, 1, 2)
+        if not pixels:
+            check_finite(t, start)
+        return t.contiguous()
+
+    def check_model(self, x, adapter):
+        c = x.shape[1]
+        expected = getattr(adapter, "expected_channels", None)
+        if expected is not None and c != expected:
+            raise InputError(f"the model expects {expected} channels, the input has {c} "
+                             f"(shape {tuple(x.shape)} as NCHW)")
+
+    def describe(self, shape):
+        return f"{tuple(shape)} (NCHW)"
+
+
+def check_shape(shape: tuple, layout: str) -> None:
+    if len(shape) != 4:
+        want = "(N, C, H, W)" if layout == "NCHW" else "(N, H, W, C)"
+        hint = " For one image, pass x[None]." if len(shape) == 3 else ""
+        raise InputError(f"expected a batch of images of rank 4 {want} for data_layout {layout}, "
+                         f"got shape {shape}.{hint}")
+    c = shape[1] if layout == "NCHW" else shape[3]
+    other = shape[3] if layout == "NCHW" else shape[1]
+    if c not in (1, 2, 3, 4) and other in (1, 3, 4):
+        alt = "NHWC" if layout == "NCHW" else "NCHW"
+        raise InputError(f"shape {shape} has {c} channels for data_layout {layout}; it looks like {alt}. "
+                         f"Pass data_layout={alt!r}")
