@@ -4,14 +4,17 @@
     >>> tta = ttakit.Classifier(model, "identity + hflip", data_layout="NHWC")
     >>> probs = tta.predict_proba(images)
 
-Layers, each importing only from those before it: ``views`` (what a view
-does and how to undo it) -> ``policy`` (which views, which weights) ->
-``models`` (adapters) -> ``engine`` (bounded batches) -> ``merge`` ->
-``tasks`` -> ``interfaces`` (CLI).
+Layers, each importing only from those before it (``tests/test_architecture.py``
+checks it): ``errors`` -> ``views`` (what a view does and how to undo it),
+``datasets`` -> ``merge`` (accumulators over views) -> ``policy`` (which
+views, which weights, which merge), ``inputs`` (validation per modality) ->
+``models`` (adapters) -> ``engine`` (the one run loop), ``zoo`` -> ``tasks``
+(what an output means; the prediction cache) -> ``evaluation`` -> ``tuning``
+-> ``io`` (files in and out) -> ``experiments`` -> ``interfaces`` (CLI).
 """
 
 from .errors import InputError, ModelLoadError, ModelOutputError, PolicyError, TTAKitError
-from .merge import get_merge
+from .merge import get_merge, register_merge
 from .models import Normalize, as_model
 from .policy import Policy
 from .tasks import ClassificationResult, Classifier
@@ -22,5 +25,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Classifier", "ClassificationResult", "Policy", "evaluate", "EvaluationReport", "tune", "TuneResult", "Normalize", "as_model", "get_merge",
+    "register_merge",
     "TTAKitError", "InputError", "PolicyError", "ModelOutputError", "ModelLoadError", "__version__",
 ]

@@ -1,0 +1,167 @@
+"""The package's layering, checked from the source (no import needed):
+
+- every import between ttakit's packages points down the layer list below
+  (function-level imports count too: a lazy import is still a dependency);
+- no import circle between modules at import time;
+- no private (underscore) name is imported across packages.
+
+The README's "Layout" section lists the same layers.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "ttakit"
+
+#: lowest first; a package may import only from packages of a lower rank (or itself)
+LAYERS = {
+    "errors": 0,
+    "views": 1, "datasets": 1,
+    "merge": 2,
+    "policy": 3, "inputs": 3,
+    "models": 4,
+    "engine": 5, "zoo": 5,
+    "tasks": 6,
+    "evaluation": 7,
+    "tuning": 8,
+    "io": 9,
+    "experiments": 10,
+    "interfaces": 11,
+}
+TOP = {"__init__", "__main__"}  # the package's front door may import anything
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = modules()
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def resolve(module: str, path: Path, node: ast.ImportFrom) -> str:
+    if node.level == 0:
+        return node.module or ""
+    base = module.split(".")
+    if path.name != "__init__.py":
+        base = base[:-1]
+    base = base[:len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def imports(module: str, path: Path, top_level_only: bool = False):
+    """(target module, imported names, line) for every ttakit import."""
+    tree = ast.parse(path.read_text(), str(path))
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    if top_level_only:  # include imports nested in top-level if/try blocks, not in functions
+        stack, nodes = list(tree.body), []
+        while stack:
+            n = stack.pop()
+            nodes.append(n)
+            if isinstance(n, (ast.If, ast.Try)):
+                stack.extend(n.body + n.orelse + getattr(n, "finalbody", []) +
+                             [s for h in getattr(n, "handlers", []) for s in h.body])
+    for n in nodes:
+        if isinstance(n, ast.ImportFrom):
+            if n.module == "__future__":
+                continue
+            target = resolve(module, path, n)
+            if not target.startswith("ttakit"):
+                continue
+            names = [a.name for a in n.names]
+            # "from pkg import submodule" is an import of the submodule
+            subs = [f"{target}.{a}" for a in names if f"{target}.{a}" in MODULES]
+            for s in subs:
+                yield s, [], n.lineno
+            rest = [a for a in names if f"{target}.{a}" not in MODULES]
+            if rest or not subs:
+                yield target, rest, n.lineno
+        elif isinstance(n, ast.Import):
+            for a in n.names:
+                if a.name.startswith("ttakit"):
+                    yield a.name, [], n.lineno
+
+
+def test_every_package_is_in_the_layer_list():
+    packages = {package_of(m) for m in MODULES} - TOP
+    assert packages <= set(LAYERS), f"add to LAYERS (and the README): {sorted(packages - set(LAYERS))}"
+
+
+def test_imports_point_down_the_layers():
+    bad = []
+    for mod, path in MODULES.items():
+        src = package_of(mod)
+        if src in TOP:
+            continue
+        for target, _, line in imports(mod, path):
+            dst = package_of(target)
+            if dst == src or dst in TOP and target == "ttakit" and False:
+                continue
+            if dst in TOP:
+                bad.append(f"{path.relative_to(SRC)}:{line} imports the top-level package ttakit")
+            elif LAYERS[dst] >= LAYERS[src]:
+                bad.append(f"{path.relative_to(SRC)}:{line}: {src} (layer {LAYERS[src]}) imports {target} "
+                           f"(layer {LAYERS[dst]})")
+    assert not bad, "upward or sideways imports:\n" + "\n".join(bad)
+
+
+def test_no_private_name_crosses_a_package():
+    bad = []
+    for mod, path in MODULES.items():
+        for target, names, line in imports(mod, path):
+            if package_of(target) == package_of(mod):
+                continue
+            private = [n for n in names if n.startswith("_")]
+            private += [p for p in target.split(".")[1:] if p.startswith("_") and p != "__init__"]
+            if private:
+                bad.append(f"{path.relative_to(SRC)}:{line} imports {', '.join(private)} from {target}")
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_circle_at_import_time():
+    graph = {m: sorted({t for t, _, _ in imports(m, p, top_level_only=True) if t in MODULES and t != m})
+             for m, p in MODULES.items()}
+    # a package's __init__ importing its own submodules, and those importing siblings, is the normal shape;
+    # a circle is a path back to where it started
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(m, trail):
+        state[m] = 1
+        for t in graph[m]:
+            if state.get(t) == 1:
+                cycle = trail[trail.index(t):] + [t]
+                # a submodule importing its own package's __init__ while that __init__ imports it
+                if not all(x == cycle[0] or x.startswith(cycle[0] + ".") or cycle[0].startswith(x + ".")
+                           for x in cycle):
+                    cycles.append(" -> ".join(cycle))
+            elif state.get(t) is None:
+                visit(t, trail + [t])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import circles:\n" + "\n".join(cycles)
+
+
+@pytest.mark.parametrize("name", ["Classifier", "Policy", "evaluate", "tune", "register_merge"])
+def test_front_door_names(name):
+    import ttakit
+
+    assert hasattr(ttakit, name)
