@@ -31,6 +31,22 @@ class ModelLoadError(TTAKitError, ValueError):
     """A model file or object could not be turned into a model adapter."""
 
 
+class ModelRunError(TTAKitError, RuntimeError):
+    """The model raised an exception of its own on the inputs."""
+
+
+class DatasetError(TTAKitError, RuntimeError):
+    """A dataset could not be found, downloaded, or read correctly."""
+
+
+class ZooError(TTAKitError, RuntimeError):
+    """A zoo model could not be built, found or loaded."""
+
+
+class UsageError(TTAKitError, ValueError):
+    """A command-line option is missing, malformed or inconsistent."""
+
+
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """A short hint naming the closest valid choice, or '' when none is close."""
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)

@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import TTAKitError
+from ..errors import ModelRunError, TTAKitError, UsageError
 from . import images as _images
 
 PROG = "ttakit"
@@ -50,14 +50,6 @@ EXIT_FAILED_INPUTS = 3
 
 #: modules imported when the parser is built, so that their register() calls run
 COMMAND_MODULES: list[str] = ["ttakit.interfaces.reproduce", "ttakit.interfaces.tuning_cli"]
-
-
-class UsageError(TTAKitError, ValueError):
-    """A command-line option is missing, malformed or inconsistent."""
-
-
-class ModelRunError(TTAKitError, RuntimeError):
-    """The model raised an exception of its own on the inputs."""
 
 
 # -- the registry ------------------------------------------------------------------
@@ -80,7 +72,7 @@ def register(command: Subcommand, *, replace: bool = False) -> Subcommand:
     """Add ``command`` to :data:`SUBCOMMANDS` (an error if the name is taken,
     unless ``replace``)."""
     if command.name in SUBCOMMANDS and not replace:
-        raise ValueError(f"subcommand {command.name!r} is already registered")
+        raise UsageError(f"subcommand {command.name!r} is already registered")
     SUBCOMMANDS[command.name] = command
     return command
 
