@@ -1,4 +1,5 @@
-"""Tests for the ``ttakit`` command line (ttakit.interfaces.cli, .images).
+"""Tests for the ``ttakit`` command line (ttakit.interfaces.cli) and the
+library I/O it runs on (ttakit.io).
 
 Real models are built in a temporary folder (TorchScript, ONNX, Keras) and
 real image files are written with Pillow; the CLI must give exactly what
@@ -26,7 +27,7 @@ from PIL import Image
 
 import ttakit
 from ttakit.interfaces import cli
-from ttakit.interfaces.images import find_images, load_images, parse_size
+from ttakit.io.images import find_images, load_images, parse_size
 
 N_CLASSES = 5
 SIZE = 16
@@ -197,7 +198,7 @@ def test_corrupt_file_is_reported_and_skipped(models, image_dir, corrupt, tmp_pa
 
 
 def test_images_stream_in_chunks(models, image_dir, corrupt, monkeypatch, capsys):
-    from ttakit.interfaces import images
+    from ttakit.io import images
 
     paths = [corrupt, *_good(image_dir)]
     stream = images.ImageStream(paths, chunk=2)
@@ -341,6 +342,37 @@ def test_missing_or_bad_model(image_dir, tmp_path, capsys):
     assert code == 2 and "invalid choice" in err
 
 
+def test_errors_name_flags_not_parameters(models, image_dir, tmp_path, capsys):
+    # an ONNX input (n, 3, 3, 3) does not say its layout: the hint is the flag
+    ambiguous = tmp_path / "square.onnx"
+    torch.onnx.export(TinyCNN().eval(), torch.rand(1, 3, 3, 3), str(ambiguous), dynamo=False,
+                      input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    code, out, err = run(capsys, "predict", ambiguous, image_dir)
+    assert code == 2 and out == ""
+    assert "--model-layout NCHW or NHWC" in err and "layout=" not in err
+    code, out, err = run(capsys, "predict", ambiguous, image_dir, "--model-layout", "nchw", "-p", "identity")
+    assert code == 0, err
+    ref = ttakit.Classifier(str(ambiguous), "identity", data_layout="NHWC", model_layout="NCHW").run(
+        _pixels(_good(image_dir), (3, 3)))
+    np.testing.assert_allclose(_probs(_csv(out)), ref.probs, atol=1e-5)
+    code, _, err = run(capsys, "predict", models["torchscript"], image_dir, "--device", "gpu")
+    assert code == 2 and "--device gpu is not cpu, cuda or cuda:N" in err
+    code, _, err = run(capsys, "predict", models["torchscript"], image_dir, "--layout", "NHWC")
+    assert code == 2 and "unrecognized arguments: --layout" in err
+
+
+def test_in_flags():
+    from ttakit.interfaces.cli.common import in_flags
+
+    assert in_flags("pass layout='NCHW' or 'NHWC'") == "pass --model-layout NCHW or NHWC"
+    assert in_flags("Pass data_layout='NHWC'") == "Pass --data-layout NHWC"
+    assert in_flags("pass size=(H, W) (e.g. size=(16, 16))") == "pass --size H W (e.g. --size 16 16)"
+    assert in_flags("; pass recursive=True to search") == "; pass --recursive to search"
+    assert in_flags("pass output='logits', not batch_size=0") == "pass --output-kind logits, not --batch-size 0"
+    assert in_flags("image size (size=) and mode (mode='L')") == "image size (--size) and mode (--mode L)"
+    assert in_flags("weights=2, a_size=3") == "weights=2, a_size=3"
+
+
 # -- policy and views commands -----------------------------------------------------------
 def test_policy_command(tmp_path, capsys):
     spec = "random(7, seed=0, horizontal_flip=true)"
@@ -402,17 +434,15 @@ def test_help_mentions_every_option(capsys):
     assert code == 0 and ttakit.__version__ in out
 
 
-def test_registry_takes_new_subcommands(capsys):
+def test_commands_are_an_explicit_list(capsys):
+    assert [c.name for c in cli.COMMANDS] == ["predict", "policy", "views", "tune", "evaluate", "reproduce", "demo"]
     seen = []
-    cmd = cli.Subcommand("echo-test", "test only", configure=lambda p: p.add_argument("word"),
-                         run=lambda a: seen.append(a.word) or 5)
-    cli.register(cmd)
-    try:
-        with pytest.raises(ValueError):
-            cli.register(cmd)
-        assert run(capsys, "echo-test", "hi")[0] == 5 and seen == ["hi"]
-    finally:
-        del cli.SUBCOMMANDS["echo-test"]
+    cmd = cli.Command("echo-test", "test only", configure=lambda p: p.add_argument("word"),
+                      run=lambda a: seen.append(a.word) or 5)
+    assert cli.main(["echo-test", "hi"], commands=[*cli.COMMANDS, cmd]) == 5 and seen == ["hi"]
+    assert "echo-test" not in [c.name for c in cli.COMMANDS]
+    with pytest.raises(ttakit.errors.UsageError, match="echo-test given twice"):
+        cli.build_parser([cmd, cmd])
 
 
 def test_python_m_ttakit_help():

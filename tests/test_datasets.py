@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ttakit.datasets import CIFAR10, DatasetError, cifar10
+from ttakit.datasets import CIFAR10, cifar10
+from ttakit.errors import DatasetError
 
 mod = importlib.import_module("ttakit.datasets.cifar10")  # the module, not the function
 

@@ -57,9 +57,16 @@ def test_dedupe_gives_the_expanded_result(z, data):
     extra = np.array(data.draw(st.lists(st.floats(0.1, 3), min_size=v, max_size=v)))
     for kind, out_d, out_e in (("logits", z, expanded), ("probs", softmax(z), softmax(expanded))):
         for name in NAMES:
-            np.testing.assert_allclose(run(name, out_d, mult, kind), run(name, out_e, ones, kind),
-                                       atol=1e-6, err_msg=f"{name} {kind}")
-            assert (label(name, out_d, mult, kind) == label(name, out_e, ones, kind)).all(), name
+            s_d = run(name, out_d, mult, kind)
+            np.testing.assert_allclose(s_d, run(name, out_e, ones, kind), atol=1e-6, err_msg=f"{name} {kind}")
+            # labels agree wherever the top score is not a tie within rounding (a tie may go either way)
+            top2 = np.sort(s_d, -1)[:, -2:]
+            clear = top2[:, 1] - top2[:, 0] > 1e-9
+            if name == "vote":  # vote ties are broken by the mean probability: need that to be clear too
+                mean = np.sort(run("mean", out_d, mult, kind), -1)[:, -2:]
+                clear |= mean[:, 1] - mean[:, 0] > 1e-9
+            same = label(name, out_d, mult, kind) == label(name, out_e, ones, kind)
+            assert same[clear].all(), name
         np.testing.assert_allclose(run(WeightedMean(extra), out_d, mult, kind),
                                    run(WeightedMean(np.repeat(extra, mult.astype(int))), out_e, ones, kind),
                                    atol=1e-6)

@@ -13,7 +13,6 @@ import torch
 from ttakit.zoo import (
     CIFAR_RESNET_MEAN,
     CIFAR_RESNET_STD,
-    ZooError,
     cifar_resnet,
     cifar_resnet_preprocess,
     load_cifar_resnet,
@@ -22,6 +21,7 @@ from ttakit.zoo import (
     tutorial_cnn_keras,
     tutorial_cnn_torch,
 )
+from ttakit.errors import ZooError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MODELS = SHARED / "models" / "cifar10-resnet"

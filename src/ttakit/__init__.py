@@ -20,11 +20,12 @@ from .policy import Policy
 from .tasks import ClassificationResult, Classifier
 from .evaluation import EvaluationReport, evaluate
 from .tuning import TuneResult, tune
+from .views import register_view
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
-    "Classifier", "ClassificationResult", "Policy", "evaluate", "EvaluationReport", "tune", "TuneResult", "Normalize", "as_model", "get_merge",
-    "register_merge",
+    "Classifier", "ClassificationResult", "Policy", "evaluate", "EvaluationReport", "tune", "TuneResult", "Normalize",
+    "as_model", "get_merge", "register_merge", "register_view",
     "TTAKitError", "InputError", "PolicyError", "ModelOutputError", "ModelLoadError", "__version__",
 ]

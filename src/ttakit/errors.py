@@ -42,6 +42,23 @@ class ViewError(TTAKitError, RuntimeError):
     the view and the input shape."""
 
 
+class ModelRunError(ModelError):
+    """A :class:`ModelError` raised where files are predicted, with a hint on
+    the options that usually cause it (layout, size, colour mode)."""
+
+
+class DatasetError(TTAKitError, RuntimeError):
+    """A dataset could not be found, downloaded, or read correctly."""
+
+
+class ZooError(TTAKitError, RuntimeError):
+    """A zoo model could not be built, found or loaded."""
+
+
+class UsageError(TTAKitError, ValueError):
+    """A command-line option is missing, malformed or inconsistent."""
+
+
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """A short hint naming the closest valid choice, or '' when none is close."""
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)

@@ -37,13 +37,12 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import TTAKitError
+from ..errors import DatasetError, InputError
 
 __all__ = [
     "CIFAR10",
     "CIFAR10_MD5",
     "CIFAR10_URL",
-    "DatasetError",
     "cache_dir",
     "cifar10",
     "download_cifar10",
@@ -75,10 +74,6 @@ SPLITS = {
 }
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-class DatasetError(TTAKitError, RuntimeError):
-    """The dataset could not be found, downloaded, or read correctly."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -481,7 +476,7 @@ def cifar10(
             download failed, or a file is truncated or corrupt.
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
+        raise InputError(f"split must be one of {sorted(SPLITS)}, got {split!r}")
     found, looked = _locate(path)
     if found is None and download:
         root = _download_root(path)

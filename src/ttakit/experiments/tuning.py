@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from ..evaluation import PredictionCache, metrics, paired_accuracy
 from ..policy import Policy
 from ..tuning import POOLS, candidate_views, fit_temperature, tune
@@ -48,7 +49,7 @@ def _model(cfg: TuningConfig, log):
         model = train_tutorial_model(train.images, train.labels, cfg.seed, cfg.epochs, 128,
                                      verbose=1 if cfg.progress else 0)
         return model, {"runtime": "onnx", "output": "probs"}
-    raise ValueError(f"unknown model {cfg.model!r}: resnet20, resnet32 or tutorial")
+    raise InputError(f"unknown model {cfg.model!r}: resnet20, resnet32 or tutorial")
 
 
 def _row(name, probs, y, base_ok, forwards):

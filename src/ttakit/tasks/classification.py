@@ -355,6 +355,11 @@ class Classifier:
         return self._setup().adapter
 
     @property
+    def effective_merge(self) -> Merge:
+        """The merge a call uses: ``merge`` if given, else the policy's own, else mean."""
+        return self._setup().merge
+
+    @property
     def run_policy(self) -> Policy:
         """The policy as run: deduplicated unless ``dedupe=False``."""
         return self._setup().run_policy

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import PolicyError
 from .base import GeometricView, Size
 
 # 2x2 matrices on centred coordinates (x right, y down).
@@ -49,7 +50,7 @@ class Dihedral(GeometricView):
 
     def __init__(self, k: int = 0, flip: bool = False):
         if isinstance(k, bool) or not float(k).is_integer():
-            raise ValueError(f"k must be a whole number of quarter turns, got {k!r}")
+            raise PolicyError(f"k must be a whole number of quarter turns (rot90(k)), got {k!r}")
         self.k = int(k) % 4
         self.flip = bool(flip)
 

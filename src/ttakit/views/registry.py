@@ -4,12 +4,18 @@
 Positional values all go to the view's first parameter, one view each
 (``scale(0.9, 1.1)`` is two views); a keyword given a list ``[a, b]`` also
 expands (``shift(dx=[-2, 2], dy=[-2, 2])`` is four views).
+
+:func:`register_view` adds a user's view (or group) to these tables. The
+spec parser, ``Policy.load`` (through :func:`view_from_dict`) and ``ttakit
+views`` all look names up here at call time, so a registered view works
+everywhere a built-in one does.
 """
 
 from __future__ import annotations
 
 import inspect
 import itertools
+import keyword
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -69,6 +75,54 @@ GROUPS: dict[str, Entry] = {
     "fivecrop": Entry(affine.five_crop, "centre and 4 corner crops of size, resized back", group=True),
     "tencrop": Entry(_tencrop, "five crops and their mirror images", group=True),
 }
+
+
+#: names the spec and policy-file readers handle themselves, never looked up here
+RESERVED = frozenset({"random", "policy", "file", "compose"})
+#: the names ttakit defines, which a user's view may only take with ``replace=True``
+BUILTIN_NAMES = frozenset(VIEWS) | frozenset(GROUPS)
+
+
+def register_view(name: str, factory: Callable[..., Any], summary: str = "", *, group: bool = False,
+                  replace: bool = False) -> Entry:
+    """Make ``name`` usable in policy specs and files, built by ``factory``.
+
+    ``factory`` is usually a :class:`~ttakit.views.View` subclass (its
+    ``name`` must be ``name``, since ``Policy.save`` writes ``view.name`` and
+    ``Policy.load`` looks that up here; its constructor's parameters must be
+    the keys of its ``params()``), or any callable returning a view, or, with
+    ``group=True``, a list of views. ``summary`` is the line ``ttakit views``
+    shows (default: the first line of the factory's docstring).
+
+    Raises :class:`~ttakit.PolicyError` when ``name`` is not an identifier,
+    is reserved by the spec syntax (``random``, ``policy``, ``file``,
+    ``compose``), or is taken (a built-in or an earlier registration) and
+    ``replace`` is false; and when ``factory`` is not callable, is a view
+    instance (not its class), or is a view class with another ``name``.
+    Returns the new :class:`Entry`.
+    """
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise PolicyError(f"a view name must be a Python identifier, got {name!r}")
+    if name in RESERVED or name.lower() in ("true", "false", "none"):
+        raise PolicyError(f"{name!r} is reserved by the policy spec syntax; choose another name")
+    if (name in VIEWS or name in GROUPS) and not replace:
+        which = "a built-in view" if name in BUILTIN_NAMES else "already registered"
+        raise PolicyError(f"view name {name!r} is {which}; pass replace=True to replace it")
+    if isinstance(factory, View):
+        raise PolicyError(f"register the view's class ({type(factory).__name__}) or a function returning "
+                          f"views for {name!r}, not a view instance")
+    if not callable(factory):
+        raise PolicyError(f"the factory of view {name!r} must be callable (a View class or a function), "
+                          f"got a {type(factory).__name__}")
+    if isinstance(factory, type) and issubclass(factory, View) and factory.name != name:
+        raise PolicyError(f"{factory.__name__}.name is {factory.name!r}, not {name!r}: policy files store "
+                          "view.name, so the class must be registered under its own name")
+    summary = summary or (inspect.getdoc(factory) or "").strip().split("\n")[0]
+    entry = Entry(factory, summary, group=group)
+    VIEWS.pop(name, None)
+    GROUPS.pop(name, None)
+    (GROUPS if group else VIEWS)[name] = entry
+    return entry
 
 
 def valid_names() -> list[str]:

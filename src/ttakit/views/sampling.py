@@ -17,6 +17,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from ..errors import PolicyError
+
 FILL_MODES = ("constant", "nearest", "reflect", "wrap")
 
 
@@ -38,7 +40,7 @@ def map_index(idx: np.ndarray, n: int, fill: str) -> tuple[np.ndarray, np.ndarra
         valid = (idx >= 0) & (idx < n)
         out = np.clip(idx, 0, n - 1)
     else:
-        raise ValueError(f"unknown fill mode {fill!r}; valid: {', '.join(FILL_MODES)}")
+        raise PolicyError(f"unknown fill mode {fill!r}; valid: {', '.join(FILL_MODES)}")
     return out, valid
 
 

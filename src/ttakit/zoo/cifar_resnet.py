@@ -35,13 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import TTAKitError
+from ..errors import InputError, ZooError
 
 __all__ = [
     "CIFAR_RESNET_MEAN",
     "CIFAR_RESNET_STD",
     "CifarResNet",
-    "ZooError",
     "cifar_resnet",
     "cifar_resnet_preprocess",
     "load_cifar_resnet",
@@ -52,10 +51,6 @@ CIFAR_RESNET_MEAN = (0.485, 0.456, 0.406)
 CIFAR_RESNET_STD = (0.229, 0.224, 0.225)
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-class ZooError(TTAKitError, RuntimeError):
-    """A zoo model could not be built, found or loaded."""
 
 
 class _PadShortcut(nn.Module):
@@ -231,13 +226,13 @@ def cifar_resnet_preprocess(images: Union[np.ndarray, torch.Tensor]) -> torch.Te
     """
     x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(images))
     if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"expected (N, H, W, 3) images, got shape {tuple(x.shape)}")
+        raise InputError(f"expected (N, H, W, 3) images, got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8:
         x = x.float().div_(255.0)
     elif torch.is_floating_point(x):
         x = x.float()
     else:
-        raise ValueError(f"expected uint8 or float images, got {x.dtype}")
+        raise InputError(f"expected uint8 or float images, got {x.dtype}")
     mean = torch.tensor(CIFAR_RESNET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR_RESNET_STD).view(1, 3, 1, 1)
     return ((x.permute(0, 3, 1, 2) - mean) / std).contiguous()

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import InputError
+
 __all__ = [
     "TUTORIAL_CNN_PARAMS",
     "TutorialCNN",
@@ -141,10 +143,10 @@ def train_tutorial_cnn_torch(
     """
     images = np.asarray(images_uint8_nhwc)
     if images.ndim != 4 or images.shape[1:] != (32, 32, 3) or images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images of shape (N, 32, 32, 3), got {images.dtype}{images.shape}")
+        raise InputError(f"expected uint8 images of shape (N, 32, 32, 3), got {images.dtype}{images.shape}")
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     if y_all.shape != (images.shape[0],):
-        raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(y_all.shape)}")
+        raise InputError(f"labels must have shape ({images.shape[0]},), got {tuple(y_all.shape)}")
     x_all = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)  # uint8 NCHW view
     n = x_all.shape[0]
     gen = torch.Generator().manual_seed(seed)

@@ -1,27 +1,16 @@
-"""``ttakit reproduce tutorial|resnet`` and ``ttakit demo``."""
+"""``ttakit reproduce tutorial|resnet|tuning``: rerun a reference experiment.
+
+The experiments themselves are :mod:`ttakit.experiments`; this module only
+maps options to their configurations."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from .cli import Subcommand, register
+from .common import EXIT_OK, Command
 
-DEMO_TEXT = """\
-What the table says: every row is the same trained model on the same {n} test
-images, so the 'lift' column is a paired comparison (no retraining noise).
-'fixed/broken' counts images that TTA turned from wrong to right and from right
-to wrong; 'p' is an exact McNemar test of those two counts. 'fwd/img' is the
-cost: forward passes per image. The tutorial's 7 random flips are only 2
-distinct views, so ttakit gets the identical result with 2 forward passes.
-Horizontal flips help a CIFAR-10 model; vertical flips and rotations (D4) hurt,
-because upside-down trucks are not in the training data.
-Full report: {out}/report.md (plot: {out}/accuracy.png).
-For the 10-repeat experiment: ttakit reproduce tutorial --repeats 10"""
-
-
-def _data_args(p: argparse.ArgumentParser) -> None:
+def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="PATH", default=None,
                    help="CIFAR-10 binary release: the cifar-10-batches-bin folder, its parent, or "
                         "cifar-10-binary.tar.gz. Default: $TTAKIT_DATA, then the user cache; "
@@ -34,7 +23,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
                    help="hide progress bars")
 
 
-def _tutorial_args(p: argparse.ArgumentParser, repeats: int, runtime: str = "keras") -> None:
+def add_tutorial_args(p: argparse.ArgumentParser, repeats: int, runtime: str = "keras") -> None:
     p.add_argument("--repeats", type=int, default=repeats, metavar="R",
                    help=f"how many models to train (seeds SEED..SEED+R-1). Default: {repeats}")
     p.add_argument("--epochs", type=int, default=3, help="training epochs per model, as the tutorial. Default: 3")
@@ -45,17 +34,17 @@ def _tutorial_args(p: argparse.ArgumentParser, repeats: int, runtime: str = "ker
     p.add_argument("--runtime", choices=("keras", "onnx"), default=runtime,
                    help="evaluate each trained model with Keras itself, or with Keras' own ONNX export of it "
                         f"run by ONNX Runtime (same weights, about 4x faster on CPU). Default: {runtime}")
-    _data_args(p)
+    add_data_args(p)
 
 
-def _configure_reproduce(p: argparse.ArgumentParser) -> None:
+def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", title="experiments",
                            help="tutorial: the founding Keras CNN experiment; resnet: the published ResNets")
     sub.required = True
     t = sub.add_parser("tutorial", help="the founding Keras CNN experiment, paired (trains R models)",
                        description="Train the tutorial's Keras CNN R times and evaluate every policy on "
                                    "every model: paired lifts, CIs, fixed/broken counts, McNemar tests.")
-    _tutorial_args(t, repeats=10)
+    add_tutorial_args(t, repeats=10)
     r = sub.add_parser("resnet", help="published CIFAR ResNet-20/32 with and without TTA",
                        description="Evaluate the published CIFAR ResNets (weights not trained by ttakit) "
                                    "with no TTA, hflip, small shifts and D4, paired.")
@@ -63,7 +52,7 @@ def _configure_reproduce(p: argparse.ArgumentParser) -> None:
                    help="folder with resnet20-*.th and resnet32-*.th. Default: $TTAKIT_MODELS")
     r.add_argument("--depth", type=int, action="append", choices=(20, 32), default=None,
                    help="which ResNet (repeatable). Default: 20 and 32")
-    _data_args(r)
+    add_data_args(r)
     g = sub.add_parser("tuning", help="policy search targets: tune on half the test set, report on the other half",
                        description="Split CIFAR-10's test set by a seed into a tuning and a held-out half; "
                                    "tune policies (standard pool, with harmful views added, with learned "
@@ -77,13 +66,13 @@ def _configure_reproduce(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the tuning/held-out split. Default: 0")
     g.add_argument("--n-tune", type=int, default=5000, metavar="N",
                    help="images in the tuning half (the rest are held out). Default: 5000")
-    _data_args(g)
+    add_data_args(g)
 
 
-def _run_reproduce(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("KERAS_BACKEND", "torch")
     if args.experiment == "tutorial":
-        from ..experiments import tutorial
+        from ...experiments import tutorial
 
         cfg = tutorial.TutorialConfig(repeats=args.repeats, epochs=args.epochs, batch_size=args.batch_size,
                                       seed=args.seed, data=args.data, out=args.out or "results/tutorial",
@@ -92,52 +81,24 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         res = tutorial.run(cfg)
         print(res["table"])
         print(f"\nreport: {res['out']}/report.md")
-        return 0
+        return EXIT_OK
     if args.experiment == "tuning":
-        from ..experiments import tuning
+        from ...experiments import tuning
 
         cfg = tuning.TuningConfig(model=args.model, weights=args.weights, data=args.data, budget=args.budget,
                                   seed=args.seed, n_tune=args.n_tune, out=args.out or "results/tuning",
                                   progress=args.progress, test_limit=args.test_limit)
         summary = tuning.run(cfg)
         print(tuning.render(cfg, summary))
-        return 0
-    from ..experiments import resnet
+        return EXIT_OK
+    from ...experiments import resnet
 
     cfg = resnet.ResNetConfig(depths=tuple(args.depth or (20, 32)), weights=args.weights, data=args.data,
                               out=args.out or "results/resnet", test_limit=args.test_limit, progress=args.progress)
     res = resnet.run(cfg)
     print(f"report: {res['out']}/report.md")
-    return 0
+    return EXIT_OK
 
 
-def _configure_demo(p: argparse.ArgumentParser) -> None:
-    _tutorial_args(p, repeats=1, runtime="onnx")
-
-
-def _run_demo(args: argparse.Namespace) -> int:
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    from ..experiments import tutorial
-
-    out = args.out or "results/demo"
-    cfg = tutorial.TutorialConfig(repeats=args.repeats, epochs=args.epochs, batch_size=args.batch_size,
-                                  seed=args.seed, data=args.data, out=out, train_limit=args.train_limit,
-                                  test_limit=args.test_limit, progress=args.progress, runtime=args.runtime,
-                                  policies=list(tutorial.DEMO_POLICIES))
-    res = tutorial.run(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
-    print()
-    print(res["table"])
-    print()
-    print(DEMO_TEXT.format(n=res["checks"][0]["n"], out=out))
-    return 0
-
-
-register(Subcommand("reproduce", "rerun a reference experiment (tutorial, resnet) and write a report",
-                    configure=_configure_reproduce, run=_run_reproduce))
-register(Subcommand("demo", "train the tutorial CNN once and show what TTA does to it (make demo)",
-                    configure=_configure_demo, run=_run_demo,
-                    description="The tutorial's experiment with one trained model: trains the Keras CNN "
-                                "(3 epochs), evaluates no TTA, the tutorial's 7 random flips (literal and "
-                                "deduplicated), hflip, small shifts and D4 on the CIFAR-10 test set, and "
-                                "prints the paired table. 'ttakit reproduce tutorial' adds more policies "
-                                "and repeats."))
+COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, tuning) and write a report",
+                  configure=configure, run=run)

@@ -1,8 +1,12 @@
-"""Read image files into uint8 arrays for the CLI.
+"""Find image files and read them into uint8 arrays.
+
+This is the part of ``ttakit predict`` that a server or a batch job needs
+too, so it lives in the library, free of argparse: errors are ttakit errors
+naming the Python parameters (the command line translates them to its flags).
 
 Every image becomes an ``(H, W, C)`` uint8 array (``C`` = 3 for ``RGB``, 1
-for ``L``), so a batch is ``(N, H, W, C)``: pass ``layout="NHWC"`` to the
-:class:`~ttakit.Classifier`. Folders given as inputs expand to the image
+for ``L``), so a batch is ``(N, H, W, C)``: pass ``data_layout="NHWC"`` to
+the :class:`~ttakit.Classifier`. Folders given as inputs expand to the image
 files they hold (by extension). A file that cannot be read is recorded as a
 failure ``(path, reason)`` and skipped; the other images are still read.
 
@@ -31,7 +35,7 @@ from ..errors import InputError
 
 #: file extensions (lower case, with the dot) taken from folders
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
-#: Pillow modes the CLI reads images in
+#: Pillow modes images are read in
 MODES = ("RGB", "L")
 #: images decoded per batch by :class:`ImageStream`
 CHUNK = 256
@@ -67,7 +71,7 @@ def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[P
             found.append(p)
     if not found:
         where = ", ".join(str(d) for d in empty_dirs) or "the arguments"
-        hint = "" if recursive else "; add --recursive to search sub-folders"
+        hint = "" if recursive else "; pass recursive=True to search sub-folders"
         raise InputError(f"no image files found in {where} (looked for "
                          f"{', '.join(e[1:] for e in IMAGE_EXTENSIONS)}{hint})")
     return found
@@ -139,7 +143,7 @@ def plan_size(paths: Sequence[str | Path], size: tuple[int, int] | None = None,
               expected_size: tuple[int, int] | None = None) -> tuple[tuple[int, int] | None, list[Failure]]:
     """The size every image is read at, and the files whose header cannot be read.
 
-    ``size`` (``--size``) wins; else the model's ``expected_size``; else the
+    ``size`` wins; else the model's ``expected_size``; else the
     images' own size when they all agree. Returns ``(None, failures)`` when
     no header could be read. Raises :class:`~ttakit.InputError` naming the
     files when the sizes differ and neither is given.
@@ -167,7 +171,7 @@ def plan_size(paths: Sequence[str | Path], size: tuple[int, int] | None = None,
             lines.append(f"  ... {len(groups) - 5} more sizes")
         raise InputError("the images have different sizes (HxW) and the model does not say which it expects:\n"
                          + "\n".join(lines)
-                         + f"\npass --size H W to resize them all (e.g. --size {groups[0][0][0]} {groups[0][0][1]})")
+                         + f"\npass size=(H, W) to resize them all (e.g. size=({groups[0][0][0]}, {groups[0][0][1]}))")
     return (next(iter(sizes)) if sizes else None), failures
 
 
@@ -218,7 +222,7 @@ class ImageStream:
                 size = arr.shape[:2]
             elif arr.shape[:2] != tuple(size):  # a header that lied about the size
                 self.failures.append((p, f"decoded size {arr.shape[0]}x{arr.shape[1]} differs from "
-                                         f"{size[0]}x{size[1]}; pass --size"))
+                                         f"{size[0]}x{size[1]}; pass size= to resize"))
                 continue
             batch.append(arr)
             self.good.append(p)

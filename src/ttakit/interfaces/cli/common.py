@@ -1,0 +1,189 @@
+"""What the ``ttakit`` commands share: the :class:`Command` record, exit
+codes, printing, argument types and the options several commands take.
+
+The library (:mod:`ttakit.io`, :mod:`ttakit.models.loading`...) raises
+errors that name its Python parameters (``pass model_layout='NHWC'``); a
+command-line user never wrote those, so :func:`in_flags` rewrites them into
+the flags that set them (``pass --model-layout NHWC``) before printing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import UsageError
+
+PROG = "ttakit"
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_FAILED_INPUTS = 3
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class Command:
+    """One ``ttakit NAME ...`` command."""
+
+    name: str
+    help: str                                             #: one line, shown in ``ttakit --help``
+    configure: Callable[[argparse.ArgumentParser], None]  #: adds the command's arguments
+    run: Callable[[argparse.Namespace], int]              #: does the work, returns the exit code
+    description: str | None = None                        #: longer text for ``ttakit NAME --help``
+    epilog: str | None = None
+
+
+# -- printing ---------------------------------------------------------------------------
+#: Python parameter -> the flag that sets it, for rewriting the library's messages
+FLAGS = {
+    "model_layout": "--model-layout", "layout": "--model-layout", "data_layout": "--data-layout",
+    "device": "--device", "output": "--output-kind", "output_kind": "--output-kind", "size": "--size",
+    "mode": "--mode", "recursive": "--recursive", "batch_size": "--batch-size",
+    "holdout_fraction": "--holdout-fraction", "guard_fraction": "--guard-fraction",
+}
+_PARAMETER = re.compile(
+    r"\b(" + "|".join(sorted(FLAGS, key=len, reverse=True)) + r")="
+    r"(?:'([^']*)'|\"([^\"]*)\"|\((\w+), (\w+)\)|([\w.:-]+))?"  # 'text', "text", (H, W), bare, or nothing
+    r"((?: or '[^']*')*)")                                     # more choices: or 'NHWC'
+
+
+def _as_flag(m: re.Match) -> str:
+    flag = FLAGS[m.group(1)]
+    if m.group(4) is not None:
+        value = f"{m.group(4)} {m.group(5)}"
+    else:
+        value = next((g for g in (m.group(2), m.group(3), m.group(6)) if g is not None), "")
+    more = m.group(7).replace("'", "")
+    if value == "True":
+        return flag + more
+    return f"{flag} {value}{more}" if value else flag + more
+
+
+def in_flags(message: str) -> str:
+    """``message`` with ``name=value`` of the library's parameters written as
+    the command line's flags: ``layout='NCHW' or 'NHWC'`` becomes
+    ``--model-layout NCHW or NHWC``, ``size=(H, W)`` becomes ``--size H W``,
+    ``recursive=True`` becomes ``--recursive``."""
+    return _PARAMETER.sub(_as_flag, message)
+
+
+def error(message: str) -> None:
+    """Print ``ttakit: error: MESSAGE`` on stderr."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    """Print ``ttakit: MESSAGE`` on stderr."""
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+# -- argument types -------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {text!r}")
+    return v
+
+
+# -- shared options ---------------------------------------------------------------------
+def add_model_options(g, *, normalize_default: str) -> None:
+    """``--output-kind``, ``--model-layout``, ``--batch-size``, ``--mean`` and
+    ``--std``, in the argument group ``g``."""
+    from ...tasks.classification import OUTPUT_KINDS
+
+    g.add_argument("--output-kind", choices=OUTPUT_KINDS, default="auto",
+                   help="what the model returns: probs, logits, or auto (probabilities when the first "
+                        "batch's rows are non-negative and sum to 1). Default: auto")
+    g.add_argument("--model-layout", choices=("NCHW", "NHWC"), type=str.upper, default=None,
+                   help="the layout the model consumes. Default: read from the model for ONNX and Keras, "
+                        "NCHW for TorchScript")
+    g.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                   help="model inputs (images x views) per forward pass. Default: 512 on CPU (the command "
+                        "tunes the allocator for it), 1024 on GPU")
+    g.add_argument("--mean", type=float, nargs="+", default=None, metavar="M",
+                   help="per-channel mean subtracted after augmentation, on pixels in [0, 1] "
+                        f"(3 values for RGB, 1 for L, or 1 for all). Default: {normalize_default}")
+    g.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
+                   help="per-channel std divided by after subtracting --mean, on pixels in [0, 1]. Default: 1")
+
+
+def normalize(mean: list[float] | None, std: list[float] | None, mode: str = "RGB"):
+    """The :class:`~ttakit.Normalize` that ``--mean``/``--std`` ask for on
+    ``mode`` images, or None when neither is given."""
+    if mean is None and std is None:
+        return None
+    from ...models import Normalize
+
+    c = 1 if mode == "L" else 3
+    mean = mean if mean is not None else [0.0]
+    std = std if std is not None else [1.0]
+    for name, vals in (("--mean", mean), ("--std", std)):
+        if len(vals) not in (1, c):
+            want = "1 value" if c == 1 else f"1 or {c} values"
+            raise UsageError(f"{name} takes {want} for {mode} images, got {len(vals)}")
+    if any(not np.isfinite(v) for v in mean + std):
+        raise UsageError("--mean and --std must be finite numbers")
+    if any(s <= 0 for s in std):
+        raise UsageError(f"--std values must be positive, got {' '.join(map(str, std))}")
+    return Normalize(mean, std)
+
+
+POLICY_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def load_policy(spec_or_file: str):
+    """A policy from a spec string, or from a file when the argument ends in
+    .yaml, .yml or .json."""
+    from ...policy import Policy
+
+    if Path(spec_or_file).suffix.lower() in POLICY_SUFFIXES:
+        return Policy.load(spec_or_file)
+    return Policy.parse(spec_or_file)
+
+
+def read_classes(path: str | Path) -> list[str]:
+    """Class names, one per line (surrounding blanks stripped; empty lines
+    at the end ignored)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise UsageError(f"cannot read classes file {path}: {e.strerror or e}") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    names = [line.strip() for line in lines]
+    if not names:
+        raise UsageError(f"classes file {path} is empty")
+    if any(not n for n in names):
+        raise UsageError(f"classes file {path} has an empty line (line {names.index('') + 1})")
+    return names
+
+
+def cannot_write(path, e: OSError) -> UsageError:
+    """The error for an output file that could not be written."""
+    return UsageError(f"cannot write {path}: {e.strerror or e}")
+
+
+__all__ = ["PROG", "EXIT_OK", "EXIT_USAGE", "EXIT_FAILED_INPUTS", "EXIT_INTERRUPTED", "Command", "FLAGS",
+           "in_flags", "error", "warn", "positive_int", "fraction", "add_model_options", "normalize",
+           "POLICY_SUFFIXES", "load_policy", "read_classes", "cannot_write"]

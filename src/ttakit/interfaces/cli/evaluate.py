@@ -1,0 +1,46 @@
+"""``ttakit evaluate``: does a policy help this model? A paired report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import EXIT_OK, Command, load_policy
+from .model_data import add_model_and_data, load_data, load_model
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    add_model_and_data(p)
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--policy", default="identity + hflip", metavar="SPEC_OR_FILE",
+                   help="policy to evaluate: a spec or a policy file (e.g. from ttakit tune). "
+                        "Default: 'identity + hflip'")
+    e.add_argument("--baseline", default="identity", metavar="SPEC_OR_FILE",
+                   help="what to compare against. Default: identity (no TTA)")
+    e.add_argument("--merge", default=None, metavar="NAME",
+                   help="merge for the policy. Default: the policy file's own aggregation, else mean")
+    e.add_argument("--out", default=None, metavar="DIR",
+                   help="write report.md, report.json, lift_vs_views.png and reliability.png here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...evaluation import evaluate
+
+    model, options = load_model(args)
+    data = load_data(args)
+    report = evaluate(model, data.x, data.y, load_policy(args.policy), baseline=load_policy(args.baseline),
+                      merge=args.merge, classes=data.classes, out=args.out, data_layout=data.layout, **options)
+    print(f"Data: {data.description}\n")
+    print(report.to_markdown())
+    if args.out:
+        print(f"report: {Path(args.out) / 'report.md'}", file=sys.stderr)
+    return EXIT_OK
+
+
+COMMAND = Command("evaluate", "does a policy help this model? a paired report on labelled data",
+                  configure=configure, run=run,
+                  description="Accuracy, top-5, NLL, ECE, Brier of the policy and the baseline on the "
+                              "same inputs; the paired lift with a bootstrap CI, predictions fixed and "
+                              "broken (overall and per class), an exact McNemar test, cost and "
+                              "throughput, plots of lift against views and calibration.")

@@ -1,0 +1,74 @@
+"""The MODEL argument and the labelled-data options that ``ttakit tune`` and
+``ttakit evaluate`` share: both measure a model on labelled data, and must
+read the same data the same way for a tuned policy to be judged on the
+held-out part of the data it was tuned on."""
+
+from __future__ import annotations
+
+import argparse
+
+from ...errors import UsageError
+from ...io import labelled
+from ...models.loading import load_model_file
+from .common import add_model_options, fraction, normalize, warn
+
+#: model names that stand for the published CIFAR ResNets
+ZOO = ("zoo:resnet20", "zoo:resnet32")
+
+
+def add_model_and_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL",
+                   help="model file (.onnx, TorchScript .pt/.pth/.ts, .keras) or zoo:resnet20 / zoo:resnet32 "
+                        "(the published CIFAR ResNets, from --weights or $TTAKIT_MODELS, normalised for you)")
+    d = p.add_argument_group("data")
+    d.add_argument("--data", required=True, metavar="SPEC",
+                   help="labelled data: cifar10[:test|train], a .npz with x and y, or a folder with one "
+                        "sub-folder of images per class")
+    d.add_argument("--data-root", metavar="PATH", default=None,
+                   help="where CIFAR-10 is (the binary release). Default: $TTAKIT_DATA, then the user cache")
+    d.add_argument("--data-layout", choices=("NHWC", "NCHW"), type=str.upper, default="NHWC",
+                   help="layout of the arrays in a .npz file (image folders and CIFAR-10 are NHWC). "
+                        "Default: NHWC")
+    d.add_argument("--subset", choices=labelled.SUBSETS, default="all",
+                   help="use all the data, or the tune or holdout part of a seeded split. Default: all")
+    d.add_argument("--holdout-fraction", type=fraction, default=0.5, metavar="F",
+                   help="share of the data in the holdout part. Default: 0.5")
+    d.add_argument("--split-seed", type=int, default=0, metavar="S", help="seed of the split. Default: 0")
+    m = p.add_argument_group("model")
+    m.add_argument("--weights", metavar="DIR", default=None,
+                   help="folder of the zoo ResNet checkpoints. Default: $TTAKIT_MODELS")
+    add_model_options(m, normalize_default="none (the zoo ResNets use their own)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+
+
+def load_model(args: argparse.Namespace):
+    """``(model, options)``: the model MODEL names and the keyword arguments
+    for :func:`ttakit.tune` / :func:`ttakit.evaluate` that the options ask for."""
+    from ...models import Normalize
+
+    options: dict = {"output": args.output_kind, "batch_size": args.batch_size, "progress": args.progress}
+    norm = normalize(args.mean, args.std)
+    if norm is not None:
+        options["preprocess"] = norm
+    if args.model in ZOO:
+        from ...zoo import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, load_cifar_resnet
+
+        if args.model_layout not in (None, "NCHW"):
+            raise UsageError(f"--model-layout {args.model_layout}: the zoo ResNets consume NCHW")
+        model = load_cifar_resnet(int(args.model.split("resnet")[1]), root=args.weights)
+        options.setdefault("preprocess", Normalize(CIFAR_RESNET_MEAN, CIFAR_RESNET_STD))
+        if args.output_kind == "auto":
+            options["output"] = "logits"
+        return model, options
+    if args.model.startswith("zoo:"):
+        raise UsageError(f"unknown zoo model {args.model!r}; available: {', '.join(ZOO)}")
+    return load_model_file(args.model, layout=args.model_layout), options
+
+
+def load_data(args: argparse.Namespace) -> labelled.Labelled:
+    """The labelled data ``--data`` names, cut to ``--subset``; files that
+    could not be read are reported on stderr."""
+    data = labelled.load_labelled(args.data, root=args.data_root, layout=args.data_layout, progress=args.progress)
+    for path, why in data.failures:
+        warn(f"cannot read {path}: {why}")
+    return labelled.subset(data, args.subset, args.holdout_fraction, args.split_seed)

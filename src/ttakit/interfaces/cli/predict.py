@@ -1,0 +1,129 @@
+"""``ttakit predict``: classify image files with test-time augmentation.
+
+Parses the options and prints; the work is :func:`ttakit.io.predict_files`
+and the writers of :mod:`ttakit.io.writers`, which a server or a batch job
+can call the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ...io import images, writers
+from ...io.prediction import predict_files
+from ...models.loading import load_model_file
+from .common import (
+    EXIT_FAILED_INPUTS,
+    EXIT_OK,
+    Command,
+    add_model_options,
+    cannot_write,
+    in_flags,
+    load_policy,
+    normalize,
+    positive_int,
+    read_classes,
+    warn,
+)
+
+DESCRIPTION = """\
+Classify image files with test-time augmentation.
+
+Each image is read with Pillow (RGB by default), scaled from 0-255 to [0, 1],
+augmented with every distinct view of the policy, normalised (--mean/--std),
+run through the model, and the views' predictions are merged.
+
+Output, one row per image: path, label (class index), class (with --classes),
+confidence (merged probability of the label), entropy (nats), spread (std over
+views of the label's probability), agreement (weighted share of views whose top
+class is the label), and the probabilities (CSV: one column p_<class> each;
+JSON: a list, plus a summary). Images that cannot be read are reported on
+stderr and skipped; the exit code is then 3.
+"""
+
+EPILOG = """\
+examples:
+  ttakit predict model.onnx photos/ --policy d4 --out preds.csv
+  ttakit predict model.pt a.png b.jpg --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225 --size 224 224
+  ttakit predict model.keras photos/ --policy policy.yaml --classes classes.txt --format json
+  ttakit predict model.onnx photos/ --model-layout NHWC --device cuda
+"""
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    from ...merge import MERGES
+
+    p.add_argument("model", metavar="MODEL",
+                   help="model file: ONNX (.onnx), TorchScript (.pt, .pth, .ts, .torchscript) or Keras (.keras)")
+    p.add_argument("images", metavar="IMAGES", nargs="+",
+                   help="image files, or folders of them (png, jpg, jpeg, bmp, gif, tif, tiff, webp, ppm)")
+    g = p.add_argument_group("augmentation")
+    g.add_argument("--policy", "-p", default="identity + hflip", metavar="SPEC_OR_FILE",
+                   help="the views to run: a spec such as 'd4' or 'identity + hflip + scale(0.9, 1.1)', "
+                        "or a policy file (.yaml, .yml, .json). Default: 'identity + hflip'. "
+                        "See 'ttakit views' and 'ttakit policy'")
+    g.add_argument("--merge", "-m", default=None, metavar="NAME",
+                   help=f"how to merge the views' predictions: {', '.join(MERGES)} "
+                        "(sharpen(T) and weighted(w1, w2, ...) take parameters). Default: the policy "
+                        "file's own aggregation (from ttakit tune), else mean")
+    g = p.add_argument_group("model")
+    add_model_options(g, normalize_default="0, no normalisation")
+    g.add_argument("--device", default=None, metavar="DEVICE",
+                   help="where to run: cpu, cuda or cuda:N, for TorchScript and ONNX models. "
+                        "Default: TorchScript on cpu, ONNX on CUDA when available, else cpu")
+    g = p.add_argument_group("images")
+    g.add_argument("--size", nargs="+", default=None, metavar=("H", "W"),
+                   help="resize every image to H x W pixels (bilinear), given as 'H W', 'HxW' or 'N' "
+                        "for square. Default: the size the model expects (ONNX, Keras) when it says, else "
+                        "the images' own size, which must then be the same for all")
+    g.add_argument("--mode", choices=images.MODES, default="RGB", type=str.upper,
+                   help="read images as RGB (3 channels) or L (grayscale, 1 channel). Default: RGB")
+    g.add_argument("--recursive", "-r", action="store_true",
+                   help="also take images from the sub-folders of folders in IMAGES. Default: top level only")
+    g = p.add_argument_group("output")
+    g.add_argument("--classes", default=None, metavar="FILE",
+                   help="text file of class names, one per line, in the model's output order; adds a "
+                        "'class' column and names the probability columns. Default: class indices")
+    g.add_argument("--top-k", type=positive_int, default=None, metavar="K",
+                   help="include only the K largest probabilities per image (CSV: columns top1_label, "
+                        "top1_prob, ...; JSON: a 'top_k' list). Default: all classes")
+    g.add_argument("--format", "-f", choices=tuple(writers.WRITERS), default=None,
+                   help="output format. Default: json when --out ends in .json, else csv")
+    g.add_argument("--out", "-o", default=None, metavar="FILE",
+                   help="write the results to FILE. Default: standard output")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar on stderr. Default: on when stderr is a terminal")
+
+
+def run(args: argparse.Namespace) -> int:
+    fmt = writers.format_for(args.out, args.format)
+    classes = read_classes(args.classes) if args.classes else None
+    preprocess = normalize(args.mean, args.std, args.mode)
+    size = images.parse_size(args.size)
+    policy = load_policy(args.policy)
+    adapter = load_model_file(args.model, layout=args.model_layout, device=args.device)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    pred = predict_files(adapter, args.images, policy, args.merge, output_kind=args.output_kind,
+                         batch_size=args.batch_size, preprocess=preprocess, size=size, mode=args.mode,
+                         recursive=args.recursive, classes=classes, progress=progress, model_name=args.model)
+    for path, why in pred.failures:
+        warn(f"cannot read {path}: {in_flags(why)}")
+    if args.out:
+        try:
+            writers.write_predictions(pred, args.out, fmt, args.top_k)
+        except OSError as e:
+            raise cannot_write(args.out, e) from None
+        warn(f"wrote {len(pred.paths)} predictions to {args.out} ({pred.result.forward_passes} forward passes, "
+             f"{pred.seconds:.2f} s)")
+    else:
+        sys.stdout.write(writers.render(pred, fmt, args.top_k))
+        sys.stdout.flush()
+    if pred.failures:
+        warn(f"{len(pred.failures)} of {len(pred.failures) + len(pred.paths)} images could not be read")
+        return EXIT_FAILED_INPUTS
+    return EXIT_OK
+
+
+COMMAND = Command("predict", "classify image files with test-time augmentation", configure=configure, run=run,
+                  description=DESCRIPTION, epilog=EPILOG)

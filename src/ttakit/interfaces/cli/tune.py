@@ -1,0 +1,54 @@
+"""``ttakit tune``: search the views that help a model on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import EXIT_OK, Command, fraction, positive_int
+from .model_data import add_model_and_data, load_data, load_model
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    add_model_and_data(p)
+    t = p.add_argument_group("search")
+    t.add_argument("--candidates", default="standard", metavar="POOLS",
+                   help="candidate views: pool names (standard, flips, harmful) and/or view specs, "
+                        "comma-separated; identity is always included. Default: standard")
+    t.add_argument("--budget", type=positive_int, default=8, metavar="K",
+                   help="greedy steps (views, repeats count). Default: 8")
+    t.add_argument("--objective", choices=("nll", "accuracy"), default="nll",
+                   help="what the search minimises: calibrated NLL or error rate. Default: nll")
+    t.add_argument("--aggregation", choices=("mean", "per_view", "per_view_class"), default="mean",
+                   help="merge to calibrate: mean + temperature, or learned weights per view (or per view "
+                        "and class) + temperature. Default: mean")
+    t.add_argument("--guard-fraction", type=fraction, default=0.3, metavar="F",
+                   help="share of the tuning data held back to check the search. Default: 0.3")
+    t.add_argument("--seed", type=int, default=0, help="seed of the fit/guard split. Default: 0")
+    t.add_argument("--out", default="policy.yaml", metavar="FILE",
+                   help="where to save the tuned policy (.yaml/.yml or .json). Default: policy.yaml")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ...tuning import tune
+
+    model, options = load_model(args)
+    data = load_data(args)
+    res = tune(model, data.x, data.y, candidates=args.candidates, budget=args.budget, objective=args.objective,
+               aggregation=args.aggregation, guard_fraction=args.guard_fraction, seed=args.seed,
+               data_layout=data.layout, **options)
+    res.policy.save(args.out)
+    print(f"Data: {data.description}")
+    print(res.summary())
+    print(f"\nsaved: {args.out}")
+    return EXIT_OK
+
+
+COMMAND = Command("tune", "search the views that help a model on labelled data; save the policy",
+                  configure=configure, run=run,
+                  description="Greedy policy search on calibrated NLL (or accuracy) over a pool of "
+                              "candidate views, with a guard split: the result is never worse than no "
+                              "TTA on the guard data. Saves the policy with its temperature or learned "
+                              "weights.",
+                  epilog="example:\n  ttakit tune zoo:resnet20 --data cifar10:test --subset tune --budget 8 "
+                         "--out policy.yaml\n  ttakit evaluate zoo:resnet20 --data cifar10:test --subset "
+                         "holdout --policy policy.yaml --out report/")
