@@ -26,6 +26,7 @@ FULL = {
     "d4_floor": ["--n", "1000", "--sweep-repeats", "2"],
     "dedupe": ["--n", "1000"],
     "batch_size": ["--n", "512"],
+    "memory": ["--n", "1000000"],
 }
 QUICK = {
     "tutorial_loop": ["--n", "40", "--blocks", "2", "--train-n", "2000"],
@@ -33,7 +34,9 @@ QUICK = {
                  "--sweep-repeats", "1", "--repeats", "2"],
     "dedupe": ["--n", "200", "--seeds", "0", "1", "--repeats", "2"],
     "batch_size": ["--n", "64", "--sizes", "128", "512", "--rounds", "1", "--passes", "1"],
+    "memory": ["--n", "20000"],
 }
+NO_DATA = {"memory"}  # generates its own inputs
 
 
 def main(argv=None):
@@ -53,7 +56,8 @@ def main(argv=None):
         if args.only and name not in args.only:
             continue
         path = out / f"{name}.json"
-        cmd = [sys.executable, str(HERE / f"bench_{name}.py"), "--data", args.data, *extra, "--json", str(path)]
+        data = [] if name in NO_DATA else ["--data", args.data]
+        cmd = [sys.executable, str(HERE / f"bench_{name}.py"), *data, *extra, "--json", str(path)]
         print(f"\n$ {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         rc = subprocess.run(cmd, env=env).returncode
