@@ -97,9 +97,13 @@ def run(task, adapter, data, views: Sequence, weights: Sequence[float], *, input
             continue
         x = inputs.prepare(raw, adapter.device, start)
         inputs.check_model(x, adapter)
+        task_run.begin(x, start)
+        bad = inputs.invalid(x)
+        if bad is not None:  # those inputs fail alone (or the run stops, as the task's on_error says)
+            task_run.fail(bad[0], bad[1])
+            x = x.masked_fill(bad[0].view(-1, *([1] * (x.dim() - 1))), 0.0)
         for v in dict.fromkeys(views):
             v.check_input(x, start)
-        task_run.begin(x, start)
         for i, out in forward_views(adapter, x, views, bs, preprocess, task.convert_output, inputs):
             task_run.add(i, out)
         task_run.end()

@@ -77,6 +77,16 @@ class Inputs(abc.ABC):
     def check_model(self, x: torch.Tensor, adapter) -> None:
         """Check a prepared chunk against what the adapter says it expects."""
 
+    def invalid(self, x: torch.Tensor) -> tuple[torch.Tensor, str] | None:
+        """Inputs of a prepared chunk that cannot be used, as a boolean mask
+        ``(n,)`` and the reason, or None when all are fine. The run loop fails
+        only those inputs (the task reports them); the others go on."""
+        if x.is_floating_point():
+            bad = ~torch.isfinite(x).flatten(1).all(1)
+            if bad.any():
+                return bad, "the input contains NaN or infinite values"
+        return None
+
     def describe(self, shape: tuple) -> str:
         return str(tuple(shape))
 
@@ -94,8 +104,3 @@ def as_tensor_chunk(raw) -> torch.Tensor:
     raise InputError(f"inputs must be a NumPy array or a torch tensor, got {type(raw).__name__}")
 
 
-def check_finite(t: torch.Tensor, start: int) -> None:
-    if t.is_floating_point() and not torch.isfinite(t).all():
-        bad = (~torch.isfinite(t)).flatten(1).any(1).nonzero().flatten()
-        first = int(bad[0]) + start
-        raise InputError(f"{len(bad)} input(s) contain NaN or infinite values (first at index {first})")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError
-from .base import Inputs, as_tensor_chunk, check_finite
+from .base import Inputs, as_tensor_chunk
 
 LAYOUTS = ("NCHW", "NHWC")
 
@@ -47,9 +47,10 @@ class ImageInputs(Inputs):
             raise InputError(f"unsupported input dtype {t.dtype}: pass uint8 pixels (0-255) or floats")
         if self.layout == "NHWC":
             t = t.permute(0, 3, 1, 2)
-        if not pixels:
-            check_finite(t, start)
         return t.contiguous()
+
+    def invalid(self, x):
+        return None if x.dtype == torch.uint8 else super().invalid(x)
 
     def check_model(self, x, adapter):
         c = x.shape[1]

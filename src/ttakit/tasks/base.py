@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..errors import ModelOutputError
+from ..errors import InputError, ModelOutputError
 from ..models.base import as_tensor
 
 
@@ -37,6 +37,32 @@ class TaskRun(abc.ABC):
         self.weights = [float(w) for w in weights]
         self.n_expected = n
         self.n_seen = 0
+        #: global input index -> why it failed (on_error="mark")
+        self.errors: dict[int, str] = {}
+        self.chunk_failed: torch.Tensor | None = None
+        self.chunk_start = 0
+
+    def begin_failures(self, n: int, start: int, device) -> None:
+        """Reset the per-chunk failure mask (subclasses call it from begin)."""
+        self.chunk_failed = torch.zeros(n, dtype=torch.bool, device=device)
+        self.chunk_start = start
+
+    def fail(self, rows: torch.Tensor, reason: str, error: type = InputError) -> None:
+        """Inputs ``rows`` (a boolean mask over the current chunk) failed for
+        ``reason``: raise (``on_error="raise"``, the message names the first
+        input) or mark them and go on (``"mark"``)."""
+        idx = rows.nonzero().flatten().tolist()
+        if not idx:
+            return
+        first = idx[0] + self.chunk_start
+        if self.task.on_error == "raise":
+            raise error(f"{len(idx)} input(s) failed: {reason} (first at index {first}). Pass on_error='mark' "
+                      f"to get the other results and a list of the failed inputs")
+        if self.chunk_failed is None or self.chunk_failed.shape != rows.shape:
+            self.chunk_failed = torch.zeros_like(rows)
+        self.chunk_failed |= rows
+        for i in idx:
+            self.errors.setdefault(i + self.chunk_start, reason)
 
     @abc.abstractmethod
     def begin(self, x: torch.Tensor, start: int) -> None:
@@ -55,11 +81,17 @@ class TaskRun(abc.ABC):
         """The result of the run."""
 
 
+ON_ERROR = ("raise", "mark")
+
+
 class Task(abc.ABC):
     """Base class of tasks (classification, segmentation, detection...)."""
 
     #: "array": outputs are arrays ``(n, ...)``; "records": one record per input
     output_structure: str = "array"
+    #: what an input that cannot be used (NaN pixels, a non-finite output) does:
+    #: "raise" stops the run naming it, "mark" fails it alone and goes on
+    on_error: str = "raise"
 
     @abc.abstractmethod
     def start(self, views: Sequence, weights: Sequence[float], n: int | None) -> TaskRun:

@@ -17,7 +17,7 @@ from ..inputs import ImageInputs, check_layout
 from ..merge import Mean, Merge, get_merge, normalise, to_probs
 from ..models import as_model
 from ..policy import Policy
-from .base import ResultBuffer, Task, TaskRun
+from .base import ON_ERROR, ResultBuffer, Task, TaskRun
 
 OUTPUT_KINDS = ("auto", "probs", "logits")
 PROB_TOLERANCE = 1e-3
@@ -40,6 +40,10 @@ class ClassificationResult:
     output_kind: str             #: "probs" or "logits": how the model's outputs were read
     view_probs: np.ndarray | None = None  #: (V, N, C) per-view probabilities, on request
     classes: Sequence[str] | None = field(default=None, repr=False)
+    #: (N,) True for inputs that failed (on_error="mark"): NaN probabilities, label -1
+    failed: np.ndarray | None = None
+    #: input index -> why it failed
+    errors: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -59,9 +63,12 @@ class ClassificationTask(Task):
     uncertainty from running per-class statistics (weighted Welford)."""
 
     def __init__(self, merge: Merge, output: str = "auto", classes: Sequence[str] | None = None,
-                 keep_views: bool = False):
+                 keep_views: bool = False, on_error: str = "raise"):
         if output not in OUTPUT_KINDS:
             raise InputError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {output!r}")
+        if on_error not in ON_ERROR:
+            raise InputError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+        self.on_error = on_error
         self.merge = merge
         self.output = output
         self.classes = None if classes is None else list(classes)
@@ -83,11 +90,18 @@ class ClassificationRun(TaskRun):
     # -- per chunk ------------------------------------------------------------
     def begin(self, x, start):
         self.start_index, self.n = start, x.shape[0]
+        self.begin_failures(x.shape[0], start, x.device)
         self.acc = None
         self.stats = None
         self.chunk_views = [None] * len(self.views) if self.task.keep_views else None
 
     def add(self, i, out):
+        if out.ndim == 2:
+            bad = ~torch.isfinite(out).all(-1)
+            if bad.any():
+                self.fail(bad, f"the model returned NaN or infinite values (view {self.views[i]!r})",
+                          ModelOutputError)
+                out = out.masked_fill(bad[:, None], 0.0)
         kind = self._check(out)
         if self.acc is None:
             self.acc = self.task.merge.start(self.views, self.weights, kind)
@@ -104,6 +118,13 @@ class ClassificationRun(TaskRun):
         probs = scores if self.task.merge.normalised else normalise(scores)
         entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
         spread, agreement = self.stats.at(labels)
+        failed = self.chunk_failed
+        if failed is not None and failed.any():
+            nan = float("nan")
+            probs, entropy = probs.masked_fill(failed[:, None], nan), entropy.masked_fill(failed, nan)
+            scores = probs if scores is probs else scores.masked_fill(failed[:, None], nan)
+            spread, agreement = spread.masked_fill(failed, nan), agreement.masked_fill(failed, nan)
+            labels = labels.masked_fill(failed, -1)
         if self.bufs is None:
             self._allocate(probs.shape[-1])
         s = self.start_index
@@ -115,6 +136,7 @@ class ClassificationRun(TaskRun):
         b["entropy"].write(s, entropy.cpu())
         b["spread"].write(s, spread.cpu())
         b["agreement"].write(s, agreement.cpu())
+        b["failed"].write(s, (failed if failed is not None else torch.zeros(self.n, dtype=torch.bool)).cpu())
         if self.chunk_views is not None:
             b["views"].write(s, torch.stack(self.chunk_views).cpu())
         self.n_seen += self.n
@@ -124,7 +146,7 @@ class ClassificationRun(TaskRun):
         n = self.n_expected
         self.bufs = {k: ResultBuffer(n, shape, dt) for k, shape, dt in (
             ("probs", (c,), np.float32), ("labels", (), np.int64), ("entropy", (), np.float32),
-            ("spread", (), np.float32), ("agreement", (), np.float32))}
+            ("spread", (), np.float32), ("agreement", (), np.float32), ("failed", (), np.bool_))}
         if not self.task.merge.normalised:
             self.bufs["scores"] = ResultBuffer(n, (c,), np.float32)
         if self.task.keep_views:
@@ -146,7 +168,8 @@ class ClassificationRun(TaskRun):
             entropy=get("entropy", (0,)), spread=get("spread", (0,)), agreement=get("agreement", (0,)),
             views=tuple(self.views), weights=np.asarray(self.weights, dtype=np.float64),
             forward_passes=self.n_seen * len(self.views), seconds=time.perf_counter() - self.t0,
-            output_kind=self.kind or "probs", view_probs=views, classes=self.task.classes)
+            output_kind=self.kind or "probs", view_probs=views, classes=self.task.classes,
+            failed=get("failed", (0,)).astype(bool, copy=False), errors=dict(sorted(self.errors.items())))
 
     # -- checks ---------------------------------------------------------------
     def _check(self, out: torch.Tensor) -> str:
@@ -154,12 +177,15 @@ class ClassificationRun(TaskRun):
         if out.ndim != 2:
             raise ModelOutputError(f"a classifier must return one row of class scores per input, shape (n, C); "
                                    f"got per-input shape {tuple(out.shape[1:]) or '()'}")
-        if not torch.isfinite(out).all():
-            raise ModelOutputError(f"the model returned NaN or infinite values (chunk starting at input {start})")
         classes = self.task.classes
         if classes is not None and out.shape[-1] != len(classes):
             raise ModelOutputError(f"the model returned {out.shape[-1]} classes but {len(classes)} "
                                    f"class names were given")
+        if self.chunk_failed is not None and self.chunk_failed.any():
+            good = ~self.chunk_failed
+            if not good.any():
+                return self.kind or "logits"  # nothing to read the kind from: every row failed
+            out = out[good]
         looks_probs = bool((out.min() >= -1e-6) and ((out.sum(-1) - 1).abs().max() <= PROB_TOLERANCE))
         if self.kind is None:  # auto: the first output decides, every later one must agree
             self.kind = "probs" if looks_probs else "logits"
@@ -205,7 +231,7 @@ class _Spread:
 
 
 _PARAMS = ("model", "policy", "merge", "data_layout", "model_layout", "output", "preprocess", "batch_size",
-           "dedupe", "classes", "progress", "device", "model_options")
+           "dedupe", "classes", "progress", "device", "model_options", "on_error")
 
 
 @dataclass(frozen=True)
@@ -258,6 +284,12 @@ class Classifier:
         Optional class names.
     progress
         Show a progress bar.
+    on_error
+        What an input that cannot be used does (NaN or infinite pixels, or a
+        model output with NaN or infinity for it): ``"raise"`` (default) stops
+        with an error naming its index; ``"mark"`` fails it alone, goes on with
+        the others and reports it in ``result.failed`` / ``result.errors``
+        (NaN probabilities and label -1 on its row).
     device, model_options
         Passed to the adapter (``device="cuda"``; ``model_options={"dtype":
         torch.bfloat16, "channels_last": True}``, ``{"runtime": "onnx"}`` for Keras).
@@ -271,7 +303,8 @@ class Classifier:
     def __init__(self, model, policy="identity", merge: str | Merge | None = None, *, data_layout: str = "NCHW",
                  model_layout: str | None = None, output: str = "auto", preprocess=None,
                  batch_size: int | None = None, dedupe: bool = True, classes: Sequence[str] | None = None,
-                 progress: bool = False, device=None, model_options: dict | None = None):
+                 progress: bool = False, device=None, model_options: dict | None = None,
+                 on_error: str = "raise"):
         self.model = model
         self.policy = policy
         self.merge = merge
@@ -285,6 +318,7 @@ class Classifier:
         self.progress = progress
         self.device = device
         self.model_options = model_options
+        self.on_error = on_error
         self._setup()  # validate the arguments now, so a mistake shows where it is made
 
     # -- scikit-learn conventions -------------------------------------------------
@@ -335,7 +369,7 @@ class Classifier:
             policy = Policy.coerce(self.policy)
             merge = (policy.merge or Mean()) if self.merge is None else get_merge(self.merge)
             classes = None if self.classes is None else list(self.classes)
-            task = ClassificationTask(merge, self.output, classes)
+            task = ClassificationTask(merge, self.output, classes, on_error=self.on_error)
             setup = _Setup(adapter, ImageInputs(data_layout), policy,
                            policy.unique() if self.dedupe else policy, merge, task,
                            engine.check_batch_size(self.batch_size))
@@ -379,15 +413,37 @@ class Classifier:
         s = self._setup()
         task = s.task
         if return_views:
-            task = ClassificationTask(s.merge, self.output, task.classes, keep_views=True)
+            task = ClassificationTask(s.merge, self.output, task.classes, keep_views=True, on_error=self.on_error)
         pol = s.run_policy
         bar = _progress_bar(s.inputs.count(x), self.progress if progress is None else progress)
         try:
-            return engine.run(task, s.adapter, x, pol.views, pol.weights, inputs=s.inputs,
-                              batch_size=s.batch_size, preprocess=self.preprocess, progress=bar)
+            res = engine.run(task, s.adapter, x, pol.views, pol.weights, inputs=s.inputs,
+                             batch_size=s.batch_size, preprocess=self.preprocess, progress=bar)
         finally:
             if bar is not None:
                 bar.close()
+        if len(res) == 0 and res.probs.shape[-1] == 0:
+            res = self._empty_with_classes(res, x, s)
+        return res
+
+    def _empty_with_classes(self, res: ClassificationResult, x, s: _Setup) -> ClassificationResult:
+        """An empty array still says what one input looks like: run the model
+        once on a blank input of that shape to learn the number of classes, so
+        an empty input gives ``(0, C)`` like any other."""
+        if not isinstance(x, (np.ndarray, torch.Tensor)) or x.ndim != 4:
+            return res
+        blank = torch.zeros((1, *x.shape[1:]), dtype=torch.uint8 if x.dtype in (np.uint8, torch.uint8)
+                            else torch.float32)
+        probe = engine.run(ClassificationTask(Mean(), self.output), s.adapter, blank, [s.policy.views[0]], [1.0],
+                           inputs=s.inputs, batch_size=1, preprocess=self.preprocess)
+        c = probe.probs.shape[-1]
+        v = len(res.views)
+        return ClassificationResult(
+            probs=np.zeros((0, c), np.float32), labels=res.labels, scores=np.zeros((0, c), np.float32),
+            entropy=res.entropy, spread=res.spread, agreement=res.agreement, views=res.views, weights=res.weights,
+            forward_passes=0, seconds=res.seconds, output_kind=probe.output_kind,
+            view_probs=None if res.view_probs is None else np.zeros((v, 0, c), np.float32),
+            classes=res.classes, failed=np.zeros(0, bool), errors={})
 
 
 def _progress_bar(total, enabled: bool):
