@@ -30,6 +30,8 @@ class Inputs(abc.ABC):
         ``data`` is an array/tensor (sliced) or an iterable of batches (each
         re-sliced; a batch given as ``(x, y, ...)`` contributes ``x``)."""
         if isinstance(data, (np.ndarray, torch.Tensor)):
+            if data.ndim == 0:
+                raise InputError(f"inputs must be a batch with one {self.noun} per row, got a 0-d array")
             for s in range(0, len(data), size):
                 yield data[s:s + size], s
             return
@@ -49,6 +51,8 @@ class Inputs(abc.ABC):
         if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], (np.ndarray, torch.Tensor)):
             batch = batch[0]
         if isinstance(batch, (np.ndarray, torch.Tensor)):
+            if batch.ndim == 0:
+                raise InputError(f"each batch of inputs must hold one {self.noun} per row, got a 0-d array")
             return batch
         try:
             arr = np.asarray(batch)
@@ -62,7 +66,7 @@ class Inputs(abc.ABC):
     def count(self, data) -> int | None:
         """The number of inputs when it is known without reading them."""
         if isinstance(data, (np.ndarray, torch.Tensor)):
-            return len(data)
+            return len(data) if data.ndim else None
         if isinstance(data, (list, tuple)):
             try:
                 return sum(len(b[0] if isinstance(b, (tuple, list)) else b) for b in data)

@@ -61,20 +61,33 @@ class ModelAdapter(abc.ABC):
 
 
 def as_tensor(y, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Any array-like model output as a float32 torch tensor on ``device``."""
+    """Any array-like model output as a float32 torch tensor on ``device``.
+
+    A dict gives its ``"logits"`` entry (else its first); a tuple or list of
+    tensors gives its first (a model returning ``(outputs, extras...)``).
+    Anything that is not numbers is a :class:`ModelOutputError`."""
+    import numpy as np
+
     if isinstance(y, dict):  # e.g. Hugging Face outputs
+        if not y:
+            raise ModelOutputError("the model returned an empty mapping")
         y = y["logits"] if "logits" in y else next(iter(y.values()))
     if isinstance(y, (list, tuple)) and y and (len(y) == 1 or isinstance(y[0], torch.Tensor)):
         y = y[0]  # a model returning (outputs, extras...) or [outputs]
     if isinstance(y, torch.Tensor):
         t = y.detach()
+        if t.is_complex():
+            raise ModelOutputError(f"the model returned complex numbers ({t.dtype}); expected real scores")
     else:
-        import numpy as np
-
         try:
-            t = torch.from_numpy(np.asarray(y))
+            arr = np.asarray(y)
         except (TypeError, ValueError) as e:
             raise ModelOutputError(f"the model's output is not an array ({type(y).__name__}: {e})") from None
+        if arr.dtype.kind not in "biuf":
+            raise ModelOutputError(f"the model returned {type(y).__name__} of dtype {arr.dtype}; expected an "
+                                   f"array of real numbers with one row per input")
+        t = torch.from_numpy(arr.astype(np.float32) if arr.dtype.kind == "f" and arr.dtype != np.float32
+                             and arr.dtype != np.float64 else arr)
     if not t.is_floating_point():
         t = t.to(torch.float32)
     return t.to(device=device, dtype=torch.float32)

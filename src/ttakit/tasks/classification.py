@@ -118,6 +118,12 @@ class ClassificationRun(TaskRun):
         probs = scores if self.task.merge.normalised else normalise(scores)
         entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
         spread, agreement = self.stats.at(labels)
+        overflow = ~torch.isfinite(probs).all(-1) | ~torch.isfinite(spread)
+        if self.chunk_failed is not None:
+            overflow &= ~self.chunk_failed
+        if overflow.any():  # finite outputs so large that merging them overflowed: never a silent NaN
+            self.fail(overflow, f"merging the views overflowed (model outputs too large for {self.task.merge!r})",
+                      ModelOutputError)
         failed = self.chunk_failed
         if failed is not None and failed.any():
             nan = float("nan")
