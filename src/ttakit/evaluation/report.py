@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..policy import Policy
 from . import metrics
 from ..tasks.cache import PredictionCache
+from ..tasks.classification import contracted_options
 from .paired import PairedResult, paired_accuracy
 
 
@@ -161,7 +162,11 @@ def evaluate(model, x, y, policy, *, baseline="identity", merge=None, classes=No
     y = metrics.as_labels(y, len(x) if hasattr(x, "__len__") else None)
     pol = Policy.coerce(policy)
     base = Policy.coerce(baseline)
-    cache = cache or PredictionCache(model, x, **classifier_kwargs)
+    if cache is None:
+        # a tuned policy's normalisation, layout, output kind and classes apply to the baseline too
+        opts = contracted_options(pol, classes=classes, **classifier_kwargs)
+        classes = opts.pop("classes")
+        cache = PredictionCache(model, x, **opts)
     t0 = time.perf_counter()
     cache.ensure(pol)
     t_policy = time.perf_counter() - t0

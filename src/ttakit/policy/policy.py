@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import PolicyError
 from ..merge import Merge, get_merge, merge_from_aggregation, merge_from_dict
+from .contract import InputContract
 from ..views import View, compose, make_views, view_from_dict
 from ..views.registry import GROUPS, VIEWS
 from . import random as _random
@@ -38,10 +39,10 @@ class Policy:
     ``0.5 * policy`` scales weights.
     """
 
-    __slots__ = ("_views", "_weights", "_source", "_merge")
+    __slots__ = ("_views", "_weights", "_source", "_merge", "_inputs")
 
     def __init__(self, views: Iterable[View] | View, weights: Sequence[float] | None = None,
-                 *, source: str | None = None, merge=None):
+                 *, source: str | None = None, merge=None, inputs: InputContract | dict | None = None):
         if isinstance(views, View):
             views = [views]
         views = list(views)
@@ -69,6 +70,11 @@ class Policy:
         object.__setattr__(self, "_source", source)
         #: the merge saved with the policy (a tuned temperature or learned weights), or None
         object.__setattr__(self, "_merge", merge)
+        if isinstance(inputs, dict):
+            inputs = InputContract.from_dict(inputs)
+        if inputs is not None and not isinstance(inputs, InputContract):
+            raise PolicyError(f"inputs must be an InputContract, got {type(inputs).__name__}")
+        object.__setattr__(self, "_inputs", None if inputs is None or inputs.empty else inputs)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"a Policy is immutable; build a new one (with_merge, scaled, +, *) "
@@ -78,7 +84,7 @@ class Policy:
         raise AttributeError("a Policy is immutable")
 
     def __reduce__(self):
-        return (_rebuild, (self._views, self._weights, self._source, self._merge))
+        return (_rebuild, (self._views, self._weights, self._source, self._merge, self._inputs))
 
     @property
     def source(self) -> str | None:
@@ -96,12 +102,22 @@ class Policy:
         """The saved merge as a mapping (None when the policy has none)."""
         return None if self._merge is None else self._merge.to_dict()
 
+    @property
+    def inputs(self) -> InputContract | None:
+        """What the policy was tuned with (normalisation, model layout, output
+        kind, classes), or None."""
+        return self._inputs
+
     def with_merge(self, merge) -> "Policy":
         """The same views and weights with ``merge`` saved alongside (None: none)."""
-        return Policy(self._views, self._weights, source=self._source, merge=merge)
+        return Policy(self._views, self._weights, source=self._source, merge=merge, inputs=self._inputs)
 
     def with_source(self, source: str | None) -> "Policy":
-        return Policy(self._views, self._weights, source=source, merge=self._merge)
+        return Policy(self._views, self._weights, source=source, merge=self._merge, inputs=self._inputs)
+
+    def with_inputs(self, inputs: InputContract | dict | None) -> "Policy":
+        """The same policy with an input contract (None: none)."""
+        return Policy(self._views, self._weights, source=self._source, merge=self._merge, inputs=inputs)
 
     # -- construction ---------------------------------------------------
     @classmethod
@@ -152,10 +168,10 @@ class Policy:
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Policy) and self._views == other._views and self._weights == other._weights
-                and self._merge == other._merge)
+                and self._merge == other._merge and self._inputs == other._inputs)
 
     def __hash__(self) -> int:
-        return hash((self._views, self._weights, self._merge))
+        return hash((self._views, self._weights, self._merge, self._inputs))
 
     def __repr__(self) -> str:
         return f"Policy({self.spec!r})"
@@ -182,7 +198,8 @@ class Policy:
         order: dict[View, float] = {}
         for v, w in self:
             order[v] = order.get(v, 0.0) + w
-        return Policy(list(order), list(order.values()), source=self._source, merge=self._merge)
+        return Policy(list(order), list(order.values()), source=self._source, merge=self._merge,
+                      inputs=self._inputs)
 
     def describe(self) -> str:
         """A table of the distinct views, their weights and the cost."""
@@ -209,22 +226,30 @@ class Policy:
         raise PolicyError(f"cannot combine policies with {op} when one carries a tuned merge ({a!r} and {b!r}): "
                           f"its weights belong to its own views. Drop it first with .with_merge(None)")
 
+    def _combined_inputs(self, other: "Policy", op: str):
+        a, b = self._inputs, other._inputs
+        if a is None or b is None or a == b:
+            return a or b
+        raise PolicyError(f"cannot combine policies with {op} that were tuned for different inputs "
+                          f"({a.describe()} and {b.describe()})")
+
     def __add__(self, other: "Policy") -> "Policy":
         other = Policy.coerce(other)
         return Policy(self._views + other._views, self._weights + other._weights,
-                      merge=self._combined_merge(other, "+"))
+                      merge=self._combined_merge(other, "+"), inputs=self._combined_inputs(other, "+"))
 
     def __mul__(self, other: "Policy | float") -> "Policy":
         if isinstance(other, (int, float)):
             return self.scaled(other)
         other = Policy.coerce(other)
         merge = self._combined_merge(other, "*")
+        inputs = self._combined_inputs(other, "*")
         views, weights = [], []
         for a, wa in self:
             for b, wb in other:
                 views.append(compose(a, b))
                 weights.append(wa * wb)
-        return Policy(views, weights, merge=merge)
+        return Policy(views, weights, merge=merge, inputs=inputs)
 
     def __rmul__(self, other: float) -> "Policy":
         if isinstance(other, (int, float)):
@@ -234,7 +259,8 @@ class Policy:
     def scaled(self, factor: float) -> "Policy":
         """Every weight times ``factor`` (the saved merge is kept: scaling all
         weights changes no merge's result)."""
-        return Policy(self._views, [w * factor for w in self._weights], source=None, merge=self._merge)
+        return Policy(self._views, [w * factor for w in self._weights], source=None, merge=self._merge,
+                      inputs=self._inputs)
 
     # -- files ----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -247,6 +273,8 @@ class Policy:
             d["source"] = self._source
         if self._merge is not None:
             d["merge"] = self._merge.to_dict()
+        if self._inputs is not None:
+            d["inputs"] = self._inputs.to_dict()
         return d
 
     @classmethod
@@ -278,7 +306,8 @@ class Policy:
         else:
             merge = merge_from_dict(d["merge"], view_from_dict) if d.get("merge") is not None else None
         source = d.get("source")
-        return cls(views, weights, source=source if isinstance(source, str) else None, merge=merge)
+        inputs = InputContract.from_dict(d["inputs"]) if d.get("inputs") is not None else None
+        return cls(views, weights, source=source if isinstance(source, str) else None, merge=merge, inputs=inputs)
 
     def save(self, path: str | Path) -> Path:
         """Write YAML (``.yaml``/``.yml``) or JSON (any other suffix)."""
@@ -318,8 +347,8 @@ class Policy:
 _IDENTITY = make_views("identity")[0]
 
 
-def _rebuild(views, weights, source, merge) -> Policy:
-    return Policy(views, weights, source=source, merge=merge)
+def _rebuild(views, weights, source, merge, inputs=None) -> Policy:
+    return Policy(views, weights, source=source, merge=merge, inputs=inputs)
 
 
 def _short(obj) -> str:

@@ -28,10 +28,17 @@ class PredictionCache:
     def __init__(self, model, data, **classifier_kwargs):
         self.data = data
         self._clf = Classifier(model, "identity", **classifier_kwargs)
+        #: how the model's outputs were read ("probs"/"logits"), once a view has run
+        self.output_kind: str | None = None
         self._lock = threading.Lock()
         self._probs: dict[View, np.ndarray] = {}
         self.forward_passes = 0
         self.seconds = 0.0
+
+    @property
+    def classifier_params(self) -> dict:
+        """The options the cached predictions were made with."""
+        return self._clf.get_params()
 
     @property
     def views(self) -> list[View]:
@@ -52,6 +59,7 @@ class PredictionCache:
             for v, p in zip(missing, res.view_probs):
                 self._probs[v] = p
             self.forward_passes += res.forward_passes
+            self.output_kind = res.output_kind
             self.seconds += res.seconds
 
     def view_probs(self, view: View) -> np.ndarray:

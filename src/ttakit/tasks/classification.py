@@ -15,7 +15,7 @@ from .. import engine
 from ..errors import InputError, ModelOutputError
 from ..inputs import ImageInputs, check_layout
 from ..merge import Mean, Merge, get_merge, normalise, to_probs
-from ..models import as_model
+from ..models import Normalize, as_model
 from ..policy import Policy
 from .base import ON_ERROR, ResultBuffer, Task, TaskRun
 
@@ -249,6 +249,56 @@ class _Setup:
     merge: Merge
     task: ClassificationTask
     batch_size: int | None
+    preprocess: object = None
+
+
+@dataclass(frozen=True)
+class _Contracted:
+    """The options a call uses: the caller's, completed by (and checked
+    against) what the policy was tuned with (its :class:`InputContract`)."""
+
+    preprocess: object
+    model_layout: str | None
+    output: str
+    classes: list | None
+
+    @classmethod
+    def resolve(cls, policy: Policy, preprocess=None, model_layout=None, output="auto", classes=None) -> "_Contracted":
+        pre, layout = preprocess, model_layout
+        classes = None if classes is None else list(classes)
+        k = policy.inputs
+        if k is None:
+            return cls(pre, layout, output, classes)
+
+        def clash(what: str, given, tuned):
+            return InputError(f"the policy was tuned with {what}={tuned!r} but {what}={given!r} was given; "
+                              f"pass the same, or leave {what} unset to use the policy's")
+
+        if k.mean is not None:
+            if pre is None:
+                pre = Normalize(k.mean, k.std)
+            elif not isinstance(pre, Normalize):
+                raise InputError(f"the policy was tuned with preprocess=Normalize(mean={list(k.mean)}, "
+                                 f"std={list(k.std)}) but another preprocess was given; leave preprocess unset "
+                                 f"to use the policy's")
+            elif not (np.allclose(pre.mean_values, k.mean, atol=1e-6) and np.allclose(pre.std_values, k.std,
+                                                                                         atol=1e-6)):
+                raise clash("preprocess", pre, Normalize(k.mean, k.std))
+        if k.model_layout is not None:
+            if layout is not None and check_layout(layout, "model_layout") != k.model_layout:
+                raise clash("model_layout", layout, k.model_layout)
+            layout = k.model_layout
+        if k.output is not None:
+            if output != "auto" and output != k.output:
+                raise clash("output", output, k.output)
+            output = k.output
+        if k.classes is not None:
+            if classes is not None and tuple(classes) != k.classes:
+                raise InputError(f"the policy was tuned with {len(k.classes)} classes "
+                                 f"({', '.join(k.classes[:5])}{', ...' if len(k.classes) > 5 else ''}) but other "
+                                 f"class names were given; leave classes unset to use the policy's")
+            classes = list(k.classes)
+        return cls(pre, layout, output, classes)
 
 
 class Classifier:
@@ -360,7 +410,9 @@ class Classifier:
             if cached is not None and cached[0] == key:
                 return cached[1]
             data_layout = check_layout(self.data_layout)
-            model_key = (id(self.model), self.model_layout, id(self.device), id(self.model_options), data_layout)
+            policy = Policy.coerce(self.policy)
+            c = _Contracted.resolve(policy, self.preprocess, self.model_layout, self.output, self.classes)
+            model_key = (id(self.model), c.model_layout, id(self.device), id(self.model_options), data_layout)
             prev = self.__dict__.get("_adapter")
             if prev is not None and prev[0] == model_key:
                 adapter = prev[1]
@@ -368,17 +420,15 @@ class Classifier:
                 opts = dict(self.model_options or {})
                 if self.device is not None:
                     opts["device"] = self.device
-                if self.model_layout is not None:
-                    opts["layout"] = check_layout(self.model_layout, "model_layout")
+                if c.model_layout is not None:
+                    opts["layout"] = check_layout(c.model_layout, "model_layout")
                 adapter = as_model(self.model, default_layout=data_layout, **opts)
                 self.__dict__["_adapter"] = (model_key, adapter)
-            policy = Policy.coerce(self.policy)
             merge = (policy.merge or Mean()) if self.merge is None else get_merge(self.merge)
-            classes = None if self.classes is None else list(self.classes)
-            task = ClassificationTask(merge, self.output, classes, on_error=self.on_error)
+            task = ClassificationTask(merge, c.output, c.classes, on_error=self.on_error)
             setup = _Setup(adapter, ImageInputs(data_layout), policy,
                            policy.unique() if self.dedupe else policy, merge, task,
-                           engine.check_batch_size(self.batch_size))
+                           engine.check_batch_size(self.batch_size), c.preprocess)
             self.__dict__["_cached"] = (key, setup)
             return setup
 
@@ -419,12 +469,12 @@ class Classifier:
         s = self._setup()
         task = s.task
         if return_views:
-            task = ClassificationTask(s.merge, self.output, task.classes, keep_views=True, on_error=self.on_error)
+            task = ClassificationTask(s.merge, task.output, task.classes, keep_views=True, on_error=self.on_error)
         pol = s.run_policy
         bar = _progress_bar(s.inputs.count(x), self.progress if progress is None else progress)
         try:
             res = engine.run(task, s.adapter, x, pol.views, pol.weights, inputs=s.inputs,
-                             batch_size=s.batch_size, preprocess=self.preprocess, progress=bar)
+                             batch_size=s.batch_size, preprocess=s.preprocess, progress=bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -440,8 +490,8 @@ class Classifier:
             return res
         blank = torch.zeros((1, *x.shape[1:]), dtype=torch.uint8 if x.dtype in (np.uint8, torch.uint8)
                             else torch.float32)
-        probe = engine.run(ClassificationTask(Mean(), self.output), s.adapter, blank, [s.policy.views[0]], [1.0],
-                           inputs=s.inputs, batch_size=1, preprocess=self.preprocess)
+        probe = engine.run(ClassificationTask(Mean(), s.task.output), s.adapter, blank, [s.policy.views[0]], [1.0],
+                           inputs=s.inputs, batch_size=1, preprocess=s.preprocess)
         c = probe.probs.shape[-1]
         v = len(res.views)
         return ClassificationResult(
@@ -450,6 +500,21 @@ class Classifier:
             forward_passes=0, seconds=res.seconds, output_kind=probe.output_kind,
             view_probs=None if res.view_probs is None else np.zeros((v, 0, c), np.float32),
             classes=res.classes, failed=np.zeros(0, bool), errors={})
+
+
+def contracted_options(policy, **classifier_kwargs) -> dict:
+    """``classifier_kwargs`` completed by what ``policy`` was tuned with
+    (normalisation, model layout, output kind, classes), or an InputError
+    where they contradict it. For code that runs a policy's views through
+    another object (the prediction cache of ``evaluate``)."""
+    if classifier_kwargs.get("output", "auto") not in OUTPUT_KINDS:
+        raise InputError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {classifier_kwargs['output']!r}")
+    c = _Contracted.resolve(Policy.coerce(policy), classifier_kwargs.get("preprocess"),
+                            classifier_kwargs.get("model_layout"), classifier_kwargs.get("output", "auto"),
+                            classifier_kwargs.get("classes"))
+    out = dict(classifier_kwargs)
+    out.update(preprocess=c.preprocess, model_layout=c.model_layout, output=c.output, classes=c.classes)
+    return out
 
 
 def _progress_bar(total, enabled: bool):

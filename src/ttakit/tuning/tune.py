@@ -32,7 +32,9 @@ from ..errors import InputError, TTAKitWarning
 from ..evaluation import metrics
 from ..tasks.cache import PredictionCache
 from ..merge import LearnedMerge, TemperatureScaled, get_merge
+from ..models import Normalize
 from ..policy import Policy
+from ..policy.contract import InputContract
 from ..views import View
 from . import aggregation as agg
 from .candidates import candidate_views
@@ -165,13 +167,28 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
     else:
         final_merge = TemperatureScaled(get_merge(merge), fit_temperature(mean_merged(probs), y))
     agg_info = final_merge.to_dict()
-    policy = Policy(uniq.views, uniq.weights, source=f"tuned ({objective}, budget {budget})", merge=final_merge)
+    policy = Policy(uniq.views, uniq.weights, source=f"tuned ({objective}, budget {budget})", merge=final_merge,
+                    inputs=_contract(cache))
     final_guard = mean_merged(p_guard)
     guard = {"identity_accuracy": id_acc, "identity_nll": id_nll,
              "tuned_accuracy": float((final_guard.argmax(1) == y_guard).mean()),
              "tuned_nll_calibrated": mean_guard_nll}
     return TuneResult(policy, pool, table, best_len, fell_back, reason, agg_info, guard,
                       cache.forward_passes, time.perf_counter() - t0, n, len(fit_idx), len(guard_idx), cache)
+
+
+def _contract(cache: PredictionCache) -> InputContract:
+    """What the tuned predictions depend on besides the views and the merge."""
+    params = cache.classifier_params
+    pre = params.get("preprocess")
+    if pre is not None and not isinstance(pre, Normalize):
+        warnings.warn("the preprocess used for tuning is not a ttakit.Normalize, so it cannot be saved with the "
+                      "policy: pass the same preprocess= whenever you use this policy", TTAKitWarning, stacklevel=3)
+    norm = isinstance(pre, Normalize)
+    classes = params.get("classes")
+    return InputContract(mean=pre.mean_values if norm else None, std=pre.std_values if norm else None,
+                         model_layout=params.get("model_layout"), output=cache.output_kind,
+                         classes=None if classes is None else tuple(classes))
 
 
 __all__ = ["tune", "TuneResult", "AGGREGATIONS", "apply_temperature", "score"]
