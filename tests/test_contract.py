@@ -94,3 +94,14 @@ def test_contract_values_and_algebra():
         InputContract.from_dict({"normalise": {}})
     with pytest.raises(PolicyError, match="finite"):
         InputContract(mean=[float("nan")], std=[1.0])
+
+
+def test_floats_on_the_0_255_scale_warn_once_with_what_to_pass():
+    x = np.random.default_rng(0).random((4, 3, 6, 6)).astype(np.float32) * 255
+    lin = lambda a: a.reshape(len(a), -1)[:, :3]
+    with pytest.warns(TTAKitWarning, match="divide by 255"):
+        ttakit.Classifier(lin, "hflips").run(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ttakit.Classifier(lin, "hflips").run(x / 255)
+        ttakit.Classifier(lin, "hflips").run((x).astype(np.uint8))

@@ -92,11 +92,15 @@ def run(task, adapter, data, views: Sequence, weights: Sequence[float], *, input
     bs = check_batch_size(batch_size) or default_batch_size(adapter.device)
     views = list(views)
     task_run = task.start(views, list(weights), inputs.count(data))
+    first = True
     for raw, start in inputs.chunks(data, bs):
         if len(raw) == 0:
             continue
         x = inputs.prepare(raw, adapter.device, start)
         inputs.check_model(x, adapter)
+        if first:
+            inputs.check_range(raw, x, preprocess)
+            first = False
         task_run.begin(x, start)
         bad = inputs.invalid(x)
         if bad is not None:  # those inputs fail alone (or the run stops, as the task's on_error says)

@@ -91,6 +91,10 @@ class Inputs(abc.ABC):
                 return bad, "the input contains NaN or infinite values"
         return None
 
+    def check_range(self, raw, x: torch.Tensor, preprocess) -> None:
+        """Warn when the first chunk's values look like another scale than
+        the one declared (called once per run). Default: nothing."""
+
     def describe(self, shape: tuple) -> str:
         return str(tuple(shape))
 

@@ -7,9 +7,12 @@ count) lives here.
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, TTAKitWarning
 from .base import Inputs, as_tensor_chunk
 
 LAYOUTS = ("NCHW", "NHWC")
@@ -58,6 +61,17 @@ class ImageInputs(Inputs):
         if expected is not None and c != expected:
             raise InputError(f"the model expects {expected} channels, the input has {c} "
                              f"(shape {tuple(x.shape)} as NCHW)")
+
+    def check_range(self, raw, x, preprocess):
+        if preprocess is not None or getattr(raw, "dtype", None) in (np.uint8, torch.uint8) or x.numel() == 0:
+            return
+        finite = x[torch.isfinite(x)]
+        hi = float(finite.max()) if finite.numel() else 0.0
+        if hi > 2.0:
+            warnings.warn("float images range above 1 (up to about "
+                          f"{10 ** round(np.log10(hi))}): ttakit's views and merges expect uint8 pixels or floats "
+                          "in [0, 1]. Pass uint8 pixels, divide by 255, or declare the model's scale with "
+                          "preprocess=Normalize(mean, std) on the 0-1 scale", TTAKitWarning, stacklevel=4)
 
     def describe(self, shape):
         return f"{tuple(shape)} (NCHW)"
