@@ -18,7 +18,7 @@ ifneq ($(wildcard ../shared/models/cifar10-resnet),)
 export TTAKIT_MODELS ?= $(abspath ../shared/models/cifar10-resnet)
 endif
 
-.PHONY: test demo install bench clean
+.PHONY: test demo install bench fuzz clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ demo: install
 
 bench: install
 	$(PY) bench/run_all.py
+
+# The fuzz suites with many more examples than `make test` runs (about 30 minutes
+# on 2 cores at the default). FUZZ_EXAMPLES is per test function.
+FUZZ_EXAMPLES ?= 20000
+fuzz: install
+	TTAKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -p no:cacheprovider \
+		--hypothesis-show-statistics tests/test_fuzz_*.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
