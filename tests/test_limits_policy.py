@@ -174,6 +174,8 @@ def test_overflowing_numbers_are_refused(spec):
     ("random(3, brightness_range=(nan, 1))", "brightness_range"),
     ("random(3, brightness_range=(-1, 1))", "brightness_range"),
     ("random(3, brightness_range=1)", "brightness_range"),
+    ("random(3, brightness_range=(1, 0))", "lo <= hi"),
+    ("random(3, zoom_range=(1.2, 0.8))", "lo <= hi"),
     ("random(3, cval=abc)", "cval"),
     ("random(3, fill_mode=[1])", "fill_mode"),
     ("random(3, width_shift_range=[])", "width_shift_range"),

@@ -67,7 +67,10 @@ def _real(name: str, v, *, low: float | None = 0.0, positive: bool = False) -> f
 def _pair(name: str, v, *, positive: bool) -> tuple[float, float]:
     if not (isinstance(v, (list, tuple)) and len(v) == 2):
         raise PolicyError(f"{name} must be a pair (lo, hi), got {_short(v)}")
-    return _real(name, v[0], positive=positive), _real(name, v[1], positive=positive)
+    lo, hi = _real(name, v[0], positive=positive), _real(name, v[1], positive=positive)
+    if lo > hi:
+        raise PolicyError(f"{name} must be a pair (lo, hi) with lo <= hi, got {_short(v)}")
+    return lo, hi
 
 
 def _shift_range(name: str, v):
