@@ -417,10 +417,14 @@ def test_bad_policy_files(tmp_path, name, text, words):
 def test_missing_policy_file(tmp_path):
     with pytest.raises(PolicyError, match="cannot read policy file"):
         Policy.load(tmp_path / "nope.yaml")
-    with pytest.raises(PolicyError, match="cannot read policy file"):
-        Policy.parse(f"policy('{tmp_path / 'nope.yaml'}')")
 
 
-def test_policy_file_in_a_spec(tmp_path):
+@pytest.mark.parametrize("call", ["policy", "file"])
+def test_a_spec_reads_no_file(tmp_path, call):
+    """Files are explicit arguments (Policy.load, --policy FILE), not part of the grammar: a spec that
+    names one is refused before anything is read (policy('/dev/zero') used to read until MemoryError)."""
     path = Policy.parse("d4").save(tmp_path / "p.yaml")
-    assert Policy.parse(f"identity + 0.5 * policy('{path}')").views == (identity(), *d4())
+    for spec in (f"identity + 0.5 * {call}('{path}')", f"{call}('/dev/zero')", f"hflip * {call}(x)"):
+        with pytest.raises(PolicyError, match=r"not part of the spec grammar.*Policy\.load.*--policy FILE"):
+            Policy.parse(spec)
+    assert (Policy.parse("identity") + 0.5 * Policy.load(path)).views == (identity(), *d4())

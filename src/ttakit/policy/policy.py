@@ -10,17 +10,20 @@ merge for one forward pass per distinct view.
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import PolicyError
+from ..errors import PolicyError, TTAKitError
+from ..limits import LimitError, current
 from ..merge import Merge, get_merge, merge_from_aggregation, merge_from_dict
+from ..views import View, compose, identity, make_views, view_from_dict
+from ..views.registry import GROUPS, VIEWS, count_views
 from .contract import InputContract
-from ..views import View, compose, make_views, view_from_dict
-from ..views.registry import GROUPS, VIEWS
 from . import random as _random
 from . import spec as _spec
 
@@ -65,6 +68,7 @@ class Policy:
             raise PolicyError("at least one weight must be positive")
         if merge is not None and not isinstance(merge, Merge):
             merge = get_merge(merge)
+        _check_size(views)
         object.__setattr__(self, "_views", tuple(views))
         object.__setattr__(self, "_weights", tuple(weights))
         object.__setattr__(self, "_source", source)
@@ -123,13 +127,15 @@ class Policy:
     @classmethod
     def parse(cls, spec: str) -> "Policy":
         """Build a policy from a spec string (see :mod:`ttakit.policy.spec`)."""
-        return _spec.parse(spec, _build_call).with_source(spec)
+        return _spec.parse(spec, _build_call, _count_call, cls.concat).with_source(spec)
 
     @classmethod
     def random(cls, n: int = 7, seed: int | None = 0, **keras_params: Any) -> "Policy":
         """``n`` random views with Keras ``ImageDataGenerator`` parameters
         (``horizontal_flip=True``, ``width_shift_range=0.1``, ...), drawn
-        once from ``seed`` and kept as concrete views, duplicates included."""
+        once from ``seed`` and kept as concrete views, duplicates included.
+        ``n`` is at most the ``max_copies`` limit, and drawing stops as soon
+        as the distinct views pass ``max_views`` (see :mod:`ttakit.limits`)."""
         views = _random.draw_views(n, seed, **keras_params)
         args = ", ".join([str(n), f"seed={seed}"] + [f"{k}={_spec_value(v)}" for k, v in keras_params.items()])
         return cls(views, source=f"random({args})")
@@ -218,25 +224,28 @@ class Policy:
         """The merge of ``self op other``: kept when both agree on a merge that
         holds nothing about particular views; an error when it would silently
         change meaning (learned weights for other views)."""
-        a, b = self._merge, other._merge
-        if a is None and b is None:
-            return None
-        if a == b and not a.per_view:
-            return a
-        raise PolicyError(f"cannot combine policies with {op} when one carries a tuned merge ({a!r} and {b!r}): "
-                          f"its weights belong to its own views. Drop it first with .with_merge(None)")
+        return _join_merges(self._merge, other._merge, op)
 
     def _combined_inputs(self, other: "Policy", op: str):
-        a, b = self._inputs, other._inputs
-        if a is None or b is None or a == b:
-            return a or b
-        raise PolicyError(f"cannot combine policies with {op} that were tuned for different inputs "
-                          f"({a.describe()} and {b.describe()})")
+        return _join_inputs(self._inputs, other._inputs, op)
 
     def __add__(self, other: "Policy") -> "Policy":
-        other = Policy.coerce(other)
-        return Policy(self._views + other._views, self._weights + other._weights,
-                      merge=self._combined_merge(other, "+"), inputs=self._combined_inputs(other, "+"))
+        return Policy.concat([self, other])
+
+    @classmethod
+    def concat(cls, policies: Iterable["Policy | str | View"]) -> "Policy":
+        """``p1 + p2 + ...`` in one step (time linear in the total number of views)."""
+        parts = [cls.coerce(p) for p in policies]
+        if not parts:
+            raise PolicyError("concat needs at least one policy")
+        current().check("max_copies", sum(len(p) for p in parts),
+                        "the sum of policies holds too many views, counting duplicates")
+        merge, inputs = parts[0]._merge, parts[0]._inputs
+        for p in parts[1:]:
+            merge = _join_merges(merge, p._merge, "+")
+            inputs = _join_inputs(inputs, p._inputs, "+")
+        return Policy([v for p in parts for v in p._views], [w for p in parts for w in p._weights], merge=merge,
+                      inputs=inputs)
 
     def __mul__(self, other: "Policy | float") -> "Policy":
         if isinstance(other, (int, float)):
@@ -244,10 +253,22 @@ class Policy:
         other = Policy.coerce(other)
         merge = self._combined_merge(other, "*")
         inputs = self._combined_inputs(other, "*")
+        limits = current()
+        limits.check("max_copies", len(self) * len(other),
+                     f"the product of policies of {len(self):,} and {len(other):,} views has too many views, "
+                     "counting duplicates")
+        track = len(self) * len(other) > limits.max_views
+        seen: set[View] = set()
         views, weights = [], []
         for a, wa in self:
             for b, wb in other:
-                views.append(compose(a, b))
+                view = compose(a, b)
+                if track:
+                    seen.add(view)
+                    if len(seen) > limits.max_views:
+                        limits.check("max_views", len(seen), "the product of policies has too many distinct views "
+                                     "(forward passes per input), counted while composing")
+                views.append(view)
                 weights.append(wa * wb)
         return Policy(views, weights, merge=merge, inputs=inputs)
 
@@ -290,27 +311,36 @@ class Policy:
         entries = d.get("views")
         if not isinstance(entries, list) or not entries:
             raise PolicyError("a policy file needs a non-empty 'views' list")
+        current().check("max_copies", len(entries), "the policy file lists too many views")
         views, weights = [], []
         for i, e in enumerate(entries):
             e = dict(e) if isinstance(e, dict) else e
             try:
-                weights.append(float(e.pop("weight", 1.0)))
+                weights.append(_weight(e.pop("weight", 1.0)))
                 views.append(view_from_dict(e))
             except PolicyError as err:
-                raise PolicyError(f"view #{i} of the policy: {err}") from None
-            except (AttributeError, TypeError, ValueError) as err:
-                raise PolicyError(f"view #{i} of the policy is malformed: {e!r}") from err
-        if version == 1:  # a positional aggregation, aligned with the distinct views
-            distinct = list(dict.fromkeys(views))
-            merge = merge_from_aggregation(d["aggregation"], distinct) if d.get("aggregation") else None
-        else:
-            merge = merge_from_dict(d["merge"], view_from_dict) if d.get("merge") is not None else None
+                raise type(err)(f"view #{i} of the policy: {err}") if not isinstance(err, LimitError) else err
+            except (AttributeError, TypeError, ValueError, ArithmeticError) as err:
+                raise PolicyError(f"view #{i} of the policy is malformed: {_short(e)}") from err
+        try:
+            if version == 1:  # a positional aggregation, aligned with the distinct views
+                distinct = list(dict.fromkeys(views))
+                merge = merge_from_aggregation(d["aggregation"], distinct) if d.get("aggregation") else None
+            else:
+                merge = merge_from_dict(d["merge"], view_from_dict) if d.get("merge") is not None else None
+        except TTAKitError:
+            raise
+        except (AttributeError, TypeError, ValueError, ArithmeticError, KeyError, IndexError) as err:
+            raise PolicyError(f"the policy's merge is malformed: {_short(d.get('merge', d.get('aggregation')))}"
+                              ) from err
         source = d.get("source")
         inputs = InputContract.from_dict(d["inputs"]) if d.get("inputs") is not None else None
         return cls(views, weights, source=source if isinstance(source, str) else None, merge=merge, inputs=inputs)
 
     def save(self, path: str | Path) -> Path:
-        """Write YAML (``.yaml``/``.yml``) or JSON (any other suffix)."""
+        """Write YAML (``.yaml``/``.yml``) or JSON (any other suffix),
+        atomically: a temporary file in the same folder replaces ``path``
+        once complete, so a reader never sees half a policy."""
         path = Path(path)
         d = self.to_dict()
         if path.suffix.lower() in (".yaml", ".yml"):
@@ -319,41 +349,96 @@ class Policy:
             text = yaml.safe_dump(d, sort_keys=False)
         else:
             text = json.dumps(d, indent=2) + "\n"
-        path.write_text(text)
+        _write_atomically(path, text)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Policy":
+        """Read a policy file written by :meth:`save` (YAML for
+        ``.yaml``/``.yml``, else JSON). Never runs code (YAML's safe loader);
+        refuses files over the ``max_file_bytes`` limit before reading them
+        whole, YAML aliases and anchors, and nesting deeper than ``max_depth``
+        (see :mod:`ttakit.limits`)."""
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise PolicyError(f"cannot read policy file {path}: {e.strerror or e}") from None
-        try:
-            if path.suffix.lower() in (".yaml", ".yml"):
-                import yaml
+        from . import files
 
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except Exception as e:  # yaml and json raise their own error types
-            raise PolicyError(f"policy file {path} does not parse: {e}") from None
+        data = files.read_document(path, current())
         try:
             return cls.from_dict(data)
+        except LimitError as e:
+            raise LimitError(f"policy file {path}: {e}", e.limit, e.value, e.found) from None
         except PolicyError as e:
             raise PolicyError(f"policy file {path}: {e}") from None
 
 
-_IDENTITY = make_views("identity")[0]
+_IDENTITY = identity()
 
 
 def _rebuild(views, weights, source, merge, inputs=None) -> Policy:
     return Policy(views, weights, source=source, merge=merge, inputs=inputs)
 
 
+def _join_inputs(a, b, op: str):
+    """The input contract of ``p op q``: one side's when the other has none."""
+    if a is None or b is None or a == b:
+        return a or b
+    raise PolicyError(f"cannot combine policies with {op} that were tuned for different inputs "
+                      f"({a.describe()} and {b.describe()})")
+
+
+def _join_merges(a, b, op: str):
+    """The merge of ``p op q`` for policies carrying merges ``a`` and ``b``."""
+    if a is None and b is None:
+        return None
+    if a == b and not a.per_view:
+        return a
+    raise PolicyError(f"cannot combine policies with {op} when one carries a tuned merge ({a!r} and {b!r}): "
+                      f"its weights belong to its own views. Drop it first with .with_merge(None)")
+
+
 def _short(obj) -> str:
     text = repr(obj)
-    return text if len(text) <= 200 else text[:200] + "..."
+    return text if len(text) <= 200 else text[:200] + f"... ({len(text):,} characters)"
+
+
+def _weight(w) -> float:
+    """A view's weight from a policy file: a finite real number."""
+    if isinstance(w, bool) or not isinstance(w, (int, float)):
+        raise PolicyError(f"malformed weight: a number is needed, got {_short(w)}")
+    try:
+        return float(w)
+    except OverflowError:
+        raise PolicyError(f"malformed weight: a finite number is needed, got an integer of {len(str(w)):,} digits") from None
+
+
+def _check_size(views: list) -> None:
+    """Refuse more views than ``max_copies``, or more distinct views than
+    ``max_views`` (hashing the views only when there are that many)."""
+    limits = current()
+    limits.check("max_copies", len(views), "a policy holds too many views, counting duplicates")
+    if len(views) > limits.max_views:
+        limits.check("max_views", len(set(views)), "a policy has too many distinct views (forward passes per input)")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it
+    over ``path`` (one step on POSIX and Windows). Raises OSError."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() would give, not mkstemp's 0600
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _num(w: float, exact: bool = False) -> str:
@@ -372,19 +457,34 @@ def _spec_value(v: Any) -> str:
     return str(v)
 
 
+def _no_files(name: str) -> PolicyError:
+    return PolicyError(f"{name}(...) in a spec would read a file; files are not part of the spec grammar. Load a "
+                       "policy file with Policy.load(path) in Python (and combine it: Policy.load(path) + "
+                       "Policy.parse('hflip')), or pass --policy FILE on the command line")
+
+
+def _count_call(name: str, args: list, kwargs: dict) -> int:
+    """Views a spec call stands for, counted without building them."""
+    if name == "random":
+        n = args[0] if args else kwargs.get("n", 7)
+        return _random.check_copies(n)
+    if name in ("policy", "file"):
+        raise _no_files(name)
+    return count_views(name, *args, **kwargs)
+
+
 def _build_call(name: str, args: list, kwargs: dict) -> Policy:
     if name == "random":
         if len(args) > 1:
             raise PolicyError("random takes one positional value (the number of copies), "
                               "then named Keras ImageDataGenerator parameters")
+        kwargs = dict(kwargs)
         n = args[0] if args else kwargs.pop("n", 7)
         seed = kwargs.pop("seed", 0)
         kw = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
         return Policy.random(n, seed, **kw)
-    if name == "policy" or name == "file":
-        if len(args) != 1:
-            raise PolicyError(f"{name}(PATH) takes one path")
-        return Policy.load(args[0])
+    if name in ("policy", "file"):
+        raise _no_files(name)
     return Policy(make_views(name, *args, **kwargs))
 
 

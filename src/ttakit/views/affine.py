@@ -16,12 +16,12 @@ import torch.nn.functional as F
 
 from ..errors import PolicyError
 from . import sampling
-from .base import GeometricView, Size, check_number
+from .base import GeometricView, Size, check_bool, check_number, short_repr
 
 
 def _check_fill(fill: str) -> str:
-    if fill not in sampling.FILL_MODES:
-        raise PolicyError(f"unknown fill mode {fill!r}; valid: {', '.join(sampling.FILL_MODES)}")
+    if not isinstance(fill, str) or fill not in sampling.FILL_MODES:
+        raise PolicyError(f"unknown fill mode {short_repr(fill)}; valid: {', '.join(sampling.FILL_MODES)}")
     return fill
 
 
@@ -102,12 +102,13 @@ class Affine(_Resampled):
 
     def __init__(self, theta=0.0, tx=0.0, ty=0.0, shear=0.0, zx=1.0, zy=1.0,
                  relative=False, fill="nearest", cval=0.0):
-        self.relative = bool(relative)
-        self.theta, self.tx, self.ty, self.shear = float(theta), float(tx), float(ty), float(shear)
-        self.zx, self.zy = float(zx), float(zy)
+        self.relative = check_bool("affine relative", relative)
+        self.theta, self.tx, self.ty, self.shear, self.zx, self.zy = (
+            float(check_number(f"affine {k}", v))
+            for k, v in (("theta", theta), ("tx", tx), ("ty", ty), ("shear", shear), ("zx", zx), ("zy", zy)))
         if self.zx <= 0 or self.zy <= 0:
             raise PolicyError(f"affine zoom must be positive, got zx={zx}, zy={zy}")
-        self.fill, self.cval = _check_fill(fill), float(cval)
+        self.fill, self.cval = _check_fill(fill), float(check_number("cval", cval))
 
     def params(self):
         return {
@@ -178,14 +179,14 @@ class Crop(GeometricView):
     name = "crop"
 
     def __init__(self, size=0.875, pos: str = "c"):
-        if pos not in _CROP_POSITIONS:
-            raise PolicyError(f"unknown crop position {pos!r}; valid: {', '.join(_CROP_POSITIONS)}")
+        if not isinstance(pos, str) or pos not in _CROP_POSITIONS:
+            raise PolicyError(f"unknown crop position {short_repr(pos)}; valid: {', '.join(_CROP_POSITIONS)}")
         self.size = tuple(size) if isinstance(size, (list, tuple)) else size
         for s in self.size if isinstance(self.size, tuple) else (self.size,):
             if not check_number("crop size", s) > 0:
-                raise PolicyError(f"crop size must be positive, got {size!r}")
+                raise PolicyError(f"crop size must be positive, got {short_repr(size)}")
         if isinstance(self.size, tuple) and len(self.size) != 2:
-            raise PolicyError(f"crop size is one number or a pair (h, w), got {size!r}")
+            raise PolicyError(f"crop size is one number or a pair (h, w), got {short_repr(size)}")
         self.pos = pos
 
     def params(self):

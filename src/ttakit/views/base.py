@@ -43,11 +43,39 @@ def _format_value(v: Any) -> str:
     return repr(v)
 
 
+def short_repr(v: Any, width: int = 60) -> str:
+    """``repr(v)``, cut to about ``width`` characters."""
+    text = repr(v)
+    return text if len(text) <= width else text[:width] + f"... ({len(text):,} characters)"
+
+
 def check_number(name: str, v: Any) -> Any:
     """``v`` if it is a finite real number (not a bool), else a PolicyError."""
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-        raise PolicyError(f"{name} must be a finite number, got {v!r}")
+    try:
+        ok = not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v)
+    except (OverflowError, TypeError, ValueError):  # an int too large for a float
+        ok = False
+    if not ok:
+        raise PolicyError(f"{name} must be a finite number, got {short_repr(v)}")
     return v
+
+
+def check_bool(name: str, v: Any) -> bool:
+    """``v`` as a bool if it is true/false (or the integers 0/1), else a PolicyError."""
+    if isinstance(v, (bool, np.bool_)) or (isinstance(v, numbers.Integral) and v in (0, 1)):
+        return bool(v)
+    raise PolicyError(f"{name} must be true or false, got {short_repr(v)}")
+
+
+#: largest seed accepted (numpy's legacy and Keras' 32-bit seeds)
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(name: str, v: Any) -> int:
+    """``v`` as an int if it is an integer in ``[0, 2**32 - 1]``, else a PolicyError."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v <= MAX_SEED:
+        raise PolicyError(f"{name} must be an integer from 0 to {MAX_SEED}, got {short_repr(v)}")
+    return int(v)
 
 
 class View(abc.ABC):

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import PolicyError
-from .base import GeometricView, Size
+from .base import GeometricView, Size, check_bool, check_number
 
 # 2x2 matrices on centred coordinates (x right, y down).
 _R = np.array([[0, 1], [-1, 0]])  # rot90: torch.rot90(x, 1, dims=(2, 3))
@@ -49,10 +49,11 @@ class Dihedral(GeometricView):
     turns counter-clockwise. Prefer the named constructors (``hflip()``...)."""
 
     def __init__(self, k: int = 0, flip: bool = False):
-        if isinstance(k, bool) or not float(k).is_integer():
+        check_number("rot90 k", k)
+        if not float(k).is_integer():
             raise PolicyError(f"k must be a whole number of quarter turns (rot90(k)), got {k!r}")
         self.k = int(k) % 4
-        self.flip = bool(flip)
+        self.flip = check_bool("flip", flip)
 
     @property
     def name(self) -> str:  # type: ignore[override]

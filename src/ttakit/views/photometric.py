@@ -11,14 +11,14 @@ from __future__ import annotations
 import torch
 
 from ..errors import InputError, PolicyError
-from .base import View, check_number
+from .base import View, check_bool, check_number, check_seed
 
 
 class _Photometric(View):
     geometric = False
 
     def __init__(self, clip: bool = True):
-        self.clip = bool(clip)
+        self.clip = check_bool(f"{self.name} clip", clip)
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         return x.clamp_(0.0, 1.0) if self.clip else x
@@ -129,7 +129,7 @@ class GaussianNoise(_Photometric):
         super().__init__(clip)
         if check_number("noise std", std) < 0:
             raise PolicyError(f"noise std must be >= 0, got {std}")
-        self.std, self.seed = std, int(seed)
+        self.std, self.seed = std, check_seed("noise seed", seed)
         self._cache: dict = {}
 
     def params(self):

@@ -16,10 +16,12 @@ from __future__ import annotations
 import inspect
 import itertools
 import keyword
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..errors import PolicyError, did_you_mean
+from ..limits import current
 from . import affine, dihedral, photometric
 from .base import View
 from .compose import compose
@@ -134,28 +136,45 @@ def _call(name: str, entry: Entry, args: tuple, kwargs: dict) -> list[View]:
         made = entry.factory(*args, **kwargs)
     except PolicyError:
         raise
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ArithmeticError) as e:
         params = ", ".join(entry.parameters) or "no parameters"
-        raise PolicyError(f"bad parameters for {name}{_fmt_call(args, kwargs)}: {e}. "
+        raise PolicyError(f"bad parameters for {name}{_fmt_call(args, kwargs)}: {_cut(e)}. "
                           f"{name} takes: {params}") from None
     return list(made) if entry.group else [made]
 
 
 def _fmt_call(args, kwargs) -> str:
-    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    parts = [_short(a) for a in args] + [f"{k}={_short(v)}" for k, v in kwargs.items()]
     return "(" + ", ".join(parts) + ")"
 
 
-def make_views(name: str, *args: Any, **kwargs: Any) -> list[View]:
-    """All views a spec call ``name(args, kwargs)`` stands for, in order."""
-    entry = VIEWS.get(name) or GROUPS.get(name)
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width] + f"... ({len(text):,} characters)"
+
+
+def _cut(e: Exception, width: int = 200) -> str:
+    text = str(e)
+    return text if len(text) <= width else text[:width] + "..."
+
+
+def _name(name: Any) -> str:
+    return _short(name, 40) if isinstance(name, str) else repr(type(name).__name__)
+
+
+def _choices(name: str, args: tuple, kwargs: dict) -> tuple[Entry, list[tuple[str, list]]]:
+    """The entry ``name`` stands for and, per parameter, the values it takes
+    (a list expands into one view per element)."""
+    entry = (VIEWS.get(name) or GROUPS.get(name)) if isinstance(name, str) else None
     if entry is None:
-        raise PolicyError(f"unknown view {name!r}.{did_you_mean(name, valid_names())} "
+        hint = did_you_mean(name, valid_names()) if isinstance(name, str) and len(name) <= 40 else ""
+        raise PolicyError(f"unknown view {_name(name)}.{hint} "
                           f"Valid views: {', '.join(sorted(VIEWS))}; groups: {', '.join(sorted(GROUPS))}")
     params = entry.parameters
     unknown = [k for k in kwargs if k not in params]
     if unknown:
-        raise PolicyError(f"{name} has no parameter {unknown[0]!r}.{did_you_mean(unknown[0], params)} "
+        hint = did_you_mean(unknown[0], params) if len(str(unknown[0])) <= 40 else ""
+        raise PolicyError(f"{name} has no parameter {_name(unknown[0])}.{hint} "
                           f"{name} takes: {', '.join(params) or 'no parameters'}")
     if args and not params:
         raise PolicyError(f"{name} takes no parameters, got {len(args)}")
@@ -168,6 +187,25 @@ def make_views(name: str, *args: Any, **kwargs: Any) -> list[View]:
         choices.append((params[0], first))
     for k, v in kwargs.items():
         choices.append((k, v if isinstance(v, list) else [v]))
+    return entry, choices
+
+
+def count_views(name: str, *args: Any, **kwargs: Any) -> int:
+    """How many views ``make_views(name, *args, **kwargs)`` returns, without
+    building them all (a group is built once, for its size)."""
+    entry, choices = _choices(name, args, kwargs)
+    combos = math.prod(len(vals) for _, vals in choices)
+    if entry.group and combos:
+        combos *= len(_call(name, entry, (), {k: vals[0] for k, vals in choices}))
+    return combos
+
+
+def make_views(name: str, *args: Any, **kwargs: Any) -> list[View]:
+    """All views a spec call ``name(args, kwargs)`` stands for, in order.
+    Refuses (before building any) more than the ``max_copies`` limit."""
+    entry, choices = _choices(name, args, kwargs)
+    current().check("max_copies", math.prod(len(vals) for _, vals in choices),
+                    f"{name}{_fmt_call(args, kwargs)} expands to too many views")
     views: list[View] = []
     for combo in itertools.product(*(vals for _, vals in choices)):
         kw = {k: v for (k, _), v in zip(choices, combo)}
@@ -178,12 +216,20 @@ def make_views(name: str, *args: Any, **kwargs: Any) -> list[View]:
 def view_from_dict(d: dict) -> View:
     """Inverse of ``View.to_dict``."""
     if not isinstance(d, dict) or "view" not in d:
-        raise PolicyError(f"a view entry must be a mapping with a 'view' key, got {d!r}")
+        raise PolicyError(f"a view entry must be a mapping with a 'view' key, got {_short(d)}")
     d = dict(d)
     name = d.pop("view")
     if name == "compose":
-        return compose(*[view_from_dict(v) for v in d.get("views", [])])
+        parts = d.get("views", [])
+        if not isinstance(parts, list):
+            raise PolicyError(f"a compose entry's 'views' must be a list, got {_short(parts)}")
+        return compose(*[view_from_dict(v) for v in parts])
+    if not isinstance(name, str):
+        raise PolicyError(f"a view's name must be a string, got {_short(name)}")
     if name in GROUPS:
-        raise PolicyError(f"{name!r} is a group of views, not one view")
+        raise PolicyError(f"{_name(name)} is a group of views, not one view")
+    bad = [k for k in d if not isinstance(k, str)]
+    if bad:
+        raise PolicyError(f"view {_name(name)} has a parameter name that is not a string: {_short(bad[0])}")
     views = make_views(name, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()})
     return views[0]

@@ -9,6 +9,16 @@ import sys
 from .common import EXIT_OK, Command, cannot_write, load_policy, warn
 
 
+LIMITS_HELP = (
+    "limits (checked before the work, refused with exit code 2; raise one with its environment variable):\n"
+    "  TTAKIT_MAX_VIEWS=4096         distinct views (forward passes per input)\n"
+    "  TTAKIT_MAX_COPIES=100000      views counting duplicates (random(n) copies, expanded products)\n"
+    "  TTAKIT_MAX_SPEC_CHARS=10000   characters in a spec\n"
+    "  TTAKIT_MAX_DEPTH=64           nesting of brackets in a spec, of lists/mappings in a file\n"
+    "  TTAKIT_MAX_FILE_BYTES=1048576 size of a policy file (YAML anchors and aliases are refused)\n"
+    "A spec never reads files: pass a policy file as SPEC_OR_FILE (or --policy FILE to predict).")
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("policy", metavar="SPEC_OR_FILE",
                    help="a policy spec such as 'd4' or 'random(7, seed=0, horizontal_flip=true)', or a "
@@ -51,4 +61,5 @@ def run(args: argparse.Namespace) -> int:
 COMMAND = Command("policy", "show a policy's distinct views, weights and cost", configure=configure, run=run,
                   description="Expand a policy spec or file into its views, merge equal views (summing "
                               "their weights: the same merged result for fewer forward passes) and show "
-                              "them, with the expanded and distinct counts.")
+                              "them, with the expanded and distinct counts.",
+                  epilog=LIMITS_HELP)
