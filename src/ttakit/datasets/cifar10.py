@@ -66,6 +66,8 @@ RECORD_BYTES = 1 + PIXEL_BYTES  # 3073
 RECORDS_PER_FILE = 10_000
 FILE_BYTES = RECORD_BYTES * RECORDS_PER_FILE  # 30,730,000
 NUM_CLASSES = 10
+#: the class names in label order (as ``batches.meta.txt`` lists them)
+CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 SPLITS = {
     "train": TRAIN_FILES,

@@ -22,23 +22,39 @@ Layering: this package imports from ``errors``, ``models``, ``policy``,
 from .images import (
     CHUNK,
     IMAGE_EXTENSIONS,
+    MAX_PIXELS,
     MODES,
     ImageStream,
+    ImageTooLarge,
+    check_size,
+    describe_notes,
     find_images,
     image_size,
     load_images,
     parse_size,
     plan_size,
+    printable,
     read_image,
 )
 from .labelled import SUBSETS, Labelled, load_labelled, subset
 from .prediction import Predictions, predict_files
-from .writers import WRITERS, format_for, records, render, to_json, write_csv, write_json, write_predictions
+from .writers import (
+    WRITERS,
+    format_for,
+    records,
+    render,
+    to_json,
+    write_atomic,
+    write_csv,
+    write_json,
+    write_predictions,
+)
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "MODES", "CHUNK", "find_images", "read_image", "image_size", "parse_size", "plan_size",
-    "ImageStream", "load_images",
+    "IMAGE_EXTENSIONS", "MODES", "CHUNK", "MAX_PIXELS", "ImageTooLarge", "check_size", "printable", "find_images",
+    "read_image", "describe_notes", "image_size", "parse_size", "plan_size", "ImageStream", "load_images",
     "SUBSETS", "Labelled", "load_labelled", "subset",
     "Predictions", "predict_files",
-    "WRITERS", "records", "write_csv", "to_json", "write_json", "format_for", "render", "write_predictions",
+    "WRITERS", "records", "write_csv", "to_json", "write_json", "format_for", "render", "write_atomic",
+    "write_predictions",
 ]

@@ -26,6 +26,10 @@ files when they differ).
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -43,33 +47,104 @@ CHUNK = 256
 Failure = tuple[str, str]  # (path, reason)
 
 
+# -- limits ----------------------------------------------------------------------
+#: default of ``max_pixels``: the most pixels (H x W) an image may have, checked
+#: from its header before it is decoded (also the most a ``size=`` may ask for)
+MAX_PIXELS = 40_000_000
+#: bytes of decoded pixels per :class:`ImageStream` batch, at most (a batch
+#: always holds at least one image)
+CHUNK_BYTES = 64 * 2**20
+
+
+def check_size(size: tuple[int, int] | None, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise :class:`~ttakit.InputError` when ``size = (H, W)`` has more
+    than ``max_pixels`` pixels."""
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise InputError(f"size=({size[0]}, {size[1]}) is {size[0] * size[1]:,} pixels, over the limit of "
+                         f"max_pixels={max_pixels} ({max_pixels:,}); pass a smaller size= or raise max_pixels=")
+
+
+class ImageTooLarge(InputError):
+    """An image has more pixels than ``max_pixels`` (found from its header)."""
+
+
+def printable(text: str) -> str:
+    """``text`` (a path) with what UTF-8 cannot encode written as backslash
+    escapes: a file name that is not valid UTF-8 comes back from the
+    file system with lone surrogates, which no UTF-8 writer accepts."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 # -- finding files -------------------------------------------------------------
-def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[Path]:
+def _walk(folder: Path, recursive: bool, files: list[Path], failures: list[Failure], seen: frozenset) -> None:
+    """The image files under ``folder`` into ``files``; what cannot be read
+    (the folder itself, dangling links, link loops) into ``failures``."""
+    try:
+        st = folder.stat()
+        if (st.st_dev, st.st_ino) in seen:
+            failures.append((str(folder), "symbolic link loop (a folder that contains itself)"))
+            return
+        seen = seen | {(st.st_dev, st.st_ino)}
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        failures.append((str(folder), f"cannot list the folder: {_reason(e)}"))
+        return
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        path = Path(e.path)
+        try:
+            is_dir, is_file = e.is_dir(), e.is_file()
+            if not (is_dir or is_file) and e.is_symlink():
+                os.stat(path)  # raises for a dangling link or a loop: reported below
+        except OSError as err:
+            if path.suffix.lower() in IMAGE_EXTENSIONS or recursive:
+                failures.append((str(path), _reason(err)))
+            continue
+        if is_dir:
+            if recursive:
+                _walk(path, True, files, failures, seen)
+        elif is_file and path.suffix.lower() in IMAGE_EXTENSIONS:
+            files.append(path)
+
+
+def find_images(inputs: Iterable[str | Path], recursive: bool = False,
+                failures: list[Failure] | None = None) -> list[Path]:
     """Expand ``inputs`` into image files, in order.
 
     A file is kept whatever its extension (it is reported later if it cannot
     be read). A folder contributes its files with an image extension, sorted
-    by name, skipping hidden files; sub-folders only when ``recursive``. A
-    path that does not exist is kept too, and fails when read. Raises
-    :class:`~ttakit.InputError` when nothing is found.
+    by path, skipping hidden files; sub-folders only when ``recursive``. A
+    path that does not exist is kept too, and fails when read. What cannot
+    be listed (an unreadable sub-folder, a dangling link or a link loop with
+    an image extension) is appended to ``failures`` as ``(path, reason)``
+    when a list is given. Raises :class:`~ttakit.InputError` when nothing is
+    found and nothing failed.
     """
     found: list[Path] = []
     empty_dirs: list[Path] = []
-    inputs = [Path(p) for p in inputs]
-    for p in inputs:
-        if p.is_dir():
-            pattern = p.rglob("*") if recursive else p.iterdir()
-            files = sorted(
-                f for f in pattern
-                if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            )
+    failed: list[Failure] = [] if failures is None else failures
+    before = len(failed)
+    for p in (Path(p) for p in inputs):
+        try:
+            is_dir = p.is_dir()
+        except OSError:  # a name too long, a folder we may not enter: fails (by name) when read
+            is_dir = False
+        if is_dir:
+            files: list[Path] = []
+            _walk(p, recursive, files, failed, frozenset())
+            files.sort()
             if not files:
                 empty_dirs.append(p)
             found.extend(files)
         else:
             found.append(p)
-    if not found:
+    if not found and len(failed) == before:
         where = ", ".join(str(d) for d in empty_dirs) or "the arguments"
         hint = "" if recursive else "; pass recursive=True to search sub-folders"
         raise InputError(f"no image files found in {where} (looked for "
@@ -78,44 +153,135 @@ def find_images(inputs: Iterable[str | Path], recursive: bool = False) -> list[P
 
 
 # -- reading one image ---------------------------------------------------------
-def _reason(e: Exception) -> str:
-    from PIL import UnidentifiedImageError
+def _reason(e: BaseException) -> str:
+    from PIL import Image, UnidentifiedImageError
 
+    if isinstance(e, InputError):
+        return str(e)
+    if isinstance(e, Image.DecompressionBombError):
+        return f"too many pixels to decode safely ({e})"
     if isinstance(e, UnidentifiedImageError):
         return "not an image Pillow can read (unknown format or corrupt header)"
     if isinstance(e, FileNotFoundError):
-        return "no such file"
+        return "no such file (or a dangling symbolic link)"
     if isinstance(e, IsADirectoryError):
         return "is a directory"
+    if isinstance(e, OSError) and e.errno == errno.ELOOP:
+        return "symbolic link loop"
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
-    text = str(e).strip()
+    if isinstance(e, MemoryError):
+        return "not enough memory to decode it"
+    text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(H, W)`` from the file's header, without decoding the pixels."""
+@contextlib.contextmanager
+def _open(path: str | Path, max_pixels: int):
+    """The Pillow image at ``path``, its header checked against ``max_pixels``
+    (:class:`ImageTooLarge`) before anything is decoded; Pillow's own
+    warnings are silenced (the caller reports problems itself)."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageTooLarge(f"{w}x{h} is {w * h / 1e6:.1f} megapixels, over the limit of "
+                                    f"{max_pixels / 1e6:g} megapixels (max_pixels={max_pixels}; pass a larger "
+                                    "max_pixels= to read it)")
+            if w < 1 or h < 1:
+                raise InputError(f"the image is {w}x{h} pixels")
+            yield im
+
+
+def image_size(path: str | Path, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """``(H, W)`` from the file's header, without decoding the pixels;
+    raises :class:`ImageTooLarge` above ``max_pixels``."""
+    with _open(path, max_pixels) as im:
         w, h = im.size
     return h, w
 
 
-def read_image(path: str | Path, mode: str = "RGB", size: tuple[int, int] | None = None) -> np.ndarray:
+def _to_uint8(im) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float image as uint8 (H, W): integers
+    scaled from 0-65535, floats from [0, 1]; other ranges refused."""
+    arr = np.asarray(im)
+    if im.mode == "F":
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if not (np.isfinite(lo) and np.isfinite(hi) and lo >= 0 and hi <= 1):
+            raise InputError(f"a floating-point image (mode F) must hold values in [0, 1]; this one has "
+                             f"{lo:g} to {hi:g}")
+        return np.round(arr.astype(np.float64) * 255).astype(np.uint8)
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise InputError(f"a 32-bit integer image (mode {im.mode}) is read as 16-bit (0 to 65535); this one "
+                         f"has {arr.min()} to {arr.max()}")
+    return ((arr * 255 + 32767) // 65535).astype(np.uint8)
+
+
+#: Pillow modes with an alpha channel (dropped when read)
+ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def read_image(path: str | Path, mode: str = "RGB", size: tuple[int, int] | None = None, *,
+               max_pixels: int = MAX_PIXELS, notes: list[tuple[str, int]] | None = None) -> np.ndarray:
     """One image as a uint8 ``(H, W, C)`` array in ``mode`` (``RGB`` or
     ``L``), resized to ``size = (H, W)`` with bilinear filtering when it
-    differs. Raises what Pillow raises for unreadable files."""
+    differs.
+
+    16-bit images are scaled from 0-65535, floating-point ones (mode F) from
+    [0, 1] (other values are refused); an image over ``max_pixels`` is
+    refused from its header, before decoding (:class:`ImageTooLarge`).
+    Conversions that lose something are appended to ``notes`` as ``(kind,
+    frames)``: ``("alpha", 1)`` (the alpha channel is dropped), ``("cmyk",
+    1)`` (converted), ``("animated", n)`` (the first of ``n`` frames is
+    used). Raises what Pillow raises for unreadable files.
+    """
     from PIL import Image
 
     if mode not in MODES:
         raise InputError(f"image mode must be one of {', '.join(MODES)}, got {mode!r}")
-    with Image.open(path) as im:
-        im = im.convert(mode)  # decodes the pixels: truncated files fail here
+    with _open(path, max_pixels) as im:
+        frames = int(getattr(im, "n_frames", 1) or 1) if getattr(im, "is_animated", False) else 1
+        src = im.mode
+        found = []
+        if src in ALPHA_MODES or (src == "P" and "transparency" in im.info):
+            found.append(("alpha", 1))
+        elif src == "CMYK":
+            found.append(("cmyk", 1))
+        if frames > 1:
+            im.seek(0)
+            found.append(("animated", frames))
+        if src == "F" or src == "I" or src.startswith("I;16"):
+            im = Image.fromarray(_to_uint8(im), "L").convert(mode)
+        else:
+            im = im.convert(mode)  # decodes the pixels: truncated files fail here
         if size is not None and (im.height, im.width) != tuple(size):
             im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
         arr = np.asarray(im, dtype=np.uint8)
+    if notes is not None:
+        notes.extend(found)
     return arr[:, :, None] if arr.ndim == 2 else arr
+
+
+def describe_notes(notes: dict[str, list[tuple[str, int]]], mode: str = "RGB") -> str:
+    """One line saying what was converted, from :attr:`ImageStream.notes`
+    (kind -> ``(path, frames)``): ``3 images had an alpha channel
+    (dropped), 1 CMYK (converted to RGB), 2 animated (first frame of up to
+    12 used)``; '' when nothing was."""
+    parts = []
+    if notes.get("alpha"):
+        n = len(notes["alpha"])
+        parts.append(f"{n} image{'s' if n > 1 else ''} had an alpha channel (dropped)")
+    if notes.get("cmyk"):
+        parts.append(f"{len(notes['cmyk'])} CMYK (converted to {mode})")
+    if notes.get("animated"):
+        many = len(notes["animated"])
+        most = max(f for _, f in notes["animated"])
+        parts.append(f"{many} animated (first frame of {'up to ' if many > 1 else ''}{most} used)")
+    return ", ".join(parts)
 
 
 def parse_size(values: Sequence[str | int] | str | None) -> tuple[int, int] | None:
@@ -140,19 +306,22 @@ def parse_size(values: Sequence[str | int] | str | None) -> tuple[int, int] | No
 
 # -- deciding the size -------------------------------------------------------------
 def plan_size(paths: Sequence[str | Path], size: tuple[int, int] | None = None,
-              expected_size: tuple[int, int] | None = None) -> tuple[tuple[int, int] | None, list[Failure]]:
+              expected_size: tuple[int, int] | None = None,
+              max_pixels: int = MAX_PIXELS) -> tuple[tuple[int, int] | None, list[Failure]]:
     """The size every image is read at, and the files whose header cannot be read.
 
     ``size`` wins; else the model's ``expected_size``; else the
     images' own size when they all agree. Returns ``(None, failures)`` when
     no header could be read. Raises :class:`~ttakit.InputError` naming the
-    files when the sizes differ and neither is given.
+    files when the sizes differ and neither is given, or when ``size``
+    has more than ``max_pixels`` pixels; an image with more is a failure.
     """
+    check_size(size, max_pixels)
     sizes: dict[tuple[int, int], list[str]] = {}
     failures: list[Failure] = []
     for p in paths:
         try:
-            hw = image_size(p)
+            hw = image_size(p, max_pixels)
         except Exception as e:  # Pillow raises many types for bad files
             failures.append((str(p), _reason(e)))
             continue
@@ -184,17 +353,25 @@ class ImageStream:
     ``failures`` lists ``(path, reason)`` for the others. Both are complete
     once the stream is exhausted. Every image is resized to ``size`` when
     given (else all must already share one size: see :func:`plan_size`).
-    Iterating again reads the files again.
+    An image over ``max_pixels`` fails from its header, before decoding; a
+    batch holds at most :data:`CHUNK_BYTES` of pixels. ``notes`` maps what
+    was converted with a loss (``alpha``, ``cmyk``, ``animated``) to the
+    ``(path, frames)`` it was done to (:func:`describe_notes` says it in a
+    line). Iterating again reads the files again.
     """
 
     def __init__(self, paths: Sequence[str | Path], mode: str = "RGB", size: tuple[int, int] | None = None,
-                 chunk: int | None = None, failures: Iterable[Failure] = (), on_read=None):
+                 chunk: int | None = None, failures: Iterable[Failure] = (), on_read=None,
+                 max_pixels: int = MAX_PIXELS):
         if mode not in MODES:
             raise InputError(f"image mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.paths = [str(p) for p in paths]
         self.mode = mode
         self.size = tuple(size) if size is not None else None
+        check_size(self.size, max_pixels)
+        self.max_pixels = int(max_pixels)
         self.chunk = max(1, int(chunk if chunk is not None else CHUNK))
+        self.notes: dict[str, list[tuple[str, int]]] = {}
         self._known = list(failures)  # failures found before streaming (e.g. by plan_size)
         skip = {p for p, _ in self._known}
         self._todo = [p for p in self.paths if p not in skip]
@@ -207,17 +384,21 @@ class ImageStream:
         return len(self._todo)
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        self.good, self.failures = [], list(self._known)
+        self.good, self.failures, self.notes = [], list(self._known), {}
         size = self.size
         batch: list[np.ndarray] = []
+        chunk = self.chunk
         for p in self._todo:
             if self.on_read is not None:
                 self.on_read(p)
+            notes: list[tuple[str, int]] = []
             try:
-                arr = read_image(p, self.mode, size)
+                arr = read_image(p, self.mode, size, max_pixels=self.max_pixels, notes=notes)
             except Exception as e:  # Pillow raises many types for bad files
                 self.failures.append((p, _reason(e)))
                 continue
+            if size is None or not batch:
+                chunk = min(self.chunk, max(1, CHUNK_BYTES // max(1, arr.nbytes)))
             if size is None:
                 size = arr.shape[:2]
             elif arr.shape[:2] != tuple(size):  # a header that lied about the size
@@ -226,7 +407,9 @@ class ImageStream:
                 continue
             batch.append(arr)
             self.good.append(p)
-            if len(batch) == self.chunk:
+            for kind, frames in notes:
+                self.notes.setdefault(kind, []).append((p, frames))
+            if len(batch) >= chunk:
                 yield np.stack(batch)
                 batch = []
         if batch:
@@ -236,7 +419,8 @@ class ImageStream:
 
 
 def load_images(paths: Sequence[str | Path], mode: str = "RGB", size: tuple[int, int] | None = None,
-                expected_size: tuple[int, int] | None = None) -> tuple[np.ndarray, list[str], list[Failure]]:
+                expected_size: tuple[int, int] | None = None,
+                max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, list[str], list[Failure]]:
     """Read ``paths`` into one uint8 array ``(N, H, W, C)``.
 
     Returns ``(array, good_paths, failures)``: the rows of ``array`` are the
@@ -244,8 +428,8 @@ def load_images(paths: Sequence[str | Path], mode: str = "RGB", size: tuple[int,
     files that could not be read. Raises :class:`~ttakit.InputError` when the
     sizes differ and neither ``size`` nor ``expected_size`` is given.
     """
-    target, failures = plan_size(paths, size, expected_size)
-    stream = ImageStream(paths, mode, target, failures=failures)
+    target, failures = plan_size(paths, size, expected_size, max_pixels)
+    stream = ImageStream(paths, mode, target, failures=failures, max_pixels=max_pixels)
     batches = list(stream)
     channels = 1 if mode == "L" else 3
     if batches:
@@ -256,5 +440,6 @@ def load_images(paths: Sequence[str | Path], mode: str = "RGB", size: tuple[int,
     return arr, stream.good, stream.failures
 
 
-__all__ = ["IMAGE_EXTENSIONS", "MODES", "CHUNK", "find_images", "read_image", "image_size", "parse_size",
+__all__ = ["IMAGE_EXTENSIONS", "MODES", "CHUNK", "CHUNK_BYTES", "MAX_PIXELS", "ALPHA_MODES", "ImageTooLarge",
+           "check_size", "printable", "find_images", "read_image", "describe_notes", "image_size", "parse_size",
            "plan_size", "ImageStream", "load_images"]

@@ -22,6 +22,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -29,6 +31,8 @@ from typing import IO
 import numpy as np
 
 from ..errors import InputError
+from .images import printable
+from .prediction import failed_rows
 
 
 def _num(v: float) -> float:
@@ -48,7 +52,9 @@ def n_classes(pred) -> int:
 
 
 def records(pred, top_k: int | None = None) -> Iterator[dict]:
-    """One dict per image, in order: ``path``, ``label``, ``class`` (only
+    """One dict per image predicted, in order (rows the model failed on,
+    ``result.failed``, are left out: they are among ``pred.failures``):
+    ``path`` (what UTF-8 cannot encode backslash-escaped), ``label``, ``class`` (only
     with class names), ``confidence`` (merged probability of the label),
     ``entropy``, ``spread``, ``agreement``, then ``probs`` (all classes) or,
     with ``top_k``, ``top_k``: a list of ``{"label", "class"?, "prob"}``,
@@ -56,9 +62,12 @@ def records(pred, top_k: int | None = None) -> Iterator[dict]:
     r = pred.result
     classes = pred.classes or None
     tops = _top_k(r.probs, top_k) if top_k is not None else None
+    skip = failed_rows(r)
     for i, path in enumerate(pred.paths):
+        if i in skip:
+            continue
         label = int(r.labels[i])
-        rec: dict = {"path": path, "label": label}
+        rec: dict = {"path": printable(path), "label": label}
         if classes:
             rec["class"] = classes[label]
         rec.update(confidence=r.probs[i, label], entropy=r.entropy[i], spread=r.spread[i],
@@ -125,13 +134,16 @@ def to_json(pred, top_k: int | None = None) -> dict:
         "output_kind": r.output_kind,
         "classes": pred.classes,
         "n_classes": n_classes(pred),
-        "images": len(pred.paths),
+        "images": len(rows),
         "failed": len(pred.failures),
         "forward_passes": int(r.forward_passes),
         "seconds": round(pred.seconds, 4),
         "model_seconds": round(float(r.seconds), 4),
     }
-    return {"results": rows, "failures": [{"path": p, "reason": why} for p, why in pred.failures],
+    notes = getattr(pred, "notes", None) or {}
+    summary["converted"] = {kind: [printable(p) for p, _ in done] for kind, done in notes.items()}
+    return {"results": rows, "failures": [{"path": printable(p), "reason": printable(why)}
+                                          for p, why in pred.failures],
             "summary": summary}
 
 
@@ -163,15 +175,39 @@ def render(pred, format: str = "csv", top_k: int | None = None) -> str:
     return buf.getvalue()
 
 
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` all at once: into a temporary file
+    in the same folder, then renamed over ``path``, so that a failure
+    leaves ``path`` as it was (never empty or half-written). Raises
+    ``OSError`` when it cannot be written."""
+    path = Path(path)
+    data = text.encode("utf-8", "backslashreplace")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:  # mkstemp makes it private: keep the mode of the file replaced, else rw-r--r--
+            os.chmod(tmp, os.stat(path).st_mode & 0o7777 if path.exists() else 0o644)
+        except OSError:
+            pass
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def write_predictions(pred, path: str | Path, format: str | None = None, top_k: int | None = None) -> str:
     """Write ``pred`` to the file ``path`` (format from ``format``, else the
-    suffix); returns the format written. The text is built first, so a
-    failing writer leaves no half-written file. Raises ``OSError`` when the
-    file cannot be written."""
+    suffix); returns the format written. The text is built first and
+    written with :func:`write_atomic`, so a failure leaves ``path`` as it
+    was. Raises ``OSError`` when the file cannot be written."""
     fmt = format_for(path, format)
-    Path(path).write_text(render(pred, fmt, top_k), encoding="utf-8")
+    write_atomic(path, render(pred, fmt, top_k))
     return fmt
 
 
 __all__ = ["WRITERS", "records", "write_csv", "to_json", "write_json", "format_for", "render",
-           "write_predictions"]
+           "write_atomic", "write_predictions"]

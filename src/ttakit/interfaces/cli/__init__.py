@@ -14,11 +14,14 @@ in the library (:mod:`ttakit.io`, :mod:`ttakit.models.loading`,
 To add a command, write a module with a ``COMMAND`` and list it here (or
 pass ``commands=`` to :func:`main`).
 
-Exit codes: 0 success; 2 usage or configuration error (bad option, bad
-policy, missing model...: the message is printed as ``ttakit: error: ...``,
-without a traceback unless ``TTAKIT_TRACEBACK`` is set); 3 some input images
-could not be read (the others are still predicted and written); 130
-interrupted.
+Exit codes: 0 success; 1 an internal error (a bug in ttakit: one line,
+please report it with ``TTAKIT_TRACEBACK=1``); 2 usage or configuration
+error (bad option, bad policy, missing model, an output that cannot be
+written, standard output full...: the message is printed as ``ttakit:
+error: ...``, without a traceback unless ``TTAKIT_TRACEBACK`` is set); 3
+some inputs could not be read (each named on stderr; the others are still
+predicted and written); 130 interrupted. Warnings print as one line
+``ttakit: warning: ...``.
 """
 
 from __future__ import annotations
@@ -31,9 +34,21 @@ import traceback
 from collections.abc import Sequence
 
 from ...version import __version__
-from ...errors import ModelRunError, TTAKitError, UsageError
+from ...errors import ModelError, ModelRunError, TTAKitError, UsageError
+from ...io.prediction import cause_line
 from . import demo, evaluate, policy, predict, reproduce, tune, views
-from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, Command, error, in_flags
+from .common import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    Command,
+    cli_warnings,
+    error,
+    in_flags,
+    silence_stdout,
+)
 
 #: the commands, in the order ``ttakit --help`` lists them
 COMMANDS: list[Command] = [predict.COMMAND, policy.COMMAND, views.COMMAND, tune.COMMAND, evaluate.COMMAND,
@@ -59,7 +74,8 @@ def build_parser(commands: Sequence[Command] | None = None) -> argparse.Argument
         prog=PROG, formatter_class=_Formatter,
         description="Test-time augmentation for any image classifier: fast, deduplicated, measured.",
         epilog="Run 'ttakit COMMAND --help' for a command's options.\n"
-               "Exit codes: 0 success, 2 usage or configuration error, 3 some images could not be read.")
+               "Exit codes: 0 success, 1 internal error, 2 usage or configuration error, 3 some inputs "
+               "could not be read.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
                         help="print the ttakit version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
@@ -75,6 +91,17 @@ def build_parser(commands: Sequence[Command] | None = None) -> argparse.Argument
     return parser
 
 
+def _message(e: TTAKitError) -> str:
+    """The error's message; for a model's own failure, cut to the line of
+    the model's exception that says what went wrong."""
+    text = str(e)
+    cause = e.__cause__
+    if isinstance(e, ModelError) and not isinstance(e, ModelRunError) and cause is not None:
+        head = text.split(f": {type(cause).__name__}: ", 1)[0]
+        return f"{head}: {type(cause).__name__}: {cause_line(cause)}"
+    return text
+
+
 def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] | None = None) -> int:
     """Run the command line; returns the exit code (also for ``--help`` and
     argument errors, which argparse reports by exiting)."""
@@ -86,25 +113,35 @@ def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] | Non
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or an argparse usage error (already printed)
         return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
+    debug = bool(os.environ.get("TTAKIT_TRACEBACK"))
     try:
-        return int(args._run(args))
+        with cli_warnings():
+            return int(args._run(args))
     except TTAKitError as e:
-        if os.environ.get("TTAKIT_TRACEBACK"):
+        if debug:
             traceback.print_exc()
-        hint = ("; set TTAKIT_TRACEBACK=1 for the full traceback"
-                if isinstance(e, ModelRunError) and not os.environ.get("TTAKIT_TRACEBACK") else "")
-        error(in_flags(str(e)) + hint)
+        hint = "; set TTAKIT_TRACEBACK=1 for the full traceback" if isinstance(e, ModelError) and not debug else ""
+        error(in_flags(_message(e)) + hint)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `ttakit views | head`: the reader left, which is fine
-        try:  # point stdout at devnull so that the flush at exit does not fail again
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
+        silence_stdout()
         return EXIT_OK
+    except OSError as e:  # the system refused something (a full disk, a file we may not open)
+        if debug:
+            traceback.print_exc()
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        error(f"{e.strerror or e}{where}")
+        return EXIT_USAGE
+    except Exception as e:  # a bug: still one line (the traceback with TTAKIT_TRACEBACK=1)
+        if debug:
+            traceback.print_exc()
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        error(f"internal error ({type(e).__name__}: {first}); please report it with the output of "
+              "TTAKIT_TRACEBACK=1")
+        return EXIT_INTERNAL
 
 
 __all__ = ["main", "build_parser", "COMMANDS", "Command"]

@@ -10,8 +10,11 @@ the flags that set them (``pass --model-layout NHWC``) before printing.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +25,7 @@ from ...errors import UsageError
 
 PROG = "ttakit"
 EXIT_OK = 0
+EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_FAILED_INPUTS = 3
 EXIT_INTERRUPTED = 130
@@ -46,6 +50,7 @@ FLAGS = {
     "device": "--device", "output": "--output-kind", "output_kind": "--output-kind", "size": "--size",
     "mode": "--mode", "recursive": "--recursive", "batch_size": "--batch-size",
     "holdout_fraction": "--holdout-fraction", "guard_fraction": "--guard-fraction",
+    "max_pixels": "--max-pixels", "classes": "--classes", "download": "--download",
 }
 _PARAMETER = re.compile(
     r"\b(" + "|".join(sorted(FLAGS, key=len, reverse=True)) + r")="
@@ -81,6 +86,57 @@ def error(message: str) -> None:
 def warn(message: str) -> None:
     """Print ``ttakit: MESSAGE`` on stderr."""
     print(f"{PROG}: {message}", file=sys.stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = " ".join(str(message).split())  # one line, no source file or line
+    print(f"{PROG}: warning: {in_flags(text)}", file=sys.stderr if file is None else file)
+
+
+@contextlib.contextmanager
+def cli_warnings():
+    """Inside: Python warnings print as one line ``ttakit: warning: ...``
+    (the library's parameters written as flags), without file names and
+    source lines."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        yield
+
+
+def silence_stdout() -> None:
+    """Point standard output at devnull (after a write to it failed), so
+    that the flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def write_stdout(text: str) -> None:
+    """Write ``text`` to standard output; a failure (a full disk, a closed
+    pipe...) is a :class:`~ttakit.UsageError` naming it."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        silence_stdout()
+        raise UsageError(f"cannot write to standard output: {e.strerror or e}; use --out FILE") from None
+
+
+def pixels(text: str) -> int:
+    """argparse type: a pixel count, as an integer, ``40e6`` or ``40M``."""
+    t = text.strip().lower()
+    scale = 1_000_000 if t.endswith("m") else 1
+    try:
+        v = float(t[:-1] if scale > 1 else t) * scale
+    except ValueError:
+        v = float("nan")
+    if not (v >= 1 and v < 2**62):
+        raise argparse.ArgumentTypeError(f"expected a pixel count such as 40000000, 40e6 or 40M, got {text!r}")
+    return int(v)
 
 
 # -- argument types -------------------------------------------------------------------
@@ -184,6 +240,15 @@ def cannot_write(path, e: OSError) -> UsageError:
     return UsageError(f"cannot write {path}: {e.strerror or e}")
 
 
-__all__ = ["PROG", "EXIT_OK", "EXIT_USAGE", "EXIT_FAILED_INPUTS", "EXIT_INTERRUPTED", "Command", "FLAGS",
-           "in_flags", "error", "warn", "positive_int", "fraction", "add_model_options", "normalize",
-           "POLICY_SUFFIXES", "load_policy", "read_classes", "cannot_write"]
+def check_policy_out(path: str | Path, flag: str = "--out") -> None:
+    """Refuse, before any work, a policy output that ``--policy`` could not
+    read back (a suffix other than .yaml, .yml or .json)."""
+    if Path(path).suffix.lower() not in POLICY_SUFFIXES:
+        raise UsageError(f"{flag} {path}: a policy file must end in {', '.join(POLICY_SUFFIXES)} "
+                         "(what --policy reads back)")
+
+
+__all__ = ["PROG", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USAGE", "EXIT_FAILED_INPUTS", "EXIT_INTERRUPTED", "Command",
+           "FLAGS", "in_flags", "error", "warn", "cli_warnings", "silence_stdout", "write_stdout", "pixels",
+           "positive_int", "fraction", "add_model_options", "normalize", "POLICY_SUFFIXES", "load_policy",
+           "read_classes", "cannot_write", "check_policy_out"]

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import EXIT_OK, Command, load_policy
+from .common import EXIT_FAILED_INPUTS, EXIT_OK, Command, load_policy
 from .model_data import add_model_and_data, load_data, load_model
 
 
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     print(report.to_markdown())
     if args.out:
         print(f"report: {Path(args.out) / 'report.md'}", file=sys.stderr)
-    return EXIT_OK
+    return EXIT_FAILED_INPUTS if data.failures else EXIT_OK
 
 
 COMMAND = Command("evaluate", "does a policy help this model? a paired report on labelled data",

@@ -9,8 +9,9 @@ import argparse
 
 from ...errors import UsageError
 from ...io import labelled
+from ...io.images import printable
 from ...models.loading import load_model_file
-from .common import add_model_options, fraction, normalize, warn
+from .common import add_model_options, fraction, normalize, read_classes, warn
 
 #: model names that stand for the published CIFAR ResNets
 ZOO = ("zoo:resnet20", "zoo:resnet32")
@@ -26,6 +27,13 @@ def add_model_and_data(p: argparse.ArgumentParser) -> None:
                         "sub-folder of images per class")
     d.add_argument("--data-root", metavar="PATH", default=None,
                    help="where CIFAR-10 is (the binary release). Default: $TTAKIT_DATA, then the user cache")
+    d.add_argument("--classes", metavar="FILE", default=None,
+                   help="the model's class names, one per line, in its output order: the sub-folders of a "
+                        "class-folder --data are labelled by them (a sub-folder naming no class is an error). "
+                        "Default: the zoo models' CIFAR-10 names; else the sorted sub-folder names (with a "
+                        "warning)")
+    d.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                   help="download CIFAR-10 when it is not found. Default: on")
     d.add_argument("--data-layout", choices=("NHWC", "NCHW"), type=str.upper, default="NHWC",
                    help="layout of the arrays in a .npz file (image folders and CIFAR-10 are NHWC). "
                         "Default: NHWC")
@@ -65,10 +73,26 @@ def load_model(args: argparse.Namespace):
     return load_model_file(args.model, layout=args.model_layout), options
 
 
+def model_classes(args: argparse.Namespace) -> list[str] | None:
+    """The model's class names: ``--classes``, else the zoo models' CIFAR-10
+    names, else None."""
+    if args.classes:
+        return read_classes(args.classes)
+    if args.model in ZOO:
+        from ...datasets import CIFAR10_CLASSES
+
+        return list(CIFAR10_CLASSES)
+    return None
+
+
 def load_data(args: argparse.Namespace) -> labelled.Labelled:
-    """The labelled data ``--data`` names, cut to ``--subset``; files that
-    could not be read are reported on stderr."""
-    data = labelled.load_labelled(args.data, root=args.data_root, layout=args.data_layout, progress=args.progress)
+    """The labelled data ``--data`` names, cut to ``--subset``, labelled by
+    the model's class names (:func:`model_classes`); files that could not
+    be read are reported on stderr (the command then exits with 3)."""
+    data = labelled.load_labelled(args.data, root=args.data_root, layout=args.data_layout, progress=args.progress,
+                                  download=args.download, classes=model_classes(args))
     for path, why in data.failures:
-        warn(f"cannot read {path}: {why}")
+        warn(f"cannot read {printable(path)}: {why}")
+    if len(data.y) == 0:
+        raise UsageError(f"--data {args.data}: no image could be read")
     return labelled.subset(data, args.subset, args.holdout_fraction, args.split_seed)

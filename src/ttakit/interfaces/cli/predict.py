@@ -8,8 +8,11 @@ can call the same way.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
+from ...errors import UsageError
 from ...io import images, writers
 from ...io.prediction import predict_files
 from ...models.loading import load_model_file
@@ -22,9 +25,11 @@ from .common import (
     in_flags,
     load_policy,
     normalize,
+    pixels,
     positive_int,
     read_classes,
     warn,
+    write_stdout,
 )
 
 DESCRIPTION = """\
@@ -38,8 +43,14 @@ Output, one row per image: path, label (class index), class (with --classes),
 confidence (merged probability of the label), entropy (nats), spread (std over
 views of the label's probability), agreement (weighted share of views whose top
 class is the label), and the probabilities (CSV: one column p_<class> each;
-JSON: a list, plus a summary). Images that cannot be read are reported on
-stderr and skipped; the exit code is then 3.
+JSON: a list, plus a summary). Images that cannot be found or read (unreadable
+folders, dangling links, images over --max-pixels, unsupported modes) and
+images the model returns inf or NaN for are reported by name on stderr and
+left out; the others are still predicted and written, and the exit code is 3.
+16-bit images are scaled from 0-65535, float images (TIFF mode F) from [0, 1];
+alpha channels are dropped, CMYK converted and animated images cut to their
+first frame, said in one summary line on stderr. --out is written all at
+once (a temporary file renamed), never over one of the inputs.
 """
 
 EPILOG = """\
@@ -79,6 +90,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "the images' own size, which must then be the same for all")
     g.add_argument("--mode", choices=images.MODES, default="RGB", type=str.upper,
                    help="read images as RGB (3 channels) or L (grayscale, 1 channel). Default: RGB")
+    g.add_argument("--max-pixels", type=pixels, default=images.MAX_PIXELS, metavar="N",
+                   help="refuse (by name, from the file header, before decoding) images with more than N "
+                        "pixels, and a --size larger than that; 40e6 and 40M are accepted. "
+                        f"Default: {images.MAX_PIXELS:,}")
     g.add_argument("--recursive", "-r", action="store_true",
                    help="also take images from the sub-folders of folders in IMAGES. Default: top level only")
     g = p.add_argument_group("output")
@@ -96,31 +111,63 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="show a progress bar on stderr. Default: on when stderr is a terminal")
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
+def check_out(out: str, inputs: list[str], recursive: bool) -> None:
+    """Refuse an ``--out`` that is one of the inputs, or an image file the
+    input folders would give: the predictions would overwrite it."""
+    o = Path(out)
+    for given in map(Path, inputs):
+        inside = o.suffix.lower() in images.IMAGE_EXTENSIONS and (
+            _same_file(o.parent, given) or (recursive and _is_under(o, given)))
+        if _same_file(o, given) or inside:
+            raise UsageError(f"--out {out} is one of the input images (from {given}); the predictions "
+                             "would overwrite it. Write them to a .csv or .json file elsewhere")
+
+
+def _is_under(path: Path, folder: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError, ValueError):
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     fmt = writers.format_for(args.out, args.format)
+    if args.out:
+        check_out(args.out, args.images, args.recursive)
     classes = read_classes(args.classes) if args.classes else None
     preprocess = normalize(args.mean, args.std, args.mode)
     size = images.parse_size(args.size)
+    images.check_size(size, args.max_pixels)
     policy = load_policy(args.policy)
     adapter = load_model_file(args.model, layout=args.model_layout, device=args.device)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     pred = predict_files(adapter, args.images, policy, args.merge, output_kind=args.output_kind,
                          batch_size=args.batch_size, preprocess=preprocess, size=size, mode=args.mode,
-                         recursive=args.recursive, classes=classes, progress=progress, model_name=args.model)
+                         recursive=args.recursive, classes=classes, progress=progress, model_name=args.model,
+                         max_pixels=args.max_pixels)
     for path, why in pred.failures:
-        warn(f"cannot read {path}: {in_flags(why)}")
+        warn(f"cannot read {images.printable(path)}: {in_flags(why)}")
+    if pred.notes:
+        warn(pred.describe_notes())
+    written = len(pred.paths) - len(pred.failed_rows)
     if args.out:
         try:
             writers.write_predictions(pred, args.out, fmt, args.top_k)
         except OSError as e:
             raise cannot_write(args.out, e) from None
-        warn(f"wrote {len(pred.paths)} predictions to {args.out} ({pred.result.forward_passes} forward passes, "
+        warn(f"wrote {written} predictions to {args.out} ({pred.result.forward_passes} forward passes, "
              f"{pred.seconds:.2f} s)")
     else:
-        sys.stdout.write(writers.render(pred, fmt, args.top_k))
-        sys.stdout.flush()
+        write_stdout(writers.render(pred, fmt, args.top_k))
     if pred.failures:
-        warn(f"{len(pred.failures)} of {len(pred.failures) + len(pred.paths)} images could not be read")
+        warn(f"{len(pred.failures)} of {len(pred.failures) + written} images could not be read or predicted")
         return EXIT_FAILED_INPUTS
     return EXIT_OK
 

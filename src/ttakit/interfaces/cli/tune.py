@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-from .common import EXIT_OK, Command, fraction, positive_int
+from .common import EXIT_FAILED_INPUTS, EXIT_OK, Command, cannot_write, check_policy_out, fraction, positive_int
 from .model_data import add_model_and_data, load_data, load_model
 
 
@@ -31,16 +33,30 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ...tuning import tune
 
+    check_policy_out(args.out)
     model, options = load_model(args)
     data = load_data(args)
     res = tune(model, data.x, data.y, candidates=args.candidates, budget=args.budget, objective=args.objective,
                aggregation=args.aggregation, guard_fraction=args.guard_fraction, seed=args.seed,
                data_layout=data.layout, **options)
-    res.policy.save(args.out)
+    save_policy(res.policy, args.out)
     print(f"Data: {data.description}")
     print(res.summary())
     print(f"\nsaved: {args.out}")
-    return EXIT_OK
+    return EXIT_FAILED_INPUTS if data.failures else EXIT_OK
+
+
+def save_policy(policy, out: str) -> None:
+    """``policy.save(out)`` all at once: into a temporary file beside it,
+    then renamed, so that a failure leaves ``out`` as it was."""
+    path = Path(out)
+    tmp = path.with_name(f".{path.name[:100]}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        policy.save(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise cannot_write(out, e) from None
 
 
 COMMAND = Command("tune", "search the views that help a model on labelled data; save the policy",
