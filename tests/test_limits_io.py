@@ -338,26 +338,36 @@ def test_class_folder_failures_go_to_stderr_with_exit_3(model, tmp_path, capsys)
     assert code == 3 and f"cannot read {root / 'a' / 'bad.png'}" in err and "bad.png" not in out
 
 
-def test_failed_rows_are_reported_not_written(good):
-    pred = predict_files(Net(), good, "identity")
+class InfOnFirst(torch.nn.Module):
+    """Returns inf for the image whose top-left red pixel is the brightest."""
 
-    class Result:
-        def __init__(self, r):
-            self.__dict__.update({k: getattr(r, k) for k in ("probs", "labels", "entropy", "spread", "agreement",
-                                                               "forward_passes", "seconds", "output_kind")})
-            self.failed = np.array([True, False])
-            self.failure_reasons = {0: "the model returned NaN"}
+    def forward(self, x):
+        out = x.mean(dim=(2, 3)).repeat(1, 2)
+        first = x[:, 0, 0, 0] == x[:, 0, 0, 0].max()
+        return torch.where(first[:, None], torch.full_like(out, float("inf")), out)
 
-    pred.result = Result(pred.result)
+
+def test_failed_rows_are_reported_not_written(good, tmp_path, capsys):
+    from PIL import Image
+
+    bright = np.zeros((8, 8, 3), np.uint8)
+    bright[0, 0, 0] = 255
+    Image.fromarray(bright).save(good[0])  # the model returns inf for this one (on identity)
+    pred = predict_files(InfOnFirst(), good, "identity")
     from ttakit.io import render
+    from ttakit.io.prediction import failed_rows
 
+    assert list(failed_rows(pred.result)) == [0] and "NaN or infinite" in failed_rows(pred.result)[0]
     data = json.loads(render(pred, "json"))
     assert [r["path"] for r in data["results"]] == [str(good[1])] and data["summary"]["images"] == 1
     assert len(render(pred, "csv").splitlines()) == 2
-    from ttakit.io.prediction import failed_rows
-
-    assert failed_rows(pred.result) == {0: "the model returned NaN"}
     assert failed_rows(object()) == {}
+    # through the command line: the other image is written, the failed one named, exit 3
+    path = tmp_path / "inf.pt"
+    torch.jit.script(InfOnFirst()).save(str(path))
+    code, out, err = run(capsys, "predict", path, *good, "--policy", "identity", "--format", "json")
+    assert code == 3 and good[0].name in err and "NaN or infinite" in err
+    assert [r["path"] for r in json.loads(out)["results"]] == [str(good[1])]
 
 
 def test_only_ttakit_errors_escape_read_image(tmp_path):

@@ -64,11 +64,11 @@ def cause_line(cause: BaseException) -> str:
 
 def failed_rows(result) -> dict[int, str]:
     """``{row: reason}`` for the rows a result marks as failed (its boolean
-    ``failed`` array and ``failure_reasons``, a mapping or a list)."""
+    ``failed`` array and ``errors``, a mapping from row to reason)."""
     failed = getattr(result, "failed", None)
     if failed is None:
         return {}
-    reasons = getattr(result, "failure_reasons", None) or {}
+    reasons = getattr(result, "errors", None) or {}
     rows = np.flatnonzero(np.asarray(failed, dtype=bool))
     out = {}
     for i in rows.tolist():
@@ -120,7 +120,7 @@ def predict_files(model, inputs: Sequence[str | Path], policy="identity + hflip"
     if model_name is None:
         model_name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
     clf = Classifier(adapter, pol, merge, data_layout="NHWC", output=output_kind, preprocess=preprocess,
-                     batch_size=batch_size, classes=classes, progress=False)
+                     batch_size=batch_size, classes=classes, progress=False, on_error="mark")
     target, failures = plan_size(paths, size, getattr(adapter, "expected_size", None), max_pixels)
     bar = None
     if progress:

@@ -28,8 +28,9 @@ def run(args: argparse.Namespace) -> int:
     from ...evaluation import evaluate
 
     model, options = load_model(args)
-    data = load_data(args)
-    report = evaluate(model, data.x, data.y, load_policy(args.policy), baseline=load_policy(args.baseline),
+    policy = load_policy(args.policy)
+    data = load_data(args, policy)
+    report = evaluate(model, data.x, data.y, policy, baseline=load_policy(args.baseline),
                       merge=args.merge, classes=data.classes, out=args.out, data_layout=data.layout, **options)
     print(f"Data: {data.description}\n")
     print(report.to_markdown())

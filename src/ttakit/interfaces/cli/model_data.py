@@ -73,11 +73,13 @@ def load_model(args: argparse.Namespace):
     return load_model_file(args.model, layout=args.model_layout), options
 
 
-def model_classes(args: argparse.Namespace) -> list[str] | None:
-    """The model's class names: ``--classes``, else the zoo models' CIFAR-10
-    names, else None."""
+def model_classes(args: argparse.Namespace, policy=None) -> list[str] | None:
+    """The model's class names: ``--classes``, else those a tuned policy
+    carries, else the zoo models' CIFAR-10 names, else None."""
     if args.classes:
         return read_classes(args.classes)
+    if policy is not None and policy.inputs is not None and policy.inputs.classes:
+        return list(policy.inputs.classes)
     if args.model in ZOO:
         from ...datasets import CIFAR10_CLASSES
 
@@ -85,12 +87,12 @@ def model_classes(args: argparse.Namespace) -> list[str] | None:
     return None
 
 
-def load_data(args: argparse.Namespace) -> labelled.Labelled:
+def load_data(args: argparse.Namespace, policy=None) -> labelled.Labelled:
     """The labelled data ``--data`` names, cut to ``--subset``, labelled by
     the model's class names (:func:`model_classes`); files that could not
     be read are reported on stderr (the command then exits with 3)."""
     data = labelled.load_labelled(args.data, root=args.data_root, layout=args.data_layout, progress=args.progress,
-                                  download=args.download, classes=model_classes(args))
+                                  download=args.download, classes=model_classes(args, policy))
     for path, why in data.failures:
         warn(f"cannot read {printable(path)}: {why}")
     if len(data.y) == 0:
