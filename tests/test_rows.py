@@ -227,3 +227,11 @@ def test_dataframes_keep_columns_and_dtypes():
     assert list(got.columns) == list(df.columns) and list(got.dtypes) == list(df.dtypes)
     assert set(got["city"]) <= {"paris", "lyon", "nice", "brest"} and got["age"].between(18, 89).all()
     assert "brest" in set(got["city"])
+
+
+def test_tabular_study_runs_at_tiny_settings():
+    from ttakit.experiments import tabular
+
+    out = tabular.run({"datasets": ["iris", "diabetes"], "models": ["logistic"], "folds": 2, "n_copies": 2})
+    assert len(out["cells"]) == 2 and "accuracy" in out["cells"][0] and "rmse" in out["cells"][1]
+    assert "| iris | logistic | accuracy |" in out["table"]
