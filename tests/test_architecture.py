@@ -28,7 +28,7 @@ LAYERS = {
     "tasks": 6,
     "evaluation": 7,
     "tuning": 8,
-    "io": 9,
+    "io": 9, "sklearn": 9,
     "experiments": 10,
     "interfaces": 11,
 }

@@ -1,0 +1,400 @@
+"""Test-time augmentation for scikit-learn models of tabular rows.
+
+    clf = ttakit.sklearn.TTAClassifier(HistGradientBoostingClassifier(), random_state=0).fit(X, y)
+    clf.predict_proba(X_test)      # the mean of the probabilities over augmented copies
+    clf.fell_back_, clf.policy_    # whether TTA helped on held-out rows, and which views
+
+:class:`TTAClassifier` and :class:`TTARegressor` are meta-estimators in the
+style of ``CalibratedClassifierCV``. ``fit``:
+
+1. learns the feature statistics (:class:`~ttakit.views.rows.FeatureStats`:
+   column roles inferred or given by ``roles``, robust spread, range, category
+   frequencies) from ``X``;
+2. fits a clone of ``estimator`` on ``1 - holdout`` of the rows (stratified
+   for classifiers), or uses ``estimator`` as it is with ``prefit=True``
+   (then every row of ``X`` is a tuning row);
+3. runs every candidate (each view family of ``views`` at each ``strength``,
+   ``n_copies`` seeded copies averaged) on the held-out rows, and keeps the
+   result of a guarded greedy search (:func:`ttakit.tuning.rows.guarded_greedy`:
+   log-loss for classifiers, squared error for regressors); when nothing beats
+   no TTA on the guard split, it falls back to no TTA (``fell_back_``);
+4. refits the clone on all the rows (``refit=True``, the default).
+
+Predicting runs the kept views through the one run loop
+(:func:`ttakit.engine.run`) with :class:`~ttakit.inputs.rows.RowInputs`: every
+copy of a chunk of rows goes to the estimator in **one** call (a batch of
+``copies x chunk_rows`` rows). Probabilities are averaged (classification
+reuses :class:`~ttakit.tasks.classification.ClassificationTask`); regression
+merges by mean or median (:class:`~ttakit.tasks.regression.RegressionTask`)
+with the spread across copies as an uncertainty
+(``predict(X, return_std=True)``). A row's copies depend only on the row
+(see :mod:`ttakit.views.rows.views`), so predictions do not depend on batch,
+order or subset. ``random_state=None`` means seed 0: predictions are
+reproducible unless you ask for other seeds.
+
+A pandas DataFrame keeps its columns and dtypes: it is encoded for the views
+and decoded back before the estimator sees it, so a ``Pipeline`` that one-hot
+encodes string columns works.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, RegressorMixin, clone
+from sklearn.utils import check_random_state
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
+
+from . import engine
+from .errors import InputError
+from .inputs.rows import RowInputs
+from .merge import Mean
+from .models import CallableModel
+from .policy import Policy
+from .tasks.classification import ClassificationTask
+from .tasks.regression import RegressionTask
+from .tuning.rows import guarded_greedy, log_loss, split, squared_error
+from .views import identity
+from .views.rows import DEFAULT_STRENGTHS, FeatureStats, copies, family, is_dataframe
+
+#: rows the estimator receives per call when predicting (copies x chunk rows)
+MODEL_ROWS = 65536
+#: fewer held-out rows than this: no tuning, no TTA
+MIN_TUNING_ROWS = 20
+
+__all__ = ["TTAClassifier", "TTARegressor", "MODEL_ROWS", "MIN_TUNING_ROWS"]
+
+
+def _take(x, idx):
+    return x.iloc[idx] if is_dataframe(x) else x[idx]
+
+
+class TTABase(MetaEstimatorMixin, BaseEstimator):
+    """Shared by :class:`TTAClassifier` and :class:`TTARegressor` (see the module doc)."""
+
+    def __init__(self, estimator=None, *, views="auto", n_copies: int = 8, strength="auto", prefit: bool = False,
+                 holdout: float = 0.25, refit: bool = True, budget: int = 3, roles=None, nan: str = "raise",
+                 chunk_rows: int | None = None, on_error: str = "raise", random_state=None):
+        self.estimator = estimator
+        self.views = views
+        self.n_copies = n_copies
+        self.strength = strength
+        self.prefit = prefit
+        self.holdout = holdout
+        self.refit = refit
+        self.budget = budget
+        self.roles = roles
+        self.nan = nan
+        self.chunk_rows = chunk_rows
+        self.on_error = on_error
+        self.random_state = random_state
+
+    # -- parameters -----------------------------------------------------------
+    def _default_estimator(self):  # pragma: no cover - overridden
+        raise InputError("no default estimator")
+
+    def _families(self, stats: FeatureStats) -> list[str]:
+        v = self.views
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("none", "")):
+            return []
+        if isinstance(v, str) and v.strip().lower() == "auto":
+            names = ["row_noise", "row_jitter", "feature_dropout"]
+            if stats.mask("categorical").any():
+                names.append("category_resample")
+            return names
+        if isinstance(v, str):
+            v = [p for p in v.replace(",", "+").split("+") if p.strip()]
+        return [family(name).name for name in v]
+
+    def _strengths(self, name: str) -> tuple[float, ...]:
+        s = self.strength
+        if isinstance(s, str) and s == "auto":
+            return DEFAULT_STRENGTHS[name]
+        if isinstance(s, numbers.Real) and not isinstance(s, bool):
+            return (float(s),)
+        if isinstance(s, dict):
+            return tuple(float(x) for x in np.atleast_1d(s.get(name, DEFAULT_STRENGTHS[name])))
+        try:
+            return tuple(float(x) for x in s)
+        except TypeError:
+            raise InputError(f"strength must be 'auto', a number, a list or {{family: strengths}}, got {s!r}") from None
+
+    def _check_params(self):
+        if isinstance(self.n_copies, bool) or not isinstance(self.n_copies, numbers.Integral) or self.n_copies < 1:
+            raise InputError(f"n_copies must be a positive integer, got {self.n_copies!r}")
+        if not (isinstance(self.holdout, numbers.Real) and 0 < self.holdout < 1):
+            raise InputError(f"holdout must be a fraction in (0, 1), got {self.holdout!r}")
+        if self.on_error not in ("raise", "mark"):
+            raise InputError(f"on_error must be 'raise' or 'mark', got {self.on_error!r}")
+
+    # -- fitting --------------------------------------------------------------
+    def _validate(self, X, y=None, reset: bool = True):
+        finite = True if (self.nan == "raise" and self.on_error == "raise") else "allow-nan"
+        if is_dataframe(X):
+            validate_data(self, X, reset=reset, skip_check_array=True)
+            if y is None:
+                return X, None
+            y = column_or_1d(y, warn=True)
+            check_consistent_length(X, y)
+            return X, y
+        if y is None:
+            return validate_data(self, X, reset=reset, dtype=np.float64, ensure_all_finite=finite), None
+        return validate_data(self, X, y, reset=reset, dtype=np.float64, ensure_all_finite=finite,
+                             y_numeric=isinstance(self, RegressorMixin))
+
+    def fit(self, X, y):
+        """Fit the estimator (unless ``prefit``), the feature statistics, and
+        tune the views on held-out rows."""
+        self._check_params()
+        if y is None:  # the message scikit-learn's checks expect
+            validate_data(self, X, y, reset=True)
+        X, y = self._validate(X, y)
+        if isinstance(self, ClassifierMixin):
+            check_classification_targets(y)
+        seed = 0 if self.random_state is None else int(check_random_state(self.random_state).randint(2**31 - 1))
+        self.stats_ = FeatureStats(self.roles, nan=self.nan).fit(X)
+        base = self.estimator if self.estimator is not None else self._default_estimator()
+        n = len(y)
+        tune_idx = None
+        if self.prefit:
+            check_is_fitted(base)
+            self.estimator_ = base
+            tune_idx = np.arange(n)
+        else:
+            n_tune = int(round(n * self.holdout))
+            if n_tune >= MIN_TUNING_ROWS and n - n_tune >= 2:
+                strata = y if isinstance(self, ClassifierMixin) and np.unique(y, return_counts=True)[1].min() >= 2 \
+                    else None
+                fit_idx, tune_idx = split(n, self.holdout, seed, strata)
+                first = clone(base).fit(_take(X, fit_idx), y[fit_idx])
+            else:
+                first = None
+        families = self._families(self.stats_)
+        self.candidates_ = [("identity", 0.0)] + [(f, s) for f in families for s in self._strengths(f)]
+        if tune_idx is None or len(self.candidates_) == 1:
+            self.search_ = None
+            self.fell_back_ = True
+            self.reason_ = ("no view family was asked for" if len(self.candidates_) == 1 else
+                            f"too few rows to hold out {MIN_TUNING_ROWS} for tuning: using no TTA")
+            chosen = []
+        else:
+            model = self.estimator_ if self.prefit else first
+            chosen = self._tune(model, _take(X, tune_idx), y[tune_idx], seed)
+        if not self.prefit:
+            self.estimator_ = clone(base).fit(X, y) if (self.refit or first is None) else first
+        self.policy_ = self._policy(chosen, seed)
+        self.views_ = self.policy_.views
+        self._fitted_extra()
+        return self
+
+    def _fitted_extra(self):
+        pass
+
+    def _reduce(self, per_view: np.ndarray) -> np.ndarray:
+        """A candidate's prediction from its copies' ``(copies, N, ...)``."""
+        return per_view.mean(0)
+
+    def _candidate_views(self, k: int, seed: int) -> list:
+        name, s = self.candidates_[k]
+        if name == "identity":
+            return [identity()]
+        return copies(name, self.stats_, s, self.n_copies, first_seed=seed + 1000 * k)
+
+    def _tune(self, model, X, y, seed) -> list[int]:
+        groups = [self._candidate_views(k, seed) for k in range(len(self.candidates_))]
+        flat = [v for g in groups for v in g]
+        per_view, target, strata = self._tuning_outputs(model, X, flat, y)
+        preds, i = [], 0
+        for g in groups:
+            preds.append(self._reduce(per_view[i:i + len(g)]))
+            i += len(g)
+        names = [f"{n}({s})" if n != "identity" else n for n, s in self.candidates_]
+        self.search_ = guarded_greedy(np.stack(preds), target, self._loss_for(model), budget=self.budget, seed=seed,
+                                      strata=strata, names=names)
+        self.fell_back_ = self.search_.fell_back
+        self.reason_ = self.search_.reason
+        return self.search_.chosen
+
+    def _policy(self, chosen: list[int], seed: int) -> Policy:
+        views, weights = [], []
+        for k in chosen:
+            g = self._candidate_views(k, seed)
+            views += g
+            weights += [1.0 / len(g)] * len(g)
+        if not views:
+            return Policy([identity()])
+        return Policy(views, weights).unique()
+
+    # -- predicting -----------------------------------------------------------
+    def _run(self, X, method: str, task, views=None, weights=None):
+        check_is_fitted(self)
+        X, _ = self._validate(X, reset=False)
+        rows, decoder = self.stats_.encode(X)
+        return self._engine(self.estimator_, rows, decoder, method, task,
+                            self.policy_.views if views is None else views,
+                            self.policy_.weights if weights is None else weights)
+
+    def _engine(self, model, rows, decoder, method, task, views, weights):
+        fn = getattr(model, method)
+        chunk = self.chunk_rows or max(1, MODEL_ROWS // len(views))
+        inputs = RowInputs(rows.shape[1], nan=self.nan, fill=self.stats_.centre, chunk_rows=chunk)
+        adapter = CallableModel((lambda a: fn(decoder(a))) if decoder is not None else fn)
+        return engine.run(task, adapter, rows, list(views), list(weights), inputs=inputs,
+                          batch_size=chunk * len(views))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.nan == "impute"
+        tags.input_tags.sparse = False
+        return tags
+
+
+class TTAClassifier(ClassifierMixin, TTABase):
+    """A classifier that averages its probabilities over augmented copies of
+    each row, with views tuned (and guarded) on held-out rows.
+
+    Parameters
+    ----------
+    estimator
+        A classifier with ``predict_proba`` (default ``LogisticRegression()``).
+    views
+        ``"auto"`` (noise, jitter, dropout, and categorical resampling when
+        there are categorical columns), ``"none"``, a spec ``"noise+dropout"``
+        or a list of family names.
+    n_copies
+        Seeded copies per family and strength.
+    strength
+        ``"auto"`` (a small grid per family), a number, a list, or ``{family: strengths}``.
+    prefit
+        Use ``estimator`` as fitted; every row of ``X`` then tunes the views.
+    holdout
+        Fraction of rows held out to tune the views (when not ``prefit``).
+    refit
+        Refit the estimator on all rows after tuning.
+    budget
+        Greedy steps of the search.
+    roles
+        Column roles overriding the inferred ones (``{column: role}``).
+    nan
+        ``"raise"`` or ``"impute"`` (the training median or mode).
+    chunk_rows
+        Rows per chunk (default: ``MODEL_ROWS // copies``).
+    on_error
+        ``"raise"`` or ``"mark"`` (failed rows get NaN).
+    random_state
+        Seeds the split and the views (None means 0).
+
+    Attributes: ``estimator_``, ``classes_``, ``n_features_in_``, ``stats_``,
+    ``policy_``, ``views_``, ``fell_back_``, ``reason_``, ``search_``.
+    """
+
+    def _default_estimator(self):
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression()
+
+    def _fitted_extra(self):
+        self.classes_ = self.estimator_.classes_
+
+    def _has_proba(self):
+        est = getattr(self, "estimator_", None) or self.estimator or self._default_estimator()
+        return hasattr(est, "predict_proba")
+
+    def _tuning_outputs(self, model, X, views, y):
+        rows, decoder = self.stats_.encode(X)
+        target = np.searchsorted(model.classes_, y)
+        if hasattr(model, "predict_proba"):
+            task = ClassificationTask(Mean(), output="probs", keep_views=True, on_error=self.on_error)
+            res = self._engine(model, rows, decoder, "predict_proba", task, views, [1.0] * len(views))
+            return res.view_probs.astype(np.float64), target, target
+        res = self._engine(model, rows, decoder, "decision_function", RegressionTask(keep_views=True), views,
+                           [1.0] * len(views))
+        return res.view_preds, target, target
+
+    def _loss_for(self, model):
+        return log_loss if hasattr(model, "predict_proba") else _decision_error
+
+    @available_if(_has_proba)
+    def predict_proba(self, X) -> np.ndarray:
+        """The weighted mean of the estimator's probabilities over the copies."""
+        res = self._run(X, "predict_proba", ClassificationTask(Mean(), output="probs", on_error=self.on_error))
+        p = res.probs.astype(np.float64)
+        return p / p.sum(1, keepdims=True)
+
+    @available_if(_has_proba)
+    def predict_log_proba(self, X) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
+
+    def decision_function(self, X) -> np.ndarray:
+        """With ``predict_proba``: the log-odds of the merged probabilities
+        (binary) or their logs (multiclass), so it ranks exactly as
+        :meth:`predict_proba`; without: the mean of the estimator's decision values."""
+        check_is_fitted(self)
+        if self._has_proba():
+            p = self.predict_proba(X)
+            with np.errstate(divide="ignore"):
+                logp = np.log(p)
+            return logp[:, 1] - logp[:, 0] if p.shape[1] == 2 else logp
+        return self._run(X, "decision_function", RegressionTask(on_error=self.on_error)).pred
+
+    def predict(self, X) -> np.ndarray:
+        """The class of the highest merged probability (or decision value)."""
+        check_is_fitted(self)
+        if self._has_proba():
+            return self.classes_[self.predict_proba(X).argmax(1)]
+        d = self.decision_function(X)
+        return self.classes_[(d > 0).astype(int) if d.ndim == 1 else d.argmax(1)]
+
+
+def _decision_error(d: np.ndarray, y: np.ndarray) -> float:
+    pred = (d > 0).astype(int) if d.ndim == 1 else d.argmax(1)
+    return float((pred != y).mean())
+
+
+class TTARegressor(RegressorMixin, TTABase):
+    """A regressor that merges its predictions over augmented copies of each
+    row (mean or median), with the copies' spread as an uncertainty.
+
+    Same parameters as :class:`TTAClassifier` (default estimator ``Ridge()``),
+    plus ``merge``: ``"mean"`` or ``"median"``.
+    """
+
+    def __init__(self, estimator=None, *, views="auto", n_copies: int = 8, strength="auto", merge: str = "mean",
+                 prefit: bool = False, holdout: float = 0.25, refit: bool = True, budget: int = 3, roles=None,
+                 nan: str = "raise", chunk_rows: int | None = None, on_error: str = "raise", random_state=None):
+        super().__init__(estimator, views=views, n_copies=n_copies, strength=strength, prefit=prefit,
+                         holdout=holdout, refit=refit, budget=budget, roles=roles, nan=nan, chunk_rows=chunk_rows,
+                         on_error=on_error, random_state=random_state)
+        self.merge = merge
+
+    def _default_estimator(self):
+        from sklearn.linear_model import Ridge
+
+        return Ridge()
+
+    def _loss_for(self, model):
+        return squared_error
+
+    def _reduce(self, per_view: np.ndarray) -> np.ndarray:
+        return np.median(per_view, 0) if self.merge == "median" else per_view.mean(0)
+
+    def _tuning_outputs(self, model, X, views, y):
+        rows, decoder = self.stats_.encode(X)
+        task = RegressionTask(self.merge, keep_views=True, on_error=self.on_error)
+        res = self._engine(model, rows, decoder, "predict", task, views, [1.0] * len(views))
+        return res.view_preds, np.asarray(y, dtype=np.float64), None
+
+    def predict(self, X, return_std: bool = False):
+        """The merged prediction; with ``return_std``, also the weighted
+        standard deviation across the copies (0 without TTA)."""
+        res = self.predict_dist(X)
+        return (res.pred, res.std) if return_std else res.pred
+
+    def predict_dist(self, X):
+        """The full :class:`~ttakit.tasks.regression.RegressionResult`
+        (``pred``, ``std``, ``interval(level)``, failures)."""
+        return self._run(X, "predict", RegressionTask(self.merge, on_error=self.on_error))

@@ -1,0 +1,232 @@
+"""Row views: seeded random perturbations of tabular rows ``(N, F)``.
+
+Each view is a value: its family, strength, seed and the fingerprint of its
+:class:`~ttakit.views.rows.FeatureStats` define it, so equal views compare and
+hash alike (a policy runs duplicates once) and ``output_shape`` is unchanged.
+
+The randomness of a row depends on the row itself, not on where it sits:
+the view hashes each row's values (bit patterns, wrapping integer
+arithmetic) to pick one of ``PATTERNS`` rows of a table of random numbers
+drawn once from the view's seed. So a row's augmented copy is the same
+whatever the batch, chunk size, order or subset it comes in
+(scikit-learn's invariance checks hold), at the cost of one hash and one
+gather per view instead of fresh random numbers. Two different rows may
+share a pattern (the noise is still independent of their values); the
+copies of one row under different seeds are independent draws.
+
+After a change, integer features are rounded and numeric and integer
+features are clipped to the training range (no age of -3, no 2.7
+children); categorical features only take values seen in training;
+``ignore`` features are never changed.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ...errors import InputError, PolicyError
+from ..base import View, check_number
+from .stats import FeatureStats
+
+#: rows of each view's table of random numbers (a power of two)
+PATTERNS = 8192
+_MIX1 = -49064778989728563    # 0xff51afd7ed558ccd as int64
+_MIX2 = -4265267296055464877  # 0xc4ceb9fe1a85ec53 as int64
+
+
+def _column_multipliers(f: int, device) -> torch.Tensor:
+    g = np.random.default_rng(0x5EED)
+    m = g.integers(1, 2**62, size=f, dtype=np.int64) * 2 + 1  # odd
+    return torch.from_numpy(m).to(device)
+
+
+def row_patterns(x: torch.Tensor, patterns: int = PATTERNS) -> torch.Tensor:
+    """For each row of ``x`` ``(N, F)``, an index in ``[0, patterns)``
+    that depends only on the row's values (``patterns`` a power of two)."""
+    y = x + 0.0  # -0.0 and 0.0 are one value
+    if y.dtype == torch.float64:
+        bits = y.contiguous().view(torch.int64)
+    elif y.dtype == torch.float32:
+        bits = y.contiguous().view(torch.int32).to(torch.int64)
+    else:
+        bits = y.to(torch.float64).contiguous().view(torch.int64)
+    h = (bits * _column_multipliers(x.shape[1], x.device)).sum(1)  # wraps: a hash, not a number
+    for mult in (_MIX1, _MIX2):
+        h = h ^ (h >> 33)
+        h = h * mult
+    h = h ^ (h >> 33)
+    return h & (patterns - 1)
+
+
+class RowView(View):
+    """Base of the row views: ``strength``, ``seed`` and the fitted stats."""
+
+    name: ClassVar[str] = "row_view"
+    #: how many random numbers per feature each row draws (uniforms or normals)
+    draws: ClassVar[int] = 1
+    normal: ClassVar[bool] = True
+
+    def __init__(self, stats: FeatureStats, strength: float = 0.1, seed: int = 0):
+        if not isinstance(stats, FeatureStats):
+            raise PolicyError(f"a row view needs fitted FeatureStats, got {type(stats).__name__}")
+        stats.check_fitted()
+        check_number("strength", strength)
+        if strength < 0:
+            raise PolicyError(f"strength must be >= 0, got {strength}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise PolicyError(f"seed must be a non-negative integer, got {seed!r}")
+        self.stats = stats
+        self.strength = float(strength)
+        self.seed = int(seed)
+        self._tables: dict = {}
+
+    def params(self):
+        return {"strength": self.strength, "seed": self.seed, "stats": self.stats.fingerprint}
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_tables"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._tables = {}
+
+    def output_shape(self, shape):
+        return tuple(shape)
+
+    def check_input(self, x, start=0):
+        if x.ndim != 2 or x.shape[1] != self.stats.n_features:
+            raise InputError(f"{self.name} expects rows (n, {self.stats.n_features}) like its training data, "
+                             f"got shape {tuple(x.shape)} (chunk starting at row {start})")
+
+    # -- randomness -----------------------------------------------------------
+    def table(self, f: int, dtype, device) -> torch.Tensor:
+        """The view's random numbers ``(PATTERNS, draws * F)``."""
+        key = (f, dtype, str(device))
+        t = self._tables.get(key)
+        if t is None:
+            family = sum(self.name.encode()) * 1_000_003
+            g = np.random.default_rng([self.seed, family])
+            size = (PATTERNS, self.draws * f)
+            t = g.standard_normal(size) if self.normal else g.random(size)
+            t = torch.from_numpy(t).to(device=device, dtype=dtype)
+            self._tables[key] = t
+        return t
+
+    def draw(self, x: torch.Tensor) -> torch.Tensor:
+        """Each row's random numbers ``(N, draws * F)``."""
+        return self.table(x.shape[1], x.dtype, x.device).index_select(0, row_patterns(x))
+
+    def constants(self, x: torch.Tensor, *names: str) -> list[torch.Tensor]:
+        s = self.stats
+        out = []
+        for n in names:
+            v = getattr(s, n) if n in ("low", "high", "scale", "centre") else s.mask(*n.split("|"))
+            out.append(torch.as_tensor(v, device=x.device, dtype=torch.bool if v.dtype == bool else x.dtype))
+        return out
+
+    def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Round integer features, clip numeric ones to the training range,
+        leave categorical and ignored ones as they were."""
+        low, high, integer, moved = self.constants(x, "low", "high", "integer", "numeric|integer")
+        y = torch.where(integer, torch.round(y), y)
+        y = torch.minimum(torch.maximum(y, low), high)
+        return torch.where(moved, y, x)
+
+    def apply(self, x):
+        if self.strength == 0:
+            return x
+        if not x.is_floating_point():
+            x = x.to(torch.float64)
+        return self.augment(x)
+
+    @abc.abstractmethod
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """The view of float rows ``x`` (strength > 0)."""
+
+
+class RowNoise(RowView):
+    """Additive Gaussian noise of ``strength`` times each feature's robust
+    spread (IQR/1.349) on numeric and integer features."""
+
+    name = "row_noise"
+
+    def augment(self, x):
+        (scale,) = self.constants(x, "scale")
+        return self.finish(x, x + self.draw(x) * (scale * self.strength))
+
+
+class RowJitter(RowView):
+    """Multiplicative jitter: each numeric or integer value times
+    ``1 + strength * N(0, 1)`` (a relative error; zero stays zero)."""
+
+    name = "row_jitter"
+
+    def augment(self, x):
+        return self.finish(x, x * (1 + self.strength * self.draw(x)))
+
+
+class FeatureDropout(RowView):
+    """Each feature (not ``ignore``) is replaced, with probability
+    ``strength``, by its training median (numeric, integer) or mode
+    (categorical): a missing value filled in."""
+
+    name = "feature_dropout"
+    normal = False
+
+    def augment(self, x):
+        centre, active = self.constants(x, "centre", "numeric|integer|categorical")
+        drop = (self.draw(x) < self.strength) & active
+        return torch.where(drop, centre.expand_as(x), x)
+
+
+class CategoryResample(RowView):
+    """Each categorical feature is replaced, with probability ``strength``,
+    by a value drawn from its training frequencies."""
+
+    name = "category_resample"
+    normal = False
+    draws = 2
+
+    def augment(self, x):
+        levels = self.stats.levels
+        if not levels:
+            return x
+        u = self.draw(x)
+        f = x.shape[1]
+        y = x.clone()
+        for j, (values, cdf) in levels.items():
+            pick = u[:, j] < self.strength
+            idx = torch.searchsorted(torch.as_tensor(cdf, device=x.device, dtype=x.dtype), u[:, f + j].contiguous())
+            new = torch.as_tensor(values, device=x.device, dtype=x.dtype)[idx.clamp_max(len(values) - 1)]
+            y[:, j] = torch.where(pick, new, x[:, j])
+        return y
+
+
+FAMILIES: dict[str, type[RowView]] = {c.name: c for c in (RowNoise, RowJitter, FeatureDropout, CategoryResample)}
+#: short names accepted wherever a family is named
+ALIASES = {"noise": "row_noise", "jitter": "row_jitter", "dropout": "feature_dropout",
+           "resample": "category_resample"}
+#: strengths tried by default when tuning each family
+DEFAULT_STRENGTHS = {"row_noise": (0.05, 0.1, 0.2), "row_jitter": (0.02, 0.05, 0.1),
+                     "feature_dropout": (0.05, 0.1, 0.2), "category_resample": (0.05, 0.1, 0.2)}
+
+
+def family(name: str) -> type[RowView]:
+    """A row view class by name (``"noise"``, ``"row_noise"``...)."""
+    if not isinstance(name, str):
+        raise PolicyError(f"a row view family is a name, got {type(name).__name__}")
+    key = ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in FAMILIES:
+        raise PolicyError(f"unknown row view {name!r}; valid: {', '.join([*ALIASES, *FAMILIES])}")
+    return FAMILIES[key]
+
+
+def copies(name: str, stats: FeatureStats, strength: float, n: int, first_seed: int = 0) -> list[RowView]:
+    """``n`` seeded copies of one family at one strength (seeds
+    ``first_seed ... first_seed + n - 1``)."""
+    cls = family(name)
+    return [cls(stats, strength, first_seed + k) for k in range(n)]
