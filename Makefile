@@ -38,12 +38,11 @@ demo: install
 bench: install
 	$(PY) bench/run_all.py
 
-# The fuzz suites with many more examples than `make test` runs (about 30 minutes
-# on 2 cores at the default). FUZZ_EXAMPLES is per test function.
-FUZZ_EXAMPLES ?= 20000
+# The fuzz suites in rounds with fresh seeds for FUZZ_MINUTES (30 by default),
+# counting the examples tried (bench/fuzz_long.py).
+FUZZ_MINUTES ?= 30
 fuzz: install
-	TTAKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -p no:cacheprovider \
-		--hypothesis-show-statistics tests/test_fuzz_*.py
+	$(PY) bench/fuzz_long.py --minutes $(FUZZ_MINUTES)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
