@@ -53,7 +53,7 @@ def load_model(path, **kwargs) -> ModelAdapter:
     from .keras_model import KerasModel
 
     try:
-        model = keras.saving.load_model(str(path))
+        model = keras.saving.load_model(str(path), safe_mode=True)  # Lambda layers (code) are refused
     except Exception as e:
         raise ModelLoadError(f"Keras cannot load {path}: {e}") from None
     return KerasModel(model, **kwargs)
