@@ -8,9 +8,19 @@ the paired difference (TTA - no TTA) of each metric with a t-interval over
 the folds, how often the guard fell back, and every cell is reported,
 including those where TTA hurts.
 
-Offline data only: the data sets bundled with scikit-learn. Call
-``run({"datasets": [...], "models": [...], "folds": 3, "repeats": 1})``;
-the defaults run in a few minutes on one core.
+Offline data only, from installed packages (no download at run time):
+
+- scikit-learn's bundled sets (BSD-3): breast_cancer, wine, iris, digits
+  (classification), diabetes (regression);
+- palmerpenguins (CC0, Horst, Hill & Gorman 2020): penguin species from the
+  four body measurements (classification), body mass from the other three
+  and the island (regression);
+- vega_datasets' local copies (BSD-3; data public): seattle_weather (the
+  weather type from precipitation, temperatures and wind, classification)
+  and cars (miles per gallon from the engine and body figures, regression).
+
+Call ``run({"datasets": [...], "models": [...], "folds": 5, "repeats": 2})``
+or ``ttakit reproduce tabular``.
 """
 
 from __future__ import annotations
@@ -23,20 +33,63 @@ from ..errors import InputError
 from ..evaluation.paired import mean_ci
 from ..evaluation.rows import classification_scores, regression_scores
 
-CLASSIFICATION = ("breast_cancer", "wine", "iris", "digits")
-REGRESSION = ("diabetes",)
+CLASSIFICATION = ("breast_cancer", "wine", "iris", "digits", "penguins_species", "seattle_weather")
+REGRESSION = ("diabetes", "penguins_mass", "cars_mpg")
+PACKAGES = {"penguins_species": "palmerpenguins", "penguins_mass": "palmerpenguins",
+            "seattle_weather": "vega_datasets", "cars_mpg": "vega_datasets"}
 MODELS = ("logistic", "forest", "hgb", "knn")
 DEFAULTS = {"datasets": CLASSIFICATION + REGRESSION, "models": MODELS, "folds": 3, "repeats": 1,
             "n_copies": 4, "seed": 0}
 
 
 def load(name: str):
+    """``(X, y)`` of a data set: float64 features, labels or targets."""
+    if name not in CLASSIFICATION + REGRESSION:
+        raise InputError(f"unknown data set {name!r}; offline ones: {', '.join(CLASSIFICATION + REGRESSION)}")
+    if name in PACKAGES:
+        try:
+            return _LOADERS[name]()
+        except ImportError:
+            raise InputError(f"the {name} data set ships with the {PACKAGES[name]} package: "
+                             f"pip install {PACKAGES[name]} (or 'ttakit[study]')") from None
     from sklearn import datasets
 
-    loader = getattr(datasets, f"load_{name}", None)
-    if name not in CLASSIFICATION + REGRESSION or loader is None:
-        raise InputError(f"unknown data set {name!r}; offline ones: {', '.join(CLASSIFICATION + REGRESSION)}")
-    return loader(return_X_y=True)
+    return getattr(datasets, f"load_{name}")(return_X_y=True)
+
+
+def _penguins(target: str):
+    import palmerpenguins
+
+    df = palmerpenguins.load_penguins()
+    measures = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+    if target == "species":
+        df = df.dropna(subset=measures)
+        return df[measures].to_numpy(np.float64), df["species"].astype(str).to_numpy()
+    df = df.dropna(subset=measures + ["island"])
+    island = df["island"].astype("category").cat.codes.to_numpy(np.float64)[:, None]
+    return np.hstack([df[measures[:3]].to_numpy(np.float64), island]), df["body_mass_g"].to_numpy(np.float64)
+
+
+def _seattle_weather():
+    from vega_datasets import local_data
+
+    df = local_data.seattle_weather()
+    cols = ["precipitation", "temp_max", "temp_min", "wind"]
+    return df[cols].to_numpy(np.float64), df["weather"].astype(str).to_numpy()
+
+
+def _cars():
+    from vega_datasets import local_data
+
+    df = local_data.cars()
+    cols = ["Cylinders", "Displacement", "Horsepower", "Weight_in_lbs", "Acceleration"]
+    df = df.dropna(subset=cols + ["Miles_per_Gallon"])
+    x = np.hstack([df[cols].to_numpy(np.float64), df["Year"].dt.year.to_numpy(np.float64)[:, None]])
+    return x, df["Miles_per_Gallon"].to_numpy(np.float64)
+
+
+_LOADERS = {"penguins_species": lambda: _penguins("species"), "penguins_mass": lambda: _penguins("mass"),
+            "seattle_weather": _seattle_weather, "cars_mpg": _cars}
 
 
 def make_model(family: str, regression: bool, seed: int):
