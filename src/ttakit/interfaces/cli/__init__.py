@@ -32,12 +32,12 @@ from collections.abc import Sequence
 
 from ...version import __version__
 from ...errors import ModelRunError, TTAKitError, UsageError
-from . import demo, evaluate, policy, predict, reproduce, tune, views
+from . import demo, evaluate, policy, predict, reproduce, serve, tune, views
 from .common import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, Command, error, in_flags
 
 #: the commands, in the order ``ttakit --help`` lists them
 COMMANDS: list[Command] = [predict.COMMAND, policy.COMMAND, views.COMMAND, tune.COMMAND, evaluate.COMMAND,
-                           reproduce.COMMAND, demo.COMMAND]
+                           reproduce.COMMAND, demo.COMMAND, serve.COMMAND]
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
