@@ -89,7 +89,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "else none")
     s.add_argument("--no-batching", dest="batching", action="store_false",
                    help="run each request alone (the naive baseline, for benchmarks)")
-    s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                   help="level of the JSON log lines on stderr. Default: info")
     p.set_defaults(progress=False)
 
 
