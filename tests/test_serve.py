@@ -42,28 +42,27 @@ def reference(model_path):
     return clf.predict_proba
 
 
-@pytest.fixture(scope="module")
-def server(model_path, tmp_path_factory):
-    s = Server(str(model_path), "--policy", POLICY, "--size", "32", "--top-k", "3", "--max-images", "8",
-               "--max-pixels", "4096", "--max-request-bytes", "300000",
-               log=tmp_path_factory.mktemp("serve-log") / "server.log")
+def running(model_path, tmp_path_factory, name, *args):
+    s = Server(str(model_path), "--policy", POLICY, "--size", "32", *args,
+               log=tmp_path_factory.mktemp("serve-log") / f"{name}.log")
     try:
         yield s.wait_ready()
     finally:
         s.stop()
+
+
+@pytest.fixture(scope="module")
+def server(model_path, tmp_path_factory):
+    yield from running(model_path, tmp_path_factory, "server", "--top-k", "3", "--max-images", "8",
+                       "--max-pixels", "4096", "--max-request-bytes", "300000")
 
 
 @pytest.fixture(scope="module")
 def slow_server(model_path, tmp_path_factory):
-    """Batches wait 400 ms for company but requests may wait only 200 ms;
-    the queue holds 4 images; an API key is required."""
-    s = Server(str(model_path), "--policy", POLICY, "--size", "32", "--max-wait-ms", "400", "--queue", "4",
-               "--timeout-ms", "200", "--api-key", "s3cret",
-               log=tmp_path_factory.mktemp("serve-log") / "slow.log")
-    try:
-        yield s.wait_ready()
-    finally:
-        s.stop()
+    """Requests may wait only 1 ms for their answer; the queue holds 4
+    images; an API key is required."""
+    yield from running(model_path, tmp_path_factory, "slow", "--queue", "4", "--timeout-ms", "1",
+                       "--api-key", "s3cret")
 
 
 def files(imgs, names=None):
@@ -199,22 +198,14 @@ def test_overload_is_503_at_once_and_deadline_is_504(slow_server):
     t0 = time.monotonic()
     r = httpx.post(u, files=files(images(5)), headers=key, timeout=10)  # 5 images > queue of 4
     err = assert_error(r, 503, "overloaded")
-    assert r.headers["retry-after"] == "1" and time.monotonic() - t0 < 1.0 and "queue" in err["message"]
-    t0 = time.monotonic()
-    r = httpx.post(u, files=files(images(1)), headers=key, timeout=10)  # waits 400 ms for company, deadline 200
+    assert r.headers["retry-after"] == "1" and time.monotonic() - t0 < 5.0 and "queue" in err["message"]
+    r = httpx.post(u, files=files(images(1)), headers=key, timeout=10)  # the deadline is 1 ms
     assert_error(r, 504, "deadline_exceeded")
-    assert 0.15 < time.monotonic() - t0 < 2.0
-
-    async def three():
-        async with httpx.AsyncClient(timeout=10, headers=key) as c:
-            return await asyncio.gather(*(c.post(u, files=files(images(2, seed=i))) for i in range(3)))
-
-    codes = sorted(r.status_code for r in asyncio.run(three()))
-    assert 503 in codes and set(codes) <= {200, 503, 504}, codes  # 4 images fit, the rest are refused
+    assert httpx.get(slow_server.url + "/healthz").status_code == 200  # and the server is fine
 
 
 def test_sigterm_drains_in_flight_requests(model_path, tmp_path):
-    s = Server(str(model_path), "--policy", POLICY, "--size", "32", "--max-wait-ms", "1500",
+    s = Server(str(model_path), "--policy", POLICY, "--size", "32", "--max-wait-ms", "1500", "--always-wait",
                log=tmp_path / "drain.log").wait_ready()
     try:
         results = []

@@ -100,11 +100,14 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
                max_batch: int = 64, max_wait_ms: float = 5.0, queue_size: int = 512, timeout_ms: float = 10000,
                degrade_depth: int | None = None, degrade_views: int = 1, api_key: str | None = None,
                limits: Limits | None = None, top_k: int = 5, batching: bool = True, model_name: str = "model",
-               warm_up: bool = True):
+               warm_up: bool = True, adaptive_wait: bool = True):
     """The FastAPI app serving ``classifier`` (images arrive as ``(H, W, C)``,
     so its ``data_layout`` must be NHWC). ``size`` resizes every file image to
     ``(H, W)`` (and is the warm-up shape); ``batching=False`` runs each request
-    alone (the naive baseline of ``bench/bench_serve.py``)."""
+    alone (the naive baseline of ``bench/bench_serve.py``). With
+    ``adaptive_wait`` a batch stops waiting for company as soon as no other
+    request is on its way in (a lone request is not delayed by ``max_wait_ms``);
+    without it, every batch waits ``max_wait_ms`` unless it is full."""
     if str(classifier.data_layout).upper() != "NHWC":
         classifier = Classifier(**{**classifier.get_params(), "data_layout": "NHWC"})
     if classifier.on_error != "mark":
@@ -134,13 +137,14 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
         m_batch.observe(n)
         m_forwards.observe(forwards / max(n, 1))
 
-    state: dict[str, Any] = {"ready": False, "runner": None}
+    state: dict[str, Any] = {"ready": False, "runner": None, "receiving": 0}
 
     @asynccontextmanager
     async def lifespan(app):
         runner_cls = Batcher if batching else DirectRunner
         runner = runner_cls(classifier, max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size,
-                            degrade_depth=degrade_depth, degrade_views=degrade_views, on_batch=on_batch)
+                            degrade_depth=degrade_depth, degrade_views=degrade_views, on_batch=on_batch,
+                            expect=(lambda: state["receiving"]) if adaptive_wait else None)
         state["runner"] = runner
         m_queue.set_function(lambda: runner.depth)
         if warm_up and size is not None:
@@ -186,27 +190,17 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
         log.error("unhandled error", exc_info=exc, extra={"fields": {"path": request.url.path}})
         return _error("internal_error", "internal error", 500)
 
-    @app.middleware("http")
-    async def access(request: Request, call_next):
-        t0 = time.perf_counter()
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        request.state.rid = rid
-        try:
-            response = await call_next(request)
-        except Exception:
-            log.exception("request failed", extra={"fields": {"rid": rid, "path": request.url.path}})
-            response = _error("internal_error", "internal error", 500)
-        secs = time.perf_counter() - t0
-        path = request.url.path if request.url.path in KNOWN_PATHS else "other"
-        m_requests.labels(path, str(response.status_code)).inc()
+    def on_done(scope, status: int, secs: float, rid: str) -> None:
+        path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+        m_requests.labels(path, str(status)).inc()
         if path == "/v1/predict":
             m_latency.observe(secs)
-        response.headers["X-Request-Id"] = rid
         if path != "/metrics":
             log.info("request", extra={"fields": {
-                "rid": rid, "method": request.method, "path": request.url.path, "status": response.status_code,
-                "ms": round(secs * 1000, 2), "images": getattr(request.state, "images", None)}})
-        return response
+                "rid": rid, "method": scope["method"], "path": scope["path"], "status": status,
+                "ms": round(secs * 1000, 2), "images": scope.get("state", {}).get("images")}})
+
+    app.add_middleware(_Access, on_done=on_done)
 
     def authorized(request: Request) -> bool:
         if key is None:
@@ -269,6 +263,14 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
             return _error("unauthorized", "missing or wrong API key (send X-API-Key or Authorization: Bearer)")
         if not state["ready"]:
             return _error("not_ready", "the model is not loaded and warmed up yet, or the server is stopping")
+        state["receiving"] += 1
+        try:
+            return await _predict(request, top_k, deadline)
+        finally:
+            if not getattr(request.state, "submitted", False):
+                state["receiving"] = max(0, state["receiving"] - 1)
+
+    async def _predict(request: Request, top_k: int | None, deadline: float):
         k = top_k
         try:
             named = await _read_images(request, limits)
@@ -293,6 +295,8 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
             if not isinstance(a, ImageProblem):
                 groups.setdefault((a.shape, a.dtype.str), []).append(i)
         runner = state["runner"]
+        state["receiving"] = max(0, state["receiving"] - 1)  # on its way in: the batcher need not wait for it
+        request.state.submitted = True
         try:
             futures = [(idx, runner.submit(np.stack([arrays[i] for i in idx]), deadline)) for idx in groups.values()]
         except ServeError as e:
@@ -330,6 +334,34 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
     KNOWN_PATHS = {"/v1/predict", "/v1/policy", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
     app.state.ttakit = state
     return app
+
+
+class _Access:
+    """ASGI middleware: a request id (X-Request-Id), and ``on_done(scope,
+    status, seconds, rid)`` after every HTTP request (metrics, JSON log)."""
+
+    def __init__(self, app, on_done):
+        self.app = app
+        self.on_done = on_done
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        rid = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
+        rid = (rid or uuid.uuid4().hex[:16])[:64]
+        status = [500]
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.on_done(scope, status[0], time.perf_counter() - t0, rid)
 
 
 def _version() -> str:

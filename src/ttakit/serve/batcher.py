@@ -127,7 +127,7 @@ class Batcher:
 
     def __init__(self, classifier: Classifier, *, max_batch: int = 64, max_wait_ms: float = 5.0,
                  queue_size: int = 512, degrade_depth: int | None = None, degrade_views: int = 1,
-                 on_batch=None):
+                 on_batch=None, expect=None):
         if classifier.on_error != "mark":
             classifier = Classifier(**{**classifier.get_params(), "on_error": "mark"})
         self.classifier = classifier
@@ -139,6 +139,9 @@ class Batcher:
         self.degraded = (_degraded_classifier(classifier, degrade_views)
                          if degrade_depth is not None else None)
         self.on_batch = on_batch  #: called (n_images, forward_passes, seconds) after each run
+        #: how many requests are on their way to submit() (being read or decoded); while none are,
+        #: a batch does not wait for company (a lone request is not delayed by max_wait_ms)
+        self.expect = expect
         self._q: collections.deque[_Item] = collections.deque()
         self._pending = 0  # images queued
         self._cv = threading.Condition()
@@ -200,7 +203,8 @@ class Batcher:
                 shape = _kind(self._q[0].images)
                 total = sum(len(it.images) for it in self._q if _kind(it.images) == shape)
                 left = self.max_wait - (time.monotonic() - first_seen)
-                if total >= self.max_batch or left <= 0 or self._closing:
+                if (total >= self.max_batch or left <= 0 or self._closing
+                        or (self.expect is not None and self.expect() <= 0)):
                     break
                 self._cv.wait(left)
             batch, n, keep = [], 0, collections.deque()
@@ -272,7 +276,8 @@ class DirectRunner:
     """The :class:`Batcher` interface with no batching across requests: each
     request runs alone in a thread pool (the naive baseline)."""
 
-    def __init__(self, classifier: Classifier, *, threads: int = 8, queue_size: int = 512, on_batch=None, **_):
+    def __init__(self, classifier: Classifier, *, threads: int = 8, queue_size: int = 512, on_batch=None,
+                 **_batching_options):
         if classifier.on_error != "mark":
             classifier = Classifier(**{**classifier.get_params(), "on_error": "mark"})
         self.classifier = classifier

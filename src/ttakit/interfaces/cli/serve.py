@@ -68,6 +68,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="most images per engine run. Default: 64")
     s.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
                    help="how long the first image of a batch waits for others. Default: 5")
+    s.add_argument("--always-wait", dest="adaptive_wait", action="store_false",
+                   help="every batch waits --max-wait-ms unless full. Default: stop waiting as soon as no other "
+                        "request is on its way in")
     s.add_argument("--queue", type=positive_int, default=512, metavar="N",
                    help="most images waiting; beyond it requests get 503 with Retry-After. Default: 512")
     s.add_argument("--timeout-ms", type=float, default=10000.0, metavar="MS",
@@ -129,7 +132,8 @@ def build_app(args: argparse.Namespace):
                       max_wait_ms=args.max_wait_ms, queue_size=args.queue, timeout_ms=args.timeout_ms,
                       degrade_depth=args.degrade, degrade_views=args.degrade_views,
                       api_key=args.api_key or os.environ.get("TTAKIT_API_KEY") or None, limits=limits,
-                      top_k=args.top_k, batching=args.batching, model_name=args.model)
+                      top_k=args.top_k, batching=args.batching, model_name=args.model,
+                      adaptive_wait=args.adaptive_wait)
 
 
 def app_from_env():
