@@ -1,0 +1,166 @@
+"""``ttakit serve``: an HTTP server predicting images with test-time
+augmentation, batching requests together (FastAPI + uvicorn, the
+``ttakit[serve]`` extra). Parses the options and starts uvicorn; the work is
+:mod:`ttakit.serve`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from ...errors import UsageError
+from .common import Command, add_model_options, load_policy, normalize, positive_int, read_classes
+from .model_data import ZOO
+
+DESCRIPTION = """\
+Serve a model over HTTP with test-time augmentation.
+
+POST /v1/predict takes one or several images (multipart files, or JSON
+{"images": [base64 strings or nested (H, W, C) arrays]}) and answers, per
+image, the label, the class name (zoo models, --classes), the top-k
+probabilities, entropy, view agreement and the policy's id. Images from
+concurrent requests are predicted together (up to --max-batch images, waiting
+at most --max-wait-ms for more), off the event loop. GET /v1/policy, /healthz,
+/readyz, /metrics (Prometheus) and /docs (OpenAPI) are there too. Errors are
+JSON {"error": {"code": ..., "message": ...}}; logs are JSON lines on stderr.
+"""
+
+EPILOG = """\
+examples:
+  ttakit serve zoo:resnet20 --policy "identity + hflip"
+  curl -s -F files=@cat.png http://127.0.0.1:8000/v1/predict
+  ttakit serve model.onnx --policy policy.yaml --classes classes.txt --size 224 --mean 0.485 0.456 0.406 \\
+      --std 0.229 0.224 0.225 --port 8080 --api-key "$KEY"
+"""
+
+#: the CIFAR-10 class names, in label order, for the zoo models
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+ENV = "TTAKIT_SERVE_OPTIONS"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    from ...io import images
+
+    p.add_argument("model", metavar="MODEL",
+                   help="model file (.onnx, TorchScript .pt/.pth/.ts, .keras) or zoo:resnet20 / zoo:resnet32 "
+                        "(the published CIFAR ResNets, from --weights or $TTAKIT_MODELS)")
+    p.add_argument("--policy", "-p", default="identity + hflip", metavar="SPEC_OR_FILE",
+                   help="the views to run: a spec or a policy file (.yaml, .yml, .json). Default: 'identity + hflip'")
+    p.add_argument("--merge", "-m", default=None, metavar="NAME",
+                   help="how to merge the views. Default: the policy file's own, else mean")
+    g = p.add_argument_group("model")
+    add_model_options(g, normalize_default="0, no normalisation (the zoo ResNets use their own)")
+    g.add_argument("--weights", metavar="DIR", default=None,
+                   help="folder of the zoo ResNet checkpoints. Default: $TTAKIT_MODELS")
+    g.add_argument("--device", default=None, metavar="DEVICE", help="cpu, cuda or cuda:N. Default: cpu")
+    g.add_argument("--classes", default=None, metavar="FILE",
+                   help="class names, one per line (the zoo models know theirs)")
+    g.add_argument("--size", nargs="+", default=None, metavar=("H", "W"),
+                   help="resize every image file to H x W. Default: what the model expects (32 32 for the zoo)")
+    g.add_argument("--mode", choices=images.MODES, default="RGB", type=str.upper, help="RGB or L. Default: RGB")
+    s = p.add_argument_group("server")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on. Default: 127.0.0.1 (this machine)")
+    s.add_argument("--port", type=int, default=8000, help="Default: 8000")
+    s.add_argument("--workers", type=positive_int, default=1,
+                   help="server processes, each with its own model and batcher. Default: 1")
+    s.add_argument("--max-batch", type=positive_int, default=64, metavar="N",
+                   help="most images per engine run. Default: 64")
+    s.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
+                   help="how long the first image of a batch waits for others. Default: 5")
+    s.add_argument("--always-wait", dest="adaptive_wait", action="store_false",
+                   help="every batch waits --max-wait-ms unless full. Default: stop waiting as soon as no other "
+                        "request is on its way in")
+    s.add_argument("--queue", type=positive_int, default=512, metavar="N",
+                   help="most images waiting; beyond it requests get 503 with Retry-After. Default: 512")
+    s.add_argument("--timeout-ms", type=float, default=10000.0, metavar="MS",
+                   help="per-request deadline; past it the answer is 504. Default: 10000")
+    s.add_argument("--degrade", type=positive_int, default=None, metavar="DEPTH",
+                   help="when at least DEPTH images wait, run only the first --degrade-views distinct views "
+                        "(responses say degraded: true). Default: never")
+    s.add_argument("--degrade-views", type=positive_int, default=1, metavar="V", help="Default: 1")
+    s.add_argument("--top-k", type=positive_int, default=5, metavar="K",
+                   help="probabilities per image unless the request asks (?top_k=). Default: 5")
+    s.add_argument("--max-request-bytes", type=positive_int, default=16 * 1024 * 1024, metavar="B",
+                   help="Default: 16 MiB")
+    s.add_argument("--max-images", type=positive_int, default=64, metavar="N",
+                   help="images per request. Default: 64")
+    s.add_argument("--max-pixels", type=positive_int, default=4096 * 4096, metavar="P",
+                   help="pixels (H x W) per image. Default: 4096 x 4096")
+    s.add_argument("--api-key", default=None, metavar="KEY",
+                   help="require this key (X-API-Key or Authorization: Bearer) on /v1/*. Default: $TTAKIT_API_KEY, "
+                        "else none")
+    s.add_argument("--no-batching", dest="batching", action="store_false",
+                   help="run each request alone (the naive baseline, for benchmarks)")
+    s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                   help="level of the JSON log lines on stderr. Default: info")
+    p.set_defaults(progress=False)
+
+
+def build_app(args: argparse.Namespace):
+    """The app the options describe (loads the model)."""
+    from ...io.images import parse_size
+    from ...models.loading import load_model_file
+    from ...serve import Limits
+    from ...serve.app import create_app
+    from ...tasks import Classifier
+    from .model_data import load_model
+
+    policy = load_policy(args.policy)
+    classes = read_classes(args.classes) if args.classes else None
+    size = parse_size(args.size)
+    if args.model in ZOO or args.model.startswith("zoo:"):
+        model, options = load_model(args)
+        classes = classes or list(CIFAR10_CLASSES)
+        size = size or (32, 32)
+        if args.device:
+            options["device"] = args.device
+    else:
+        model = load_model_file(args.model, layout=args.model_layout, device=args.device)
+        options = {"output": args.output_kind, "batch_size": args.batch_size}
+        norm = normalize(args.mean, args.std, args.mode)
+        if norm is not None:
+            options["preprocess"] = norm
+        size = size or getattr(model, "expected_size", None)
+    options.pop("progress", None)
+    clf = Classifier(model, policy, args.merge, data_layout="NHWC", classes=classes, on_error="mark", **options)
+    if args.degrade is not None and clf.effective_merge.per_view:
+        raise UsageError("--degrade cannot shorten a policy whose merge has per-view weights")
+    limits = Limits(max_request_bytes=args.max_request_bytes, max_images=args.max_images,
+                    max_pixels=args.max_pixels)
+    return create_app(clf, classes=classes, size=size, mode=args.mode, max_batch=args.max_batch,
+                      max_wait_ms=args.max_wait_ms, queue_size=args.queue, timeout_ms=args.timeout_ms,
+                      degrade_depth=args.degrade, degrade_views=args.degrade_views,
+                      api_key=args.api_key or os.environ.get("TTAKIT_API_KEY") or None, limits=limits,
+                      top_k=args.top_k, batching=args.batching, model_name=args.model,
+                      adaptive_wait=args.adaptive_wait)
+
+
+def app_from_env():
+    """uvicorn's factory for --workers > 1: the options come in $TTAKIT_SERVE_OPTIONS."""
+    from ...serve.app import configure_logging
+
+    args = argparse.Namespace(**json.loads(os.environ[ENV]))
+    configure_logging(args.log_level)
+    return build_app(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from ...serve.app import configure_logging
+    except ImportError as e:
+        raise UsageError(f"ttakit serve needs the serve extra: pip install 'ttakit[serve]' ({e})") from None
+    configure_logging(args.log_level)
+    uv = dict(host=args.host, port=args.port, log_level="warning", access_log=False, timeout_graceful_shutdown=60)
+    if args.workers > 1:
+        os.environ[ENV] = json.dumps({k: v for k, v in vars(args).items() if not k.startswith("_")})
+        uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers, **uv)
+    else:
+        uvicorn.run(build_app(args), **uv)
+    return 0
+
+
+COMMAND = Command("serve", "serve a model over HTTP with test-time augmentation and request batching",
+                  configure=configure, run=run, description=DESCRIPTION, epilog=EPILOG)

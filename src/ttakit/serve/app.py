@@ -1,0 +1,497 @@
+"""The HTTP server: a FastAPI app around a :class:`~ttakit.Classifier`.
+
+    app = create_app(Classifier(model, "identity + hflip", data_layout="NHWC"), classes=names, size=(32, 32))
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+``POST /v1/predict`` takes one or several images (multipart files, or JSON
+``{"images": [...]}`` with base64 strings or nested arrays) and answers, per
+image, the label, the class name when known, the top-k probabilities, the
+entropy and view agreement, and the policy's id. Images from many requests
+are predicted together by a :class:`~ttakit.serve.batcher.Batcher` thread,
+off the event loop. Every failure is a JSON body ``{"error": {"code",
+"message"}}`` with a stable ``code`` (:data:`ERROR_CODES`); an image that
+cannot be used fails only itself (its entry carries the error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import math
+import sys
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import schema
+from ..tasks import Classifier
+from .batcher import Batcher, DirectRunner, ServeError, prefix_policy
+from .decode import ImageProblem, Limits, decode_array, decode_base64, decode_bytes
+
+#: every error code a response can carry, with its HTTP status
+ERROR_CODES = {
+    "unauthorized": 401, "not_found": 404, "method_not_allowed": 405,
+    "request_too_large": 413, "too_many_images": 413, "image_too_large": 413,
+    "unsupported_media_type": 415,
+    "invalid_request": 422, "no_images": 422, "invalid_image": 422,
+    "internal_error": 500, "model_error": 500,
+    "overloaded": 503, "shutting_down": 503, "not_ready": 503,
+    "deadline_exceeded": 504,
+}
+
+log = logging.getLogger("ttakit.serve")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, message and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": round(record.created, 3), "level": record.levelname.lower(), "msg": record.getMessage()}
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: str = "info") -> None:
+    """JSON lines on stderr for the ``ttakit.serve`` logger."""
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(JsonFormatter())
+    log.handlers[:] = [h]
+    log.setLevel(level.upper())
+    log.propagate = False
+
+
+def policy_id(classifier: Classifier) -> str:
+    """A stable short hash of what the classifier runs: its distinct views,
+    their weights and the merge."""
+    d = classifier.run_policy.to_dict()
+    d.pop("source", None)
+    d["merge"] = classifier.effective_merge.to_dict()
+    text = json.dumps(d, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _error(code: str, message: str, status: int | None = None, headers: dict | None = None, details=None):
+    body: dict[str, Any] = {"error": {"code": code, "message": message}}
+    if details:
+        body["error"]["details"] = details
+    return JSONResponse(body, status_code=status or ERROR_CODES.get(code, 500), headers=headers)
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | None = None, mode: str = "RGB",
+               max_batch: int = 64, max_wait_ms: float = 5.0, queue_size: int = 512, timeout_ms: float = 10000,
+               degrade_depth: int | None = None, degrade_views: int = 1, api_key: str | None = None,
+               limits: Limits | None = None, top_k: int = 5, batching: bool = True, model_name: str = "model",
+               warm_up: bool = True, adaptive_wait: bool = True):
+    """The FastAPI app serving ``classifier`` (images arrive as ``(H, W, C)``,
+    so its ``data_layout`` must be NHWC). ``size`` resizes every file image to
+    ``(H, W)`` (and is the warm-up shape); ``batching=False`` runs each request
+    alone (the naive baseline of ``bench/bench_serve.py``). With
+    ``adaptive_wait`` a batch stops waiting for company as soon as no other
+    request is on its way in (a lone request is not delayed by ``max_wait_ms``);
+    without it, every batch waits ``max_wait_ms`` unless it is full."""
+    if str(classifier.data_layout).upper() != "NHWC":
+        classifier = Classifier(**{**classifier.get_params(), "data_layout": "NHWC"})
+    if classifier.on_error != "mark":
+        classifier = Classifier(**{**classifier.get_params(), "on_error": "mark"})
+    limits = limits or Limits()
+    classes = list(classes) if classes is not None else (list(classifier.classes) if classifier.classes else None)
+    pid = policy_id(classifier)
+    run_policy = classifier.run_policy
+    merge = classifier.effective_merge
+    key = api_key.encode() if api_key else None
+    channels = 1 if mode == "L" else 3
+    default_k = top_k
+
+    reg = CollectorRegistry()
+    m_requests = Counter("ttakit_requests", "HTTP requests by path and status", ["path", "status"], registry=reg)
+    m_latency = Histogram("ttakit_request_seconds", "request latency (predict)", registry=reg,
+                          buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+    m_batch = Histogram("ttakit_batch_images", "images per engine run", registry=reg,
+                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+    m_forwards = Histogram("ttakit_forward_passes_per_input", "forward passes per input image, per engine run",
+                           registry=reg, buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))
+    m_images = Counter("ttakit_images", "images by outcome", ["outcome"], registry=reg)
+    m_queue = Gauge("ttakit_queue_depth", "images waiting to be batched", registry=reg)
+    m_degraded = Counter("ttakit_degraded_responses", "requests answered with the shorter policy", registry=reg)
+
+    def on_batch(n, forwards, secs):
+        m_batch.observe(n)
+        m_forwards.observe(forwards / max(n, 1))
+
+    state: dict[str, Any] = {"ready": False, "runner": None, "receiving": 0}
+
+    @asynccontextmanager
+    async def lifespan(app):
+        runner_cls = Batcher if batching else DirectRunner
+        runner = runner_cls(classifier, max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size,
+                            degrade_depth=degrade_depth, degrade_views=degrade_views, on_batch=on_batch,
+                            expect=(lambda: state["receiving"]) if adaptive_wait else None)
+        state["runner"] = runner
+        m_queue.set_function(lambda: runner.depth)
+        if warm_up and size is not None:
+            t0 = time.perf_counter()
+            await run_in_threadpool(runner.warm_up, (*size, channels))
+            log.info("warmed up", extra={"fields": {"seconds": round(time.perf_counter() - t0, 3)}})
+        state["ready"] = True
+        log.info("ready", extra={"fields": {"model": model_name, "policy_id": pid, "views": len(run_policy),
+                                            "batching": batching, "max_batch": max_batch,
+                                            "max_wait_ms": max_wait_ms, "queue": queue_size}})
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            log.info("shutting down: finishing queued requests")
+            await run_in_threadpool(runner.close)
+            log.info("stopped")
+
+    app = FastAPI(title="ttakit serve", version=_version(), lifespan=lifespan,
+                  description="Test-time augmentation for an image classifier, with cross-request micro-batching. "
+                              "Every error is `{\"error\": {\"code\": ..., \"message\": ...}}` with a stable code.")
+    err_responses = {s: {"model": schema.ErrorBody, "description": d} for s, d in (
+        (401, "missing or wrong API key"), (413, "request, image count or image too large"),
+        (415, "not multipart/form-data or application/json"), (422, "invalid request or images"),
+        (500, "internal error"), (503, "overloaded (see Retry-After) or shutting down"),
+        (504, "deadline exceeded"))}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc):
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
+                415: "unsupported_media_type"}.get(exc.status_code, "invalid_request")
+        return _error(code, str(exc.detail), exc.status_code, getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc):
+        errs = exc.errors()
+        where = ".".join(str(p) for p in errs[0].get("loc", ())) if errs else ""
+        msg = errs[0].get("msg", "invalid request") if errs else "invalid request"
+        return _error("invalid_request", f"{where}: {msg}" if where else msg, 422)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request, exc):
+        log.error("unhandled error", exc_info=exc, extra={"fields": {"path": request.url.path}})
+        return _error("internal_error", "internal error", 500)
+
+    def on_done(scope, status: int, secs: float, rid: str) -> None:
+        path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+        m_requests.labels(path, str(status)).inc()
+        if path == "/v1/predict":
+            m_latency.observe(secs)
+        if path != "/metrics":
+            log.info("request", extra={"fields": {
+                "rid": rid, "method": scope["method"], "path": scope["path"], "status": status,
+                "ms": round(secs * 1000, 2), "images": scope.get("state", {}).get("images")}})
+
+    app.add_middleware(_Access, on_done=on_done)
+
+    def authorized(request: Request) -> bool:
+        if key is None:
+            return True
+        given = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if given is None and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        return hmac.compare_digest((given or "").encode(), key)
+
+    @app.get("/healthz", response_model=schema.Health, tags=["operations"])
+    async def healthz():
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=schema.Health, responses={503: {"model": schema.ErrorBody}},
+             tags=["operations"])
+    async def readyz():
+        """The model is loaded and warmed up, and the server takes requests."""
+        if not state["ready"]:
+            return _error("not_ready", "the model is not loaded and warmed up yet, or the server is stopping")
+        return {"status": "ready"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics():
+        return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/policy", response_model=schema.PolicyInfo, responses={401: err_responses[401]}, tags=["predict"])
+    async def get_policy(request: Request):
+        """The policy the server runs: its id, spec, distinct views, weights and merge."""
+        if not authorized(request):
+            return _error("unauthorized", "missing or wrong API key (send X-API-Key or Authorization: Bearer)")
+        runner = state["runner"]
+        degrade = None
+        if degrade_depth is not None:
+            degrade = {"queue_depth": degrade_depth,
+                       "spec": prefix_policy(run_policy, degrade_views).spec}
+        return {
+            "policy_id": pid, "spec": run_policy.spec, "views": [repr(v) for v in run_policy.views],
+            "weights": [float(w) for w in run_policy.weights], "merge": repr(merge),
+            "forward_passes_per_input": len(run_policy), "description": run_policy.describe(),
+            "classes": classes, "input": {"size": list(size) if size else None, "mode": mode},
+            "limits": {"max_request_bytes": limits.max_request_bytes, "max_images": limits.max_images,
+                       "max_pixels": limits.max_pixels},
+            "batching": {"enabled": batching, "max_batch": max_batch, "max_wait_ms": max_wait_ms,
+                         "queue": queue_size, "timeout_ms": timeout_ms,
+                         "queue_depth": runner.depth if runner is not None else 0},
+            "degrade": degrade, "model": model_name,
+        }
+
+    @app.post("/v1/predict", response_model=schema.PredictResponse, responses=err_responses, tags=["predict"],
+              openapi_extra={"requestBody": schema.REQUEST_BODY})
+    async def predict(request: Request,
+                      top_k: int | None = Query(None, ge=1, le=1000,
+                                                description=f"probabilities per image (default {top_k})")):
+        """Predict one or several images with test-time augmentation."""
+        t_start = time.monotonic()
+        deadline = t_start + timeout_ms / 1000.0
+        if not authorized(request):
+            return _error("unauthorized", "missing or wrong API key (send X-API-Key or Authorization: Bearer)")
+        if not state["ready"]:
+            return _error("not_ready", "the model is not loaded and warmed up yet, or the server is stopping")
+        state["receiving"] += 1
+        try:
+            return await _predict(request, top_k, deadline)
+        finally:
+            if not getattr(request.state, "submitted", False):
+                state["receiving"] = max(0, state["receiving"] - 1)
+
+    async def _predict(request: Request, top_k: int | None, deadline: float):
+        k = top_k
+        try:
+            named = await _read_images(request, limits)
+        except ServeError as e:
+            return _error(e.code, str(e), e.status, e.headers)
+        if isinstance(named, tuple):  # (entries, k from the body)
+            named, body_k = named
+            k = k or body_k
+        k = k or default_k
+        request.state.images = len(named)
+        arrays = await run_in_threadpool(_decode_all, named, limits, mode, size)
+        problems = {i: a for i, a in enumerate(arrays) if isinstance(a, ImageProblem)}
+        if len(problems) == len(arrays):
+            first = problems[0]
+            details = [{"index": i, "name": named[i][0], "code": p.code, "message": p.message}
+                       for i, p in problems.items()]
+            return _error(first.code, first.message if len(arrays) == 1 else
+                          f"none of the {len(arrays)} images could be used; first: {first.message}",
+                          first.status, details=details)
+        groups: dict[tuple, list[int]] = {}
+        for i, a in enumerate(arrays):
+            if not isinstance(a, ImageProblem):
+                groups.setdefault((a.shape, a.dtype.str), []).append(i)
+        runner = state["runner"]
+        state["receiving"] = max(0, state["receiving"] - 1)  # on its way in: the batcher need not wait for it
+        request.state.submitted = True
+        try:
+            futures = [(idx, runner.submit(np.stack([arrays[i] for i in idx]), deadline)) for idx in groups.values()]
+        except ServeError as e:
+            return _error(e.code, str(e), e.status, e.headers)
+        try:
+            results = await asyncio.wait_for(
+                asyncio.gather(*(asyncio.wrap_future(f) for _, f in futures)),
+                timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            for _, f in futures:
+                f.cancel()
+            return _error("deadline_exceeded", f"no answer within the server's deadline of {timeout_ms:g} ms", 504)
+        except ServeError as e:
+            return _error(e.code, str(e), e.status, e.headers)
+        out: list[dict] = [None] * len(arrays)  # type: ignore[list-item]
+        degraded = False
+        views = len(run_policy)
+        for (idx, _), b in zip(futures, results):
+            degraded |= b.degraded
+            views = min(views, b.views)
+            for j, i in enumerate(idx):
+                out[i] = _prediction(i, named[i][0], b, j, k, classes, pid)
+        for i, p in problems.items():
+            out[i] = {"index": i, "name": named[i][0], "policy_id": pid,
+                      "error": {"code": p.code, "message": p.message}}
+        failed = sum(1 for o in out if "error" in o)
+        m_images.labels("predicted").inc(len(out) - failed)
+        if failed:
+            m_images.labels("failed").inc(failed)
+        if degraded:
+            m_degraded.inc()
+        return JSONResponse({"model": model_name, "policy_id": pid, "views": views, "degraded": degraded,
+                             "failed": failed, "predictions": out})
+
+    KNOWN_PATHS = {"/v1/predict", "/v1/policy", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
+    app.state.ttakit = state
+    return app
+
+
+class _Access:
+    """ASGI middleware: a request id (X-Request-Id), and ``on_done(scope,
+    status, seconds, rid)`` after every HTTP request (metrics, JSON log)."""
+
+    def __init__(self, app, on_done):
+        self.app = app
+        self.on_done = on_done
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        rid = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
+        rid = (rid or uuid.uuid4().hex[:16])[:64]
+        status = [500]
+
+        async def send_with_id(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.on_done(scope, status[0], time.perf_counter() - t0, rid)
+
+
+def _version() -> str:
+    from ..version import __version__
+
+    return __version__
+
+
+def _prediction(i: int, name: str, b, j: int, k: int, classes, pid: str) -> dict:
+    base = {"index": i, "name": name, "policy_id": pid}
+    if b.failed[j]:
+        return {**base, "error": {"code": "invalid_image", "message": f"image {name}: {b.errors.get(j, 'failed')}"}}
+    probs = b.probs[j]
+    kk = min(k, probs.shape[-1])
+    top = np.argsort(-probs, kind="stable")[:kk]
+    label = int(b.labels[j])
+    entry = {**base, "label": label,
+             "top_k": [{"label": int(c), "prob": float(probs[c]),
+                        **({"class": classes[c]} if classes and c < len(classes) else {})} for c in top],
+             "entropy": _finite(b.entropy[j]), "agreement": _finite(b.agreement[j]),
+             "views": b.views, "degraded": b.degraded}
+    if classes and label < len(classes):
+        entry["class"] = classes[label]
+    return entry
+
+
+def _decode_all(named, limits: Limits, mode: str, size):
+    out = []
+    for name, kind, value in named:
+        if kind == "bytes":
+            out.append(decode_bytes(value, name, limits, mode, size))
+        elif kind == "base64":
+            out.append(decode_base64(value, name, limits, mode, size))
+        else:
+            out.append(decode_array(value, name, limits, mode, size))
+    return out
+
+
+async def _read_body(request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None:
+        try:
+            if int(length) > limit:
+                raise ServeError(f"the request is {int(length)} bytes, more than the {limit} allowed",
+                                 code="request_too_large", status=413)
+        except ValueError:
+            raise ServeError("bad Content-Length header", code="invalid_request", status=422) from None
+    chunks, n = [], 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > limit:
+            raise ServeError(f"the request is more than the {limit} bytes allowed", code="request_too_large",
+                             status=413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _read_images(request, limits: Limits):
+    """``[(name, kind, value)]`` (kind: bytes, base64 or array) from a
+    multipart or JSON body, and the body's ``top_k`` when it has one."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ("multipart/form-data", "application/json"):
+        raise ServeError(f"send multipart/form-data (image files) or application/json ({{\"images\": [...]}}), "
+                         f"not {ctype or 'a body without Content-Type'}", code="unsupported_media_type", status=415)
+    body = await _read_body(request, limits.max_request_bytes)
+    body_k = None
+    if ctype == "application/json":
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ServeError(f"the body is not valid JSON ({e})", code="invalid_request", status=422) from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+            raise ServeError('the JSON body must be an object with an "images" list', code="invalid_request",
+                             status=422)
+        if "top_k" in doc:
+            tk = doc["top_k"]
+            if isinstance(tk, bool) or not isinstance(tk, int) or not 1 <= tk <= 1000:
+                raise ServeError('"top_k" must be an integer from 1 to 1000', code="invalid_request", status=422)
+            body_k = tk
+        items = doc["images"]
+        names = doc.get("names")
+        if names is not None and (not isinstance(names, list) or len(names) != len(items)
+                                  or not all(isinstance(s, str) for s in names)):
+            raise ServeError('"names", when given, must be a list of strings, one per image',
+                             code="invalid_request", status=422)
+        _check_count(len(items), limits)
+        named = []
+        for i, v in enumerate(items):
+            name = repr(names[i]) if names else f"#{i}"
+            named.append((name, "base64" if isinstance(v, str) else "array", v))
+        return named, body_k
+    form_request = _replay(request, body)
+    try:
+        form = await form_request.form(max_files=limits.max_images + 1, max_fields=100)
+    except Exception as e:  # multipart parse errors (starlette raises its own types)
+        raise ServeError(f"the multipart body cannot be parsed ({type(e).__name__}: {str(e)[:200]})",
+                         code="invalid_request", status=422) from None
+    named = []
+    for field, value in form.multi_items():
+        if hasattr(value, "read"):  # an uploaded file
+            data = await value.read()
+            named.append((repr(value.filename or field), "bytes", data))
+        elif field == "top_k":
+            try:
+                body_k = int(value)
+            except ValueError:
+                body_k = 0
+            if not 1 <= body_k <= 1000:
+                raise ServeError('"top_k" must be an integer from 1 to 1000', code="invalid_request", status=422)
+    _check_count(len(named), limits)
+    return named, body_k
+
+
+def _check_count(n: int, limits: Limits) -> None:
+    if n == 0:
+        raise ServeError("the request has no images", code="no_images", status=422)
+    if n > limits.max_images:
+        raise ServeError(f"the request has {n} images, more than the {limits.max_images} allowed",
+                         code="too_many_images", status=413)
+
+
+def _replay(request, body: bytes):
+    """A Request whose body is ``body`` (already read, bounded)."""
+    sent = False
+
+    async def receive():
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return Request(request.scope, receive)

@@ -1,0 +1,325 @@
+"""Cross-request micro-batching: many requests, one run of the engine.
+
+A :class:`Batcher` owns a bounded queue and one thread. Requests
+:meth:`~Batcher.submit` their images (a uint8 ``(n, H, W, C)`` array) and get
+a :class:`concurrent.futures.Future`; the thread takes the oldest request,
+gathers more of the same image size until ``max_batch`` images are waiting
+or ``max_wait_ms`` has passed since it took the first, runs them through the
+:class:`~ttakit.Classifier` in ONE call, and splits the result back to each
+request's future. The model therefore runs off the server's event loop, and
+one slow or bad request never blocks the loop.
+
+* Overload: a request that would push the queue beyond ``queue_size``
+  images fails at once with :class:`Overloaded` (HTTP 503 + Retry-After).
+* Deadlines: a request still queued when its deadline passes fails with
+  :class:`DeadlineExceeded` (504) and is never run.
+* Degrading: with ``degrade_depth`` set, a batch taken while at least that
+  many images wait behind it runs a shorter prefix of the policy's distinct
+  views (``degrade_views`` of them); its results say so.
+
+:class:`DirectRunner` has the same interface without any batching (each
+request runs alone, in a thread pool): the naive baseline of the benchmark.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import TTAKitError
+from ..policy import Policy
+from ..tasks import Classifier
+
+
+class ServeError(TTAKitError):
+    """A request the server cannot answer; ``code`` and ``status`` are what
+    the HTTP error body and status carry."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str, code: str | None = None, status: int | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.headers = headers or {}
+
+
+class Overloaded(ServeError):
+    code, status = "overloaded", 503
+
+
+class DeadlineExceeded(ServeError):
+    code, status = "deadline_exceeded", 504
+
+
+class ShuttingDown(ServeError):
+    code, status = "shutting_down", 503
+
+
+@dataclass
+class Batch:
+    """What one request gets back: its rows of the run's result."""
+
+    probs: np.ndarray          #: (n, C); NaN rows for failed inputs
+    labels: np.ndarray         #: (n,)
+    entropy: np.ndarray
+    agreement: np.ndarray
+    failed: np.ndarray         #: (n,) bool
+    errors: dict               #: index within the request -> message
+    views: int                 #: distinct views run
+    degraded: bool             #: a shorter prefix of the policy was run
+    batch_images: int          #: images in the engine run this request shared
+    queue_seconds: float = 0.0
+    model_seconds: float = 0.0
+
+
+@dataclass
+class _Item:
+    images: np.ndarray
+    deadline: float
+    future: Future
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+def prefix_policy(policy: Policy, n_views: int) -> Policy:
+    """The first ``n_views`` distinct views of ``policy`` with their weights
+    (a merge tied to particular views is dropped; others are kept)."""
+    u = policy.unique()
+    n = max(1, min(int(n_views), len(u)))
+    merge = u.merge if u.merge is not None and not u.merge.per_view else None
+    return Policy(u.views[:n], u.weights[:n], merge=merge, inputs=u.inputs)
+
+
+def _degraded_classifier(clf: Classifier, n_views: int) -> Classifier:
+    merge = clf.effective_merge
+    return Classifier(**{**clf.get_params(), "policy": prefix_policy(clf.run_policy, n_views),
+                         "merge": None if merge.per_view else merge})
+
+
+def _kind(images: np.ndarray) -> tuple:
+    """Requests batch together when their images have the same shape and dtype."""
+    return images.shape[1:], images.dtype
+
+
+class _Stats:
+    """Counters the server's /metrics reads (plain numbers, thread-safe enough
+    for monitoring: each is written by one thread)."""
+
+    def __init__(self):
+        self.batches = 0
+        self.images = 0
+        self.forward_passes = 0
+
+
+class Batcher:
+    """See the module docstring. ``classifier`` must use ``on_error="mark"``
+    so that one bad input fails only itself (it is copied with that setting
+    otherwise)."""
+
+    def __init__(self, classifier: Classifier, *, max_batch: int = 64, max_wait_ms: float = 5.0,
+                 queue_size: int = 512, degrade_depth: int | None = None, degrade_views: int = 1,
+                 on_batch=None, expect=None):
+        if classifier.on_error != "mark":
+            classifier = Classifier(**{**classifier.get_params(), "on_error": "mark"})
+        self.classifier = classifier
+        self.max_batch = max(1, int(max_batch))
+        self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
+        self.queue_size = max(1, int(queue_size))
+        self.degrade_depth = degrade_depth
+        self.views = len(classifier.run_policy)
+        self.degraded = (_degraded_classifier(classifier, degrade_views)
+                         if degrade_depth is not None else None)
+        self.on_batch = on_batch  #: called (n_images, forward_passes, seconds) after each run
+        #: how many requests are on their way to submit() (being read or decoded); while none are,
+        #: a batch does not wait for company (a lone request is not delayed by max_wait_ms)
+        self.expect = expect
+        self._q: collections.deque[_Item] = collections.deque()
+        self._pending = 0  # images queued
+        self._cv = threading.Condition()
+        self._closing = False
+        self._running = 0  # images being run now
+        self.stats = _Stats()
+        self._thread = threading.Thread(target=self._loop, name="ttakit-batcher", daemon=True)
+        self._thread.start()
+
+    # -- the request side ---------------------------------------------------------------
+    @property
+    def depth(self) -> int:
+        """Images waiting in the queue."""
+        return self._pending
+
+    def submit(self, images: np.ndarray, deadline: float) -> Future:
+        """Queue ``images`` (uint8 or float ``(n, H, W, C)``) to be predicted
+        before ``deadline`` (a :func:`time.monotonic` time)."""
+        n = len(images)
+        with self._cv:
+            if self._closing:
+                raise ShuttingDown("the server is shutting down", headers={"Retry-After": "1"})
+            if self._pending + n > self.queue_size:
+                raise Overloaded(f"the queue is full ({self._pending} images waiting, at most {self.queue_size}); "
+                                 f"retry shortly", headers={"Retry-After": "1"})
+            item = _Item(images, deadline, Future())
+            self._q.append(item)
+            self._pending += n
+            self._cv.notify()
+        return item.future
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Stop taking requests, finish those queued, stop the thread."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        self._thread.join(timeout)
+
+    def warm_up(self, shape: tuple[int, ...]) -> None:
+        """Run one blank input of ``shape`` ``(H, W, C)`` through every
+        classifier the batcher uses (first calls allocate and compile)."""
+        blank = np.zeros((1, *shape), np.uint8)
+        for clf in (self.classifier, self.degraded):
+            if clf is not None:
+                clf.run(blank)
+
+    # -- the batching thread -----------------------------------------------------------------
+    def _take(self) -> tuple[list[_Item], int] | None:
+        """The next batch: items of one image shape, up to max_batch images
+        (a request larger than max_batch goes alone), and the queue depth
+        behind it. None when closing with nothing left."""
+        with self._cv:
+            while not self._q:
+                if self._closing:
+                    return None
+                self._cv.wait()
+            first_seen = time.monotonic()
+            while True:
+                shape = _kind(self._q[0].images)
+                total = sum(len(it.images) for it in self._q if _kind(it.images) == shape)
+                left = self.max_wait - (time.monotonic() - first_seen)
+                if (total >= self.max_batch or left <= 0 or self._closing
+                        or (self.expect is not None and self.expect() <= 0)):
+                    break
+                self._cv.wait(left)
+            batch, n, keep = [], 0, collections.deque()
+            while self._q:
+                it = self._q.popleft()
+                if _kind(it.images) == shape and (not batch or n + len(it.images) <= self.max_batch):
+                    batch.append(it)
+                    n += len(it.images)
+                else:
+                    keep.append(it)
+            keep.extend(self._q)
+            self._q = keep
+            self._pending -= n
+            return batch, self._pending
+
+    def _loop(self) -> None:
+        while True:
+            taken = self._take()
+            if taken is None:
+                return
+            items, behind = taken
+            now = time.monotonic()
+            live = []
+            for it in items:
+                if not it.future.set_running_or_notify_cancel():
+                    continue  # the request gave up (its deadline passed on the server side)
+                if now >= it.deadline:
+                    it.future.set_exception(DeadlineExceeded(
+                        f"the request waited {now - it.enqueued:.3f} s in the queue, past its deadline"))
+                    continue
+                live.append(it)
+            if not live:
+                continue
+            degraded = self.degraded is not None and behind >= self.degrade_depth
+            clf = self.degraded if degraded else self.classifier
+            x = live[0].images if len(live) == 1 else np.concatenate([it.images for it in live])
+            t0 = time.perf_counter()
+            try:
+                res = clf.run(x)
+            except Exception as e:  # the model failed for the whole batch: every request in it fails
+                err = e if isinstance(e, ServeError) else ServeError(
+                    f"the model failed: {e}", code="model_error", status=500)
+                for it in live:
+                    it.future.set_exception(err)
+                continue
+            secs = time.perf_counter() - t0
+            views = len(res.views)
+            self.stats.batches += 1
+            self.stats.images += len(x)
+            self.stats.forward_passes += res.forward_passes
+            if self.on_batch is not None:
+                try:
+                    self.on_batch(len(x), res.forward_passes, secs)
+                except Exception:  # metrics must never break predictions
+                    pass
+            start = 0
+            for it in live:
+                n = len(it.images)
+                sl = slice(start, start + n)
+                errs = {i - start: msg for i, msg in res.errors.items() if start <= i < start + n}
+                it.future.set_result(Batch(
+                    probs=res.probs[sl], labels=res.labels[sl], entropy=res.entropy[sl],
+                    agreement=res.agreement[sl], failed=res.failed[sl], errors=errs, views=views,
+                    degraded=degraded, batch_images=len(x), queue_seconds=now - it.enqueued, model_seconds=secs))
+                start += n
+
+
+class DirectRunner:
+    """The :class:`Batcher` interface with no batching across requests: each
+    request runs alone in a thread pool (the naive baseline)."""
+
+    def __init__(self, classifier: Classifier, *, threads: int = 8, queue_size: int = 512, on_batch=None,
+                 **_batching_options):
+        if classifier.on_error != "mark":
+            classifier = Classifier(**{**classifier.get_params(), "on_error": "mark"})
+        self.classifier = classifier
+        self.views = len(classifier.run_policy)
+        self.degraded = None
+        self.queue_size = queue_size
+        self.on_batch = on_batch
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ttakit-direct")
+        self._pending = 0
+        self._lock = threading.Lock()
+        self.stats = _Stats()
+
+    @property
+    def depth(self) -> int:
+        return self._pending
+
+    def submit(self, images: np.ndarray, deadline: float) -> Future:
+        with self._lock:
+            if self._pending + len(images) > self.queue_size:
+                raise Overloaded("too many requests in flight; retry shortly", headers={"Retry-After": "1"})
+            self._pending += len(images)
+        return self._pool.submit(self._run, images, time.monotonic())
+
+    def _run(self, images, enqueued) -> Batch:
+        try:
+            t0 = time.perf_counter()
+            res = self.classifier.run(images)
+            secs = time.perf_counter() - t0
+        finally:
+            with self._lock:
+                self._pending -= len(images)
+        self.stats.batches += 1
+        self.stats.images += len(images)
+        self.stats.forward_passes += res.forward_passes
+        if self.on_batch is not None:
+            self.on_batch(len(images), res.forward_passes, secs)
+        return Batch(probs=res.probs, labels=res.labels, entropy=res.entropy, agreement=res.agreement,
+                     failed=res.failed, errors=dict(res.errors), views=len(res.views), degraded=False,
+                     batch_images=len(images), queue_seconds=t0 - enqueued, model_seconds=secs)
+
+    def warm_up(self, shape) -> None:
+        self.classifier.run(np.zeros((1, *shape), np.uint8))
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        self._pool.shutdown(wait=True)

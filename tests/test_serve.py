@@ -1,0 +1,243 @@
+"""``ttakit serve`` end to end: a REAL uvicorn process on 127.0.0.1 (free
+port), talked to over HTTP. Every request is bounded in number and time."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+for _mod in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx"):
+    pytest.importorskip(_mod, reason=f"the server tests need the serve extra and httpx ({_mod} is missing): "
+                                     "pip install 'ttakit[serve]' httpx")
+
+import httpx  # noqa: E402
+
+from serve_support import Server, images, png_bytes, tiny_model_file  # noqa: E402
+from ttakit import Classifier  # noqa: E402
+from ttakit.models.loading import load_model_file  # noqa: E402
+
+pytestmark = pytest.mark.xdist_group("serve")
+POLICY = "identity + hflip"
+ERROR_KEYS = {"code", "message"}
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return tiny_model_file(tmp_path_factory.mktemp("serve-model"))
+
+
+@pytest.fixture(scope="module")
+def reference(model_path):
+    clf = Classifier(load_model_file(str(model_path)), POLICY, data_layout="NHWC")
+    return clf.predict_proba
+
+
+def running(model_path, tmp_path_factory, name, *args):
+    s = Server(str(model_path), "--policy", POLICY, "--size", "32", *args,
+               log=tmp_path_factory.mktemp("serve-log") / f"{name}.log")
+    try:
+        yield s.wait_ready()
+    finally:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def server(model_path, tmp_path_factory):
+    yield from running(model_path, tmp_path_factory, "server", "--top-k", "3", "--max-images", "8",
+                       "--max-pixels", "4096", "--max-request-bytes", "300000")
+
+
+@pytest.fixture(scope="module")
+def slow_server(model_path, tmp_path_factory):
+    """Requests may wait only 1 ms for their answer; the queue holds 4
+    images; an API key is required."""
+    yield from running(model_path, tmp_path_factory, "slow", "--queue", "4", "--timeout-ms", "1",
+                       "--api-key", "s3cret")
+
+
+def files(imgs, names=None):
+    return [("files", (names[i] if names else f"img{i}.png", png_bytes(im), "image/png")) for i, im in enumerate(imgs)]
+
+
+def probs_of(entry, c=10):
+    p = np.full(c, np.nan, np.float32)
+    for t in entry["top_k"]:
+        p[t["label"]] = t["prob"]
+    return p
+
+
+def assert_error(r, status, code):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and ERROR_KEYS <= set(body["error"]), body
+    assert body["error"]["code"] == code, body
+    return body["error"]
+
+
+def test_operations_and_policy(server):
+    assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(server.url + "/readyz").json() == {"status": "ready"}
+    pol = httpx.get(server.url + "/v1/policy").json()
+    assert pol["spec"] == POLICY and pol["views"] == ["identity", "hflip"] and pol["forward_passes_per_input"] == 2
+    assert len(pol["policy_id"]) == 16 and pol["merge"] == "mean"
+    assert httpx.get(server.url + "/docs").status_code == 200
+    assert "/v1/predict" in httpx.get(server.url + "/openapi.json").json()["paths"]
+    m = httpx.get(server.url + "/metrics").text
+    for name in ("ttakit_requests_total", "ttakit_request_seconds_bucket", "ttakit_batch_images_bucket",
+                 "ttakit_forward_passes_per_input_bucket", "ttakit_queue_depth"):
+        assert name in m
+    assert_error(httpx.get(server.url + "/nowhere"), 404, "not_found")
+    assert_error(httpx.get(server.url + "/v1/predict"), 405, "method_not_allowed")
+
+
+def test_predict_files_base64_and_arrays(server, reference):
+    x = images(3, seed=1)
+    want = reference(x)
+    r = httpx.post(server.url + "/v1/predict", files=files(x[:1]), timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    pid = httpx.get(server.url + "/v1/policy").json()["policy_id"]
+    e = body["predictions"][0]
+    assert body["policy_id"] == e["policy_id"] == pid and body["failed"] == 0 and not body["degraded"]
+    assert e["name"] == "'img0.png'" and e["label"] == int(want[0].argmax()) and len(e["top_k"]) == 3
+    assert e["views"] == 2 and 0 <= e["entropy"] and 0 <= e["agreement"] <= 1
+    b64 = [base64.b64encode(png_bytes(im)).decode() for im in x]
+    r = httpx.post(server.url + "/v1/predict?top_k=10",
+                   json={"images": [b64[0], "data:image/png;base64," + b64[1], x[2].tolist()],
+                         "names": ["a", "b", "c"]}, timeout=30)
+    assert r.status_code == 200, r.text
+    got = np.stack([probs_of(p) for p in r.json()["predictions"]])
+    np.testing.assert_array_equal(got, want)
+    assert [p["name"] for p in r.json()["predictions"]] == ["'a'", "'b'", "'c'"]
+    floats = (x[:1].astype(np.float32) / 255)
+    r = httpx.post(server.url + "/v1/predict", json={"images": floats.tolist(), "top_k": 10}, timeout=30)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(probs_of(r.json()["predictions"][0]), want[0], atol=1e-6)
+
+
+def test_one_bad_image_in_eight_fails_only_itself(server, reference):
+    x = images(8, seed=2)
+    parts = files(x)
+    parts[3] = ("files", ("broken.png", b"\x89PNG\r\n\x1a\n this is not a png", "image/png"))
+    r = httpx.post(server.url + "/v1/predict?top_k=10", files=parts, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["failed"] == 1
+    bad = body["predictions"][3]
+    assert bad["error"]["code"] == "invalid_image" and "broken.png" in bad["error"]["message"] and "label" not in bad
+    good = [i for i in range(8) if i != 3]
+    np.testing.assert_array_equal(np.stack([probs_of(body["predictions"][i]) for i in good]), reference(x[good]))
+
+
+def test_limits_and_bad_requests(server):
+    u = server.url + "/v1/predict"
+    err = assert_error(httpx.post(u, files=files(images(9)), timeout=30), 413, "too_many_images")
+    assert "9 images" in err["message"]
+    assert_error(httpx.post(u, files=[("files", ("big.bin", b"\0" * 400_000, "image/png"))]), 413,
+                 "request_too_large")
+    err = assert_error(httpx.post(u, files=files(images(1, size=65), names=["huge.png"])), 413, "image_too_large")
+    assert "huge.png" in err["message"] and "65x65" in err["message"]
+    assert_error(httpx.post(u, content=b"hello", headers={"content-type": "text/plain"}), 415,
+                 "unsupported_media_type")
+    assert_error(httpx.post(u, content=b"{not json", headers={"content-type": "application/json"}), 422,
+                 "invalid_request")
+    assert_error(httpx.post(u, json={"images": []}), 422, "no_images")
+    assert_error(httpx.post(u, json={"pictures": []}), 422, "invalid_request")
+    err = assert_error(httpx.post(u, json={"images": ["@@@", [[1, 2]]]}), 422, "invalid_image")
+    assert [d["name"] for d in err["details"]] == ["#0", "#1"]
+    assert_error(httpx.post(u + "?top_k=0", json={"images": ["x"]}), 422, "invalid_request")
+
+
+def test_64_concurrent_requests_match_predict_proba(server, reference):
+    x = images(64, seed=3)
+    want = reference(x)
+    before = _metric(server, "ttakit_batch_images_count")
+
+    async def go():
+        async with httpx.AsyncClient(timeout=60) as c:
+            async def one(i):
+                r = await c.post(server.url + "/v1/predict?top_k=10", files=files(x[i:i + 1]))
+                assert r.status_code == 200, r.text
+                return probs_of(r.json()["predictions"][0])
+            return await asyncio.gather(*(one(i) for i in range(64)))
+
+    got = np.stack(asyncio.run(go()))
+    np.testing.assert_array_equal(got, want)  # exactly the same floats
+    runs = _metric(server, "ttakit_batch_images_count") - before
+    assert runs < 64, "requests were not batched together"
+
+
+def _metric(server, name):
+    for line in httpx.get(server.url + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(name)
+
+
+def test_api_key(slow_server):
+    u = slow_server.url + "/v1/policy"
+    assert_error(httpx.get(u), 401, "unauthorized")
+    assert_error(httpx.get(u, headers={"x-api-key": "wrong"}), 401, "unauthorized")
+    assert httpx.get(u, headers={"x-api-key": "s3cret"}).status_code == 200
+    assert httpx.get(u, headers={"authorization": "Bearer s3cret"}).status_code == 200
+    assert httpx.get(slow_server.url + "/healthz").status_code == 200
+
+
+def test_overload_is_503_at_once_and_deadline_is_504(slow_server):
+    u, key = slow_server.url + "/v1/predict", {"x-api-key": "s3cret"}
+    t0 = time.monotonic()
+    r = httpx.post(u, files=files(images(5)), headers=key, timeout=10)  # 5 images > queue of 4
+    err = assert_error(r, 503, "overloaded")
+    assert r.headers["retry-after"] == "1" and time.monotonic() - t0 < 5.0 and "queue" in err["message"]
+    r = httpx.post(u, files=files(images(1)), headers=key, timeout=10)  # the deadline is 1 ms
+    assert_error(r, 504, "deadline_exceeded")
+    assert httpx.get(slow_server.url + "/healthz").status_code == 200  # and the server is fine
+
+
+def test_sigterm_drains_in_flight_requests(model_path, tmp_path):
+    s = Server(str(model_path), "--policy", POLICY, "--size", "32", "--max-wait-ms", "1500", "--always-wait",
+               log=tmp_path / "drain.log").wait_ready()
+    try:
+        results = []
+
+        def post(i):
+            r = httpx.post(s.url + "/v1/predict", files=files(images(1, seed=i)), timeout=30)
+            results.append(r.status_code)
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)  # the requests are in the batcher's 1.5 s window
+        s.proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(30)
+        assert results == [200] * 4
+        # uvicorn re-raises SIGTERM once it has shut down gracefully
+        assert s.proc.wait(30) in (0, -signal.SIGTERM)
+    finally:
+        s.stop()
+    log = [json.loads(line) for line in s.log.read_text().splitlines() if line.startswith("{")]
+    assert any(e["msg"] == "stopped" for e in log)
+    assert sum(1 for e in log if e["msg"] == "request" and e["path"] == "/v1/predict" and e["status"] == 200) == 4
+
+
+def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, tmp_path):
+    st = os.path.join(os.path.dirname(sys.executable), "schemathesis")
+    if not os.path.exists(st):
+        pytest.skip("schemathesis is not installed (pip install schemathesis)")
+    cmd = [st, "run", server.url + "/openapi.json", "--checks",
+           "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+           "--max-examples", "30", "--seed", "1", "--phases", "examples,coverage,fuzzing", "--request-timeout", "20",
+           "--no-shrink"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
