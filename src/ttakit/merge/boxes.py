@@ -41,6 +41,7 @@ code is wrong, which ttakit does not copy:
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -403,7 +404,7 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
 
 # -- merge values for the Detector ---------------------------------------------------------
 
-class BoxMerge:
+class BoxMerge(abc.ABC):
     """A box merge as a value (prints, compares) with its parameters."""
 
     name: ClassVar[str] = "boxes"
@@ -414,8 +415,9 @@ class BoxMerge:
     def params(self) -> dict[str, Any]:
         return dict(self._params)
 
+    @abc.abstractmethod
     def __call__(self, boxes, scores, labels, views, weights) -> BoxSet:
-        raise NotImplementedError
+        """Merge the stacked boxes of one image's views."""
 
     def __repr__(self):
         inner = ", ".join(f"{k}={v!r}" for k, v in self._params.items())

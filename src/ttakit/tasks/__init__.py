@@ -6,6 +6,7 @@ cache that evaluation and tuning run on."""
 from .base import ResultBuffer, Task, TaskRun
 from .cache import PredictionCache
 from .classification import ClassificationResult, ClassificationTask, Classifier
+from .segmentation import SegmentationResult, SegmentationTask, Segmenter
 
 __all__ = ["Task", "TaskRun", "ResultBuffer", "Classifier", "ClassificationTask", "ClassificationResult",
-           "PredictionCache"]
+           "PredictionCache", "Segmenter", "SegmentationTask", "SegmentationResult"]
