@@ -17,7 +17,7 @@ from .errors import InputError, ModelLoadError, ModelOutputError, PolicyError, T
 from .merge import get_merge, register_merge
 from .models import Normalize, as_model
 from .policy import Policy
-from .tasks import ClassificationResult, Classifier, SegmentationResult, Segmenter
+from .tasks import ClassificationResult, Classifier, DetectionResult, Detector, SegmentationResult, Segmenter
 from .evaluation import EvaluationReport, evaluate
 from .tuning import TuneResult, tune
 from .views import register_view
@@ -25,7 +25,8 @@ from .views import register_view
 from .version import __version__
 
 __all__ = [
-    "Classifier", "ClassificationResult", "Segmenter", "SegmentationResult", "Policy", "evaluate", "EvaluationReport", "tune", "TuneResult", "Normalize",
+    "Classifier", "ClassificationResult", "Segmenter", "SegmentationResult", "Detector",
+    "DetectionResult", "Policy", "evaluate", "EvaluationReport", "tune", "TuneResult", "Normalize",
     "as_model", "get_merge", "register_merge", "register_view",
     "TTAKitError", "InputError", "PolicyError", "ModelOutputError", "ModelLoadError", "__version__",
 ]

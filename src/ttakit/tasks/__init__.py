@@ -6,7 +6,9 @@ cache that evaluation and tuning run on."""
 from .base import ResultBuffer, Task, TaskRun
 from .cache import PredictionCache
 from .classification import ClassificationResult, ClassificationTask, Classifier
+from .detection import DetectionResult, DetectionTask, Detector
 from .segmentation import SegmentationResult, SegmentationTask, Segmenter
 
 __all__ = ["Task", "TaskRun", "ResultBuffer", "Classifier", "ClassificationTask", "ClassificationResult",
-           "PredictionCache", "Segmenter", "SegmentationTask", "SegmentationResult"]
+           "PredictionCache", "Segmenter", "SegmentationTask", "SegmentationResult",
+           "Detector", "DetectionTask", "DetectionResult"]
