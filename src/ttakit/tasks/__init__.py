@@ -7,8 +7,10 @@ from .base import ResultBuffer, Task, TaskRun
 from .cache import PredictionCache
 from .classification import ClassificationResult, ClassificationTask, Classifier
 from .detection import DetectionResult, DetectionTask, Detector
+from .keypoints import KeypointDetector, KeypointResult, KeypointTask
 from .segmentation import SegmentationResult, SegmentationTask, Segmenter
 
 __all__ = ["Task", "TaskRun", "ResultBuffer", "Classifier", "ClassificationTask", "ClassificationResult",
            "PredictionCache", "Segmenter", "SegmentationTask", "SegmentationResult",
-           "Detector", "DetectionTask", "DetectionResult"]
+           "Detector", "DetectionTask", "DetectionResult",
+           "KeypointDetector", "KeypointTask", "KeypointResult"]
