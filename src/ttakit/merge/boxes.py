@@ -263,7 +263,7 @@ def soft_nms(boxes, scores, labels, views=None, weights=None, *, method: str = "
     valid = grid >= 0
     g = np.where(valid, grid, 0)
     bx = b[g]                                   # (C, M, 4)
-    cur = np.where(valid, s[g], -np.inf)        # current (decayed) scores
+    cur = np.where(valid, s[g], 0.0)            # current (decayed) scores; padding is never picked (done)
     done = ~valid
     rows = np.arange(c)
     for step in range(m):
