@@ -6,7 +6,8 @@ I;16, I, F, animated GIF and PNG, 16-bit TIFF) at random sizes, and files
 cut short. Checked for each: only ttakit errors escape the library (the
 stream itself never raises); ``ttakit predict`` returns 0 or 3 and never
 raises; the good image beside it is always predicted, and every input is
-either predicted or named as a failure; each call within a time bound;
+either predicted or named as a failure; each call within a bound on its CPU
+time (process time: a busy machine does not fail it);
 memory bounded (the process' peak RSS).
 
 Bounded for ``make test`` (a few seconds); a long run:
@@ -128,7 +129,7 @@ def test_reading_any_file(specs, mode):
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
         paths = [_good(folder)] + [_write(folder, s, f"f{i}") for i, s in enumerate(specs)]
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for p in paths:
             try:
                 arr = read_image(p, mode, (8, 8))
@@ -145,7 +146,7 @@ def test_reading_any_file(specs, mode):
         assert str(paths[0]) in stream.good
         assert sorted(stream.good + [p for p, _ in stream.failures]) == sorted(map(str, paths))
         assert all(why for _, why in stream.failures)
-        assert time.perf_counter() - t0 < SECONDS
+        assert time.process_time() - t0 < SECONDS
     assert _peak_mb() - start < RSS_GROWTH_MB
 
 
@@ -168,11 +169,11 @@ def test_predict_never_raises_and_loses_nothing(tiny_model, specs, capsys):
     with tempfile.TemporaryDirectory() as d:
         folder = Path(d)
         paths = [_good(folder)] + [_write(folder, s, f"f{i}") for i, s in enumerate(specs)]
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         code = cli.main(["predict", str(tiny_model), *map(str, paths), "--size", "8", "-f", "json",
                          "--no-progress"])
         out, err = capsys.readouterr()
-        assert time.perf_counter() - t0 < SECONDS
+        assert time.process_time() - t0 < SECONDS
         assert code in (0, 3), err
         assert "Traceback" not in err
         data = json.loads(out)

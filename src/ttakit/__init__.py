@@ -17,7 +17,8 @@ from .errors import InputError, ModelLoadError, ModelOutputError, PolicyError, T
 from .merge import get_merge, register_merge
 from .models import Normalize, as_model
 from .policy import Policy
-from .tasks import ClassificationResult, Classifier
+from .tasks import (ClassificationResult, Classifier, DetectionResult, Detector, KeypointDetector, KeypointResult,
+                    SegmentationResult, Segmenter)
 from .evaluation import EvaluationReport, evaluate
 from .tuning import TuneResult, tune
 from .views import register_view
@@ -25,7 +26,8 @@ from .views import register_view
 from .version import __version__
 
 __all__ = [
-    "Classifier", "ClassificationResult", "Policy", "evaluate", "EvaluationReport", "tune", "TuneResult", "Normalize",
+    "Classifier", "ClassificationResult", "Segmenter", "SegmentationResult", "Detector",
+    "DetectionResult", "KeypointDetector", "KeypointResult", "Policy", "evaluate", "EvaluationReport", "tune", "TuneResult", "Normalize",
     "as_model", "get_merge", "register_merge", "register_view",
     "TTAKitError", "InputError", "PolicyError", "ModelOutputError", "ModelLoadError", "__version__",
 ]

@@ -13,6 +13,7 @@ import re
 
 from ..errors import PolicyError, did_you_mean
 from .base import KINDS, Accumulator, Merge, normalise, to_log_probs, to_probs
+from .boxes import BoxMerge, BoxSet, NMS, SoftNMS, WBF, get_box_merge
 from .learned import LearnedMerge, TemperatureScaled
 from .probabilities import (BUILT_IN, GeometricMean, Max, Mean, MeanLogits, Min, Sharpen, Sum, Vote,
                             WeightedMean)
@@ -120,4 +121,5 @@ def _short(obj) -> str:
 
 __all__ = ["Merge", "Accumulator", "Mean", "Sum", "GeometricMean", "MeanLogits", "Max", "Min", "Vote", "Sharpen",
            "WeightedMean", "LearnedMerge", "TemperatureScaled", "MERGES", "KINDS", "get_merge", "register_merge",
-           "merge_from_dict", "merge_from_aggregation", "to_probs", "to_log_probs", "normalise"]
+           "merge_from_dict", "merge_from_aggregation", "to_probs", "to_log_probs", "normalise",
+           "BoxMerge", "BoxSet", "NMS", "SoftNMS", "WBF", "get_box_merge"]

@@ -6,6 +6,11 @@ cache that evaluation and tuning run on."""
 from .base import ResultBuffer, Task, TaskRun
 from .cache import PredictionCache
 from .classification import ClassificationResult, ClassificationTask, Classifier
+from .detection import DetectionResult, DetectionTask, Detector
+from .keypoints import KeypointDetector, KeypointResult, KeypointTask
+from .segmentation import SegmentationResult, SegmentationTask, Segmenter
 
 __all__ = ["Task", "TaskRun", "ResultBuffer", "Classifier", "ClassificationTask", "ClassificationResult",
-           "PredictionCache"]
+           "PredictionCache", "Segmenter", "SegmentationTask", "SegmentationResult",
+           "Detector", "DetectionTask", "DetectionResult",
+           "KeypointDetector", "KeypointTask", "KeypointResult"]

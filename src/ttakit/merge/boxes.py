@@ -1,0 +1,494 @@
+"""Merging boxes across views: NMS, soft-NMS (linear, Gaussian) and Weighted
+Boxes Fusion, per class, with a minimum number of agreeing views.
+
+Every merge takes the boxes of all views of one image stacked together:
+``boxes (N, 4)`` as ``(x1, y1, x2, y2)`` in any one frame (pixels or
+normalised; nothing here clips), ``scores (N,)``, ``labels (N,)``, ``views
+(N,)`` (which view each box came from, ``0 .. V-1``) and the views'
+``weights (V,)``. It returns a :class:`BoxSet`, sorted by score (highest
+first), whose ``support`` is the number of distinct views that agree with
+each box (for WBF, the views in its cluster; for NMS and soft-NMS, the views
+with a box of the same class overlapping it above ``iou_thr``).
+
+Vectorised with NumPy, no loop over boxes:
+
+- NMS: the IoU of every same-class pair (one pass over pair lists), then the
+  greedy rule ``keep[i] = no kept box before i overlaps i`` solved as a fixed
+  point of a vectorised step (exact: each step fixes at least one more box in
+  score order, and the fixed point is unique; in practice 2-6 steps).
+- soft-NMS and WBF are sequential by definition (each choice depends on the
+  previous ones). They loop over the *rank* of a box within its class, and
+  each step treats every class at once (classes sorted by size, so the step
+  works on the classes that still have boxes of that rank).
+
+Equal to ``ensemble_boxes`` (``nms``, ``soft_nms``, ``weighted_boxes_fusion``)
+within 1e-5 on randomised cases (tests/test_box_merges.py), except where that
+code is wrong, which ttakit does not copy:
+
+- WBF ``conf_type="avg"`` with unequal view weights gives fused confidences
+  above 1 (it rescales the mean score by ``min(V, n) / sum(weights)``);
+  ttakit divides the weighted score sum by ``max(sum of all view weights,
+  sum of the cluster's box weights)``: never above the highest score, and
+  identical to ensemble-boxes whenever the weights are equal.
+- ``nms``/``soft_nms`` with ``weights`` rescale the caller's score arrays in
+  place, so a second call on the same lists applies the weights twice;
+  ttakit never modifies its inputs, and weights views by ``w / max(w)``
+  (equal weights leave scores unchanged).
+- ``soft_nms`` selects with decayed scores but returns the original ones;
+  ttakit returns the decayed scores (soft-NMS's re-scoring) unless
+  ``rescore=False``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import InputError, PolicyError
+
+BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
+
+
+@dataclass
+class BoxSet:
+    """Boxes of one image after a merge, highest score first."""
+
+    boxes: np.ndarray    #: (M, 4) x1, y1, x2, y2
+    scores: np.ndarray   #: (M,)
+    labels: np.ndarray   #: (M,) int64
+    support: np.ndarray  #: (M,) distinct views agreeing with each box
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+    @classmethod
+    def empty(cls) -> "BoxSet":
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+# -- formats ---------------------------------------------------------------------
+
+def to_xyxy(boxes, fmt: str = "xyxy") -> np.ndarray:
+    """Boxes ``(..., 4)`` in ``fmt`` as ``(x1, y1, x2, y2)`` (float64)."""
+    b = np.asarray(boxes, dtype=np.float64)
+    if b.shape[-1:] != (4,):
+        raise InputError(f"boxes must have 4 numbers each, got shape {b.shape}")
+    if fmt == "xyxy":
+        return b.copy()
+    if fmt == "xywh":
+        return np.concatenate([b[..., :2], b[..., :2] + b[..., 2:]], -1)
+    if fmt == "cxcywh":
+        half = b[..., 2:] / 2
+        return np.concatenate([b[..., :2] - half, b[..., :2] + half], -1)
+    raise InputError(f"unknown box format {fmt!r}; valid: {', '.join(BOX_FORMATS)}")
+
+
+def from_xyxy(boxes, fmt: str = "xyxy") -> np.ndarray:
+    """Inverse of :func:`to_xyxy`."""
+    b = np.asarray(boxes, dtype=np.float64)
+    if fmt == "xyxy":
+        return b.copy()
+    if fmt == "xywh":
+        return np.concatenate([b[..., :2], b[..., 2:] - b[..., :2]], -1)
+    if fmt == "cxcywh":
+        return np.concatenate([(b[..., :2] + b[..., 2:]) / 2, b[..., 2:] - b[..., :2]], -1)
+    raise InputError(f"unknown box format {fmt!r}; valid: {', '.join(BOX_FORMATS)}")
+
+
+def pair_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes ``a[..., :]`` and ``b[..., :]`` elementwise (broadcasting)."""
+    ix = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0])
+    iy = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1])
+    inter = np.maximum(ix, 0.0) * np.maximum(iy, 0.0)
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / (area_a + area_b - inter)
+
+
+def stack_views(boxes_list, scores_list, labels_list):
+    """Per-view lists (the ``ensemble_boxes`` convention) as stacked arrays
+    ``boxes, scores, labels, views``."""
+    b = [np.asarray(x, dtype=np.float64).reshape(-1, 4) for x in boxes_list]
+    views = np.concatenate([np.full(len(x), i, np.int64) for i, x in enumerate(b)]) if b else np.zeros(0, np.int64)
+    return (np.concatenate(b) if b else np.zeros((0, 4)),
+            np.concatenate([np.asarray(s, np.float64).reshape(-1) for s in scores_list]) if b else np.zeros(0),
+            np.concatenate([np.asarray(l).reshape(-1).astype(np.int64) for l in labels_list]) if b
+            else np.zeros(0, np.int64), views)
+
+
+# -- shared preparation --------------------------------------------------------------
+
+def _prepare(boxes, scores, labels, views, weights):
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    lab = np.asarray(labels).reshape(-1)
+    if not (len(b) == len(s) == len(lab)):
+        raise InputError(f"{len(b)} boxes, {len(s)} scores and {len(lab)} labels: they must match")
+    lab = lab.astype(np.int64)
+    v = np.zeros(len(b), np.int64) if views is None else np.asarray(views).reshape(-1).astype(np.int64)
+    if len(v) != len(b):
+        raise InputError(f"{len(b)} boxes but {len(v)} view indices")
+    n_views = int(v.max()) + 1 if len(v) else 1
+    w = np.ones(n_views) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if len(v) and (v.min() < 0 or v.max() >= len(w)):
+        raise InputError(f"view indices must be in [0, {len(w)}) for {len(w)} weights")
+    if (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
+        raise InputError("view weights must be finite, >= 0, and not all 0")
+    # ordered corners; zero-area and non-finite boxes carry no evidence
+    b = np.concatenate([np.minimum(b[:, :2], b[:, 2:]), np.maximum(b[:, :2], b[:, 2:])], 1)
+    ok = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) > 0) & np.isfinite(b).all(1) & np.isfinite(s)
+    if not ok.all():
+        b, s, lab, v = b[ok], s[ok], lab[ok], v[ok]
+    return b, s, lab, v, w
+
+
+def _class_blocks(labels: np.ndarray, key: np.ndarray):
+    """Order by class, then by ``key`` descending. Returns ``order`` and, per
+    sorted box, the end of its class block."""
+    order = np.lexsort((-key, labels))
+    ls = labels[order]
+    _, first, counts = np.unique(ls, return_index=True, return_counts=True)
+    end = np.repeat(first + counts, counts)
+    return order, end
+
+
+def _pairs(end: np.ndarray):
+    """All index pairs ``i < j`` within each class block (sorted order)."""
+    n = len(end)
+    after = end - np.arange(n) - 1
+    total = int(after.sum())
+    i = np.repeat(np.arange(n), after)
+    offs = np.arange(total) - np.repeat(np.cumsum(after) - after, after)
+    return i, i + 1 + offs
+
+
+def _padded(labels: np.ndarray, key: np.ndarray):
+    """Per class (largest class first) the box indices by ``key`` descending,
+    padded with -1: ``(C, M)``, and the class sizes."""
+    order, end = _class_blocks(labels, key)
+    ls = labels[order]
+    uniq, first, counts = np.unique(ls, return_index=True, return_counts=True)
+    rank = np.empty(len(uniq), np.int64)
+    rank[np.argsort(-counts, kind="stable")] = np.arange(len(uniq))
+    cls = np.repeat(np.arange(len(uniq)), counts)
+    pos = np.arange(len(order)) - np.repeat(first, counts)
+    grid = np.full((len(uniq), int(counts.max()) if len(counts) else 0), -1, np.int64)
+    grid[rank[cls], pos] = order
+    return grid, np.sort(counts)[::-1]
+
+
+def _support_from_pairs(keep_idx, i, j, edge, views, n):
+    """Distinct views among each kept box and the boxes it overlaps."""
+    a = np.concatenate([i[edge], j[edge], keep_idx])
+    b = np.concatenate([j[edge], i[edge], keep_idx])
+    kept = np.zeros(n, bool)
+    kept[keep_idx] = True
+    sel = kept[a]
+    nv = int(views.max()) + 1 if len(views) else 1
+    codes = np.unique(a[sel] * nv + views[b[sel]])
+    counts = np.bincount(codes // nv, minlength=n)
+    return counts[keep_idx]
+
+
+def _finish(boxes, scores, labels, support, min_views) -> BoxSet:
+    ok = support >= min_views
+    boxes, scores, labels, support = boxes[ok], scores[ok], labels[ok], support[ok]
+    order = np.argsort(-scores, kind="stable")
+    return BoxSet(boxes[order], scores[order], labels[order].astype(np.int64), support[order].astype(np.int64))
+
+
+def _check_thr(name, v, lo=0.0, hi=1.0):
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise PolicyError(f"{name} must be a number, got {v!r}") from None
+    if not lo <= f <= hi:
+        raise PolicyError(f"{name} must be in [{lo}, {hi}], got {v!r}")
+    return f
+
+
+# -- NMS ----------------------------------------------------------------------------
+
+def nms(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5, min_views: int = 1) -> BoxSet:
+    """Greedy non-maximum suppression per class: a box is kept unless a kept
+    box of the same class with a higher score overlaps it with IoU above
+    ``iou_thr``. Scores are multiplied by ``weights[view] / max(weights)``."""
+    b, s, lab, v, w = _prepare(boxes, scores, labels, views, weights)
+    if len(b) == 0:
+        return BoxSet.empty()
+    s = s * (w / w.max())[v]
+    order, end = _class_blocks(lab, s)
+    bs = b[order]
+    i, j = _pairs(end)
+    edge = pair_iou(bs[i], bs[j]) > iou_thr
+    ei, ej = i[edge], j[edge]
+    n = len(bs)
+    keep = np.ones(n, bool)
+    while True:  # fixed point of keep[j] = not any(keep[i] for edges i -> j): exact greedy NMS
+        new = np.ones(n, bool)
+        new[ej[keep[ei]]] = False
+        if np.array_equal(new, keep):
+            break
+        keep = new
+    kept = np.flatnonzero(keep)
+    support = _support_from_pairs(kept, i, j, edge, v[order], n)
+    return _finish(bs[kept], s[order][kept], lab[order][kept], support, min_views)
+
+
+# -- soft-NMS -------------------------------------------------------------------------
+
+def soft_nms(boxes, scores, labels, views=None, weights=None, *, method: str = "gaussian", iou_thr: float = 0.5,
+             sigma: float = 0.5, score_thr: float = 0.001, min_views: int = 1, rescore: bool = True) -> BoxSet:
+    """Soft-NMS (Bodla et al. 2017) per class: repeatedly take the box with
+    the highest current score and decay the others of its class by
+    ``1 - IoU`` where IoU > ``iou_thr`` (``method="linear"``) or by
+    ``exp(-IoU^2 / sigma)`` (``"gaussian"``); keep boxes whose final score is
+    above ``score_thr``. Returns the decayed scores (``rescore=False``: the
+    original ones, as ensemble-boxes does)."""
+    if method not in ("linear", "gaussian"):
+        raise PolicyError(f"soft-NMS method must be 'linear' or 'gaussian', got {method!r}")
+    if not float(sigma) > 0:
+        raise PolicyError(f"soft-NMS sigma must be > 0, got {sigma!r}")
+    b, s, lab, v, w = _prepare(boxes, scores, labels, views, weights)
+    if len(b) == 0:
+        return BoxSet.empty()
+    s = s * (w / w.max())[v]
+    grid, counts = _padded(lab, s)
+    c, m = grid.shape
+    valid = grid >= 0
+    g = np.where(valid, grid, 0)
+    bx = b[g]                                   # (C, M, 4)
+    cur = np.where(valid, s[g], 0.0)            # current (decayed) scores; padding is never picked (done)
+    done = ~valid
+    rows = np.arange(c)
+    for step in range(m):
+        k = int((counts > step).sum())  # classes with more than `step` boxes (largest first)
+        r = rows[:k]
+        masked = np.where(done[:k], -np.inf, cur[:k])
+        pick = masked.argmax(1)
+        done[r, pick] = True
+        iou = pair_iou(bx[r, pick][:, None, :], bx[:k])
+        if method == "linear":
+            decay = np.where(iou > iou_thr, 1.0 - iou, 1.0)
+        else:
+            decay = np.exp(-(iou * iou) / sigma)
+        upd = ~done[:k]
+        cur[:k] = np.where(upd, cur[:k] * decay, cur[:k])
+    keep = valid & (cur > score_thr)
+    idx = grid[keep]
+    final = cur[keep] if rescore else s[idx]
+    support = _support_soft(idx, b, lab, v, iou_thr)
+    return _finish(b[idx], final, lab[idx], support, min_views)
+
+
+def _support_soft(idx, b, lab, v, iou_thr):
+    """Distinct views with a box of the same class overlapping each kept box."""
+    order, end = _class_blocks(lab, np.zeros(len(lab)))
+    i, j = _pairs(end)
+    edge = pair_iou(b[order][i], b[order][j]) > iou_thr
+    pos = np.empty(len(order), np.int64)
+    pos[order] = np.arange(len(order))
+    return _support_from_pairs(pos[idx], i, j, edge, v[order], len(order))
+
+
+# -- Weighted Boxes Fusion ---------------------------------------------------------------
+
+def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.55, skip_box_thr: float = 0.0,
+        conf_type: str = "avg", allows_overflow: bool = False, min_views: int = 1,
+        compat: bool = False) -> BoxSet:
+    """Weighted Boxes Fusion (Solovyev et al. 2021) per class.
+
+    Boxes are taken by weighted score (``score * weight``), highest first;
+    each joins the fused box of its class it overlaps most if that IoU is
+    above ``iou_thr`` (else starts a cluster); fused coordinates are the
+    score-weighted mean of the cluster's boxes. Confidence (``conf_type``):
+    ``avg`` the weighted score sum over the total view weight, ``max`` the
+    highest weighted score over the largest weight, ``box_and_model_avg``
+    the cluster's weighted mean score times the share of view weight present,
+    ``absent_model_aware_avg`` the weighted score sum over the cluster's box
+    weights plus the absent views' weights. ``compat=True`` reproduces
+    ensemble-boxes' ``avg`` (which exceeds 1 with unequal weights)."""
+    if conf_type not in CONF_TYPES:
+        raise PolicyError(f"unknown WBF conf_type {conf_type!r}; valid: {', '.join(CONF_TYPES)}")
+    b, s, lab, v, w = _prepare(boxes, scores, labels, views, weights)
+    keep = s >= skip_box_thr
+    b, s, lab, v = b[keep], s[keep], lab[keep], v[keep]
+    if len(b) == 0:
+        return BoxSet.empty()
+    n_views = len(w)
+    ws = s * w[v]
+    if not (ws > 0).all():  # a box of weighted score 0 moves no fused box (ensemble-boxes: NaN coordinates)
+        keep = ws > 0
+        b, s, lab, v, ws = b[keep], s[keep], lab[keep], v[keep], ws[keep]
+        if len(b) == 0:
+            return BoxSet.empty()
+    grid, counts = _padded(lab, ws)
+    c, m = grid.shape
+    g = np.where(grid >= 0, grid, 0)
+    # per class and rank: what the box adds to its cluster's row (see `state`), its corners, area, view
+    pb, pv = b[g], v[g]
+    pa = (pb[..., 2] - pb[..., 0]) * (pb[..., 3] - pb[..., 1])
+    pw = ws[g]
+    add = np.concatenate([pw[..., None] * pb, pw[..., None], np.zeros_like(pw)[..., None],
+                          w[v][g][..., None], np.ones_like(pw)[..., None]], -1)
+    # per cluster slot: score-weighted coordinate sums (4), score sum, max score, weight sum, count,
+    # fused box (4), its area: one row, so a step reads and writes each touched slot once
+    state = np.zeros((c, m, 13))
+    flat = state.reshape(c * m, 13)
+    vmask = np.zeros((c * m, n_views), bool)
+    ncl = np.zeros(c, np.int64)
+    active = np.searchsorted(-counts, -np.arange(m), side="left")  # classes with more than `step` boxes
+    rows = np.arange(c)
+    for step in range(m):
+        k = int(active[step])
+        r = rows[:k]
+        bb = pb[:k, step]
+        if step:
+            # IoU with every cluster so far (empty slots are zero boxes: IoU 0, never a match)
+            kmax = int(ncl[:k].max())
+            f = state[:k, :kmax]
+            wh = np.minimum(f[..., 10:12], bb[:, None, 2:]) - np.maximum(f[..., 8:10], bb[:, None, :2])
+            np.maximum(wh, 0.0, out=wh)
+            inter = wh[..., 0] * wh[..., 1]
+            iou = inter / (f[..., 12] + pa[:k, step, None] - inter)
+            best = iou.argmax(1)
+            new = iou[r, best] <= iou_thr
+            t = np.where(new, ncl[:k], best)
+            ncl[:k] += new
+        else:
+            t = np.zeros(k, np.int64)
+            ncl[:k] = 1
+        # a new cluster is an empty one joined
+        at = r * m + t
+        row = flat[at]
+        row[:, :8] += add[:k, step]
+        np.maximum(row[:, 5], pw[:k, step], out=row[:, 5])
+        row[:, 8:12] = row[:, :4] / row[:, 4:5]
+        d = row[:, 10:12] - row[:, 8:10]
+        row[:, 12] = d[:, 0] * d[:, 1]
+        flat[at] = row
+        vmask[at, pv[:k, step]] = True
+    fused, conf, cmax, wsum, cnt = (state[..., 8:12], state[..., 4], state[..., 5], state[..., 6],
+                                    state[..., 7])
+    vmask = vmask.reshape(c, m, n_views)
+    kpos = np.arange(m)
+    have = kpos[None, :] < ncl[:, None]
+    total = w.sum()
+    present = (vmask * w).sum(-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if conf_type == "avg":
+            if allows_overflow:
+                score = conf / total
+            elif compat:
+                score = conf / cnt * np.minimum(n_views, cnt) / total
+            else:
+                score = conf / np.maximum(total, wsum)
+        elif conf_type == "max":
+            score = cmax / w.max()
+        elif conf_type == "box_and_model_avg":
+            score = conf / wsum * present / total
+        else:
+            score = conf / (wsum + total - present)
+    labels_grid = np.where(grid >= 0, lab[np.where(grid >= 0, grid, 0)], 0)
+    # the cluster of class row c at position k has that row's label
+    row_label = labels_grid[:, 0]
+    support = vmask.sum(-1)
+    return _finish(fused[have], score[have], np.broadcast_to(row_label[:, None], have.shape)[have],
+                   support[have], min_views)
+
+
+# -- merge values for the Detector ---------------------------------------------------------
+
+class BoxMerge(abc.ABC):
+    """A box merge as a value (prints, compares) with its parameters."""
+
+    name: ClassVar[str] = "boxes"
+
+    def __init__(self, **params):
+        self._params = params
+
+    def params(self) -> dict[str, Any]:
+        return dict(self._params)
+
+    @abc.abstractmethod
+    def __call__(self, boxes, scores, labels, views, weights) -> BoxSet:
+        """Merge the stacked boxes of one image's views."""
+
+    def __repr__(self):
+        inner = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
+        return f"{self.name}({inner})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._params == other._params
+
+    def __hash__(self):
+        return hash((self.name, tuple(sorted(self._params.items()))))
+
+
+class NMS(BoxMerge):
+    name = "nms"
+
+    def __init__(self, iou_thr: float = 0.5, min_views: int = 1):
+        super().__init__(iou_thr=_check_thr("iou_thr", iou_thr), min_views=_check_views(min_views))
+
+    def __call__(self, boxes, scores, labels, views, weights):
+        return nms(boxes, scores, labels, views, weights, **self._params)
+
+
+class SoftNMS(BoxMerge):
+    name = "soft_nms"
+
+    def __init__(self, method: str = "gaussian", iou_thr: float = 0.5, sigma: float = 0.5,
+                 score_thr: float = 0.001, min_views: int = 1):
+        if method not in ("linear", "gaussian"):
+            raise PolicyError(f"soft-NMS method must be 'linear' or 'gaussian', got {method!r}")
+        if not isinstance(sigma, (int, float)) or not sigma > 0:
+            raise PolicyError(f"soft-NMS sigma must be > 0, got {sigma!r}")
+        super().__init__(method=method, iou_thr=_check_thr("iou_thr", iou_thr), sigma=float(sigma),
+                         score_thr=_check_thr("score_thr", score_thr), min_views=_check_views(min_views))
+
+    def __call__(self, boxes, scores, labels, views, weights):
+        return soft_nms(boxes, scores, labels, views, weights, **self._params)
+
+
+class WBF(BoxMerge):
+    name = "wbf"
+
+    def __init__(self, iou_thr: float = 0.55, skip_box_thr: float = 0.0, conf_type: str = "avg",
+                 min_views: int = 1):
+        if conf_type not in CONF_TYPES:
+            raise PolicyError(f"unknown WBF conf_type {conf_type!r}; valid: {', '.join(CONF_TYPES)}")
+        super().__init__(iou_thr=_check_thr("iou_thr", iou_thr), skip_box_thr=_check_thr("skip_box_thr", skip_box_thr),
+                         conf_type=conf_type, min_views=_check_views(min_views))
+
+    def __call__(self, boxes, scores, labels, views, weights):
+        return wbf(boxes, scores, labels, views, weights, **self._params)
+
+
+def _check_views(m):
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+        raise PolicyError(f"min_views must be an integer >= 1, got {m!r}")
+    return int(m)
+
+
+BOX_MERGES = {"nms": NMS, "soft_nms": SoftNMS, "softnms": SoftNMS, "wbf": WBF}
+
+
+def get_box_merge(merge, **params) -> BoxMerge:
+    """A box merge from its name (``"nms"``, ``"soft_nms"``, ``"wbf"``) and
+    parameters, or itself."""
+    if isinstance(merge, BoxMerge):
+        if params:
+            raise PolicyError("give parameters either in the merge object or as arguments, not both")
+        return merge
+    if not isinstance(merge, str) or merge.lower() not in BOX_MERGES:
+        raise PolicyError(f"unknown box merge {merge!r}; valid: nms, soft_nms, wbf")
+    try:
+        return BOX_MERGES[merge.lower()](**params)
+    except TypeError as e:
+        raise PolicyError(f"bad parameters for box merge {merge!r}: {e}") from None

@@ -1,0 +1,117 @@
+"""What the user-facing dense tasks (:class:`~ttakit.Segmenter`,
+:class:`~ttakit.Detector`, :class:`~ttakit.KeypointDetector`) share with
+:class:`~ttakit.Classifier`'s conventions: arguments kept as given
+(``get_params``/``set_params``, ``sklearn.base.clone``), the objects they
+stand for built once and cached under a lock (so an instance may be called
+from several threads), and one call of the run loop per ``run``."""
+
+from __future__ import annotations
+
+import abc
+import threading
+from dataclasses import dataclass
+
+from .. import engine
+from ..errors import InputError
+from ..inputs import ImageInputs, check_layout
+from ..models import as_model
+from ..policy import Policy
+from .base import ON_ERROR
+
+#: the arguments every front end takes after its own
+COMMON = ("data_layout", "model_layout", "preprocess", "batch_size", "dedupe", "device", "model_options",
+          "on_error")
+
+
+@dataclass(frozen=True)
+class Setup:
+    adapter: object
+    inputs: ImageInputs
+    policy: Policy
+    run_policy: Policy
+    task: object
+    batch_size: int | None
+    preprocess: object = None
+
+
+class Front(abc.ABC):
+    """Base of the front ends. A subclass lists its parameters in ``PARAMS``
+    (``model`` and ``policy`` first) and builds its task in :meth:`make_task`."""
+
+    PARAMS: tuple = ("model", "policy") + COMMON
+
+    def _init(self, values: dict) -> None:
+        for k in self.PARAMS:
+            setattr(self, k, values[k])
+        self._setup()  # validate the arguments now, so a mistake shows where it is made
+
+    # -- scikit-learn conventions -------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict:
+        """The constructor arguments, as given."""
+        return {k: getattr(self, k) for k in self.PARAMS}
+
+    def set_params(self, **params):
+        for k, v in params.items():
+            if k not in self.PARAMS:
+                raise InputError(f"{type(self).__name__} has no parameter {k!r}; valid: {', '.join(self.PARAMS)}")
+            setattr(self, k, v)
+        self._setup()
+        return self
+
+    def __getstate__(self):
+        return {k: getattr(self, k) for k in self.PARAMS}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({repr(self.model)[:60]}, policy={self.policy!r})"
+
+    @abc.abstractmethod
+    def make_task(self, policy: Policy):
+        """The task this front end runs (with the distinct views of ``policy``)."""
+
+    def _setup(self) -> Setup:
+        key = tuple(id(getattr(self, k)) for k in self.PARAMS)
+        lock = self.__dict__.setdefault("_lock", threading.Lock())
+        with lock:
+            cached = self.__dict__.get("_cached")
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            if self.on_error not in ON_ERROR:
+                raise InputError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
+            data_layout = check_layout(self.data_layout)
+            policy = Policy.coerce(self.policy)
+            model_key = (id(self.model), self.model_layout, id(self.device), id(self.model_options), data_layout)
+            prev = self.__dict__.get("_adapter")
+            if prev is not None and prev[0] == model_key:
+                adapter = prev[1]
+            else:
+                opts = dict(self.model_options or {})
+                if self.device is not None:
+                    opts["device"] = self.device
+                if self.model_layout is not None:
+                    opts["layout"] = check_layout(self.model_layout, "model_layout")
+                adapter = as_model(self.model, default_layout=data_layout, **opts)
+                self.__dict__["_adapter"] = (model_key, adapter)
+            run_policy = policy.unique() if self.dedupe else policy
+            task = self.make_task(run_policy)
+            setup = Setup(adapter, ImageInputs(data_layout), policy, run_policy, task,
+                          engine.check_batch_size(self.batch_size), self.preprocess)
+            self.__dict__["_cached"] = (key, setup)
+            return setup
+
+    @property
+    def adapter(self):
+        return self._setup().adapter
+
+    @property
+    def run_policy(self) -> Policy:
+        """The policy as run: deduplicated unless ``dedupe=False``."""
+        return self._setup().run_policy
+
+    def _run(self, x, task=None):
+        s = self._setup()
+        pol = s.run_policy
+        return engine.run(task or s.task, s.adapter, x, pol.views, pol.weights, inputs=s.inputs,
+                          batch_size=s.batch_size, preprocess=s.preprocess)

@@ -1,0 +1,135 @@
+"""merge.boxes against ensemble-boxes (the reference, a dev-only test
+oracle): equal within 1e-5 on randomised cases, and the places where that
+code is wrong, shown."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from ttakit.errors import PolicyError
+from ttakit.merge.boxes import get_box_merge, nms, pair_iou, soft_nms, stack_views, wbf
+
+eb = pytest.importorskip("ensemble_boxes")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+CONF_TYPES = ("avg", "max", "box_and_model_avg", "absent_model_aware_avg")
+
+
+def case(rng, views=3, n=40, classes=4):
+    """Per-view boxes jittered around shared objects (so clusters form), in [0, 1]."""
+    centres = rng.random((10, 2)) * 0.8 + 0.1
+    bl, sl, ll = [], [], []
+    for _ in range(views):
+        k = int(rng.integers(0, n))
+        c = centres[rng.integers(0, 10, k)] + rng.normal(0, 0.03, (k, 2))
+        wh = rng.random((k, 2)) * 0.2 + 0.05
+        bl.append(np.clip(np.concatenate([c - wh / 2, c + wh / 2], 1), 0, 1))
+        sl.append(rng.random(k))
+        ll.append(rng.integers(0, classes, k).astype(float))
+    return bl, sl, ll
+
+
+def same(ref, mine):
+    rb, rs, rl = ref
+    o, p = np.lexsort((-rs, rl)), np.lexsort((-mine.scores, mine.labels))
+    assert len(o) == len(p)
+    np.testing.assert_allclose(mine.boxes[p], rb[o], atol=1e-5)
+    np.testing.assert_allclose(mine.scores[p], rs[o], atol=1e-5)
+    np.testing.assert_array_equal(mine.labels[p], rl[o])
+
+
+def copies(lists):
+    return [np.array(a, copy=True) for a in lists]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_equal_to_ensemble_boxes_on_random_cases(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(25):
+        bl, sl, ll = case(rng)
+        b, s, lab, v = stack_views(bl, sl, ll)
+        thr = float(rng.uniform(0.3, 0.7))
+        same(eb.nms(copies(bl), copies(sl), ll, iou_thr=thr), nms(b, s, lab, v, iou_thr=thr))
+        for code, method in ((1, "linear"), (2, "gaussian")):
+            ref = eb.soft_nms(copies(bl), copies(sl), ll, method=code, iou_thr=thr, sigma=0.3, thresh=0.05)
+            same(ref, soft_nms(b, s, lab, v, method=method, iou_thr=thr, sigma=0.3, score_thr=0.05, rescore=False))
+        for conf in CONF_TYPES:
+            same(eb.weighted_boxes_fusion(bl, sl, ll, iou_thr=thr, conf_type=conf),
+                 wbf(b, s, lab, v, [1, 1, 1], iou_thr=thr, conf_type=conf))
+            w = [1.0, 2.0, 0.5]  # unequal weights: equal with compat=True (ensemble-boxes' avg)
+            same(eb.weighted_boxes_fusion(bl, sl, ll, weights=w, iou_thr=thr, conf_type=conf, skip_box_thr=0.1),
+                 wbf(b, s, lab, v, w, iou_thr=thr, conf_type=conf, skip_box_thr=0.1, compat=True))
+        same(eb.weighted_boxes_fusion(bl, sl, ll, iou_thr=thr, allows_overflow=True),
+             wbf(b, s, lab, v, [1, 1, 1], iou_thr=thr, allows_overflow=True))
+        # NMS with weights: ensemble-boxes scales by w / sum(w), ttakit by w / max(w)
+        w = np.array([1.0, 2.0, 0.5])
+        rb, rs, rl = eb.nms(copies(bl), copies(sl), ll, weights=list(w), iou_thr=thr)
+        same((rb, rs * w.sum() / w.max(), rl), nms(b, s, lab, v, w, iou_thr=thr))
+
+
+def test_ensemble_boxes_wbf_avg_gives_confidence_above_one_ttakit_does_not():
+    # two views weighted 1 and 3; the heavy view puts two overlapping boxes on one object
+    bl = [np.array([[0.1, 0.1, 0.5, 0.5]]), np.array([[0.1, 0.1, 0.5, 0.5], [0.11, 0.1, 0.5, 0.5]])]
+    sl = [np.array([0.9]), np.array([0.95, 0.9])]
+    ll = [np.array([0.0]), np.array([0.0, 0.0])]
+    _, ref, _ = eb.weighted_boxes_fusion(bl, sl, ll, weights=[1, 3], conf_type="avg")
+    assert ref[0] > 1.0  # (0.9 + 2.85 + 2.7) / 3 * min(2, 3) / 4 = 1.075
+    mine = wbf(*stack_views(bl, sl, ll), [1, 3])
+    assert mine.scores[0] <= max(s.max() for s in sl) and mine.support[0] == 2
+    assert mine.scores[0] == pytest.approx((0.9 + 3 * 0.95 + 3 * 0.9) / 7)  # weighted mean of the cluster
+    # with equal weights the two agree exactly
+    _, ref_eq, _ = eb.weighted_boxes_fusion(bl, sl, ll, weights=[2, 2])
+    assert wbf(*stack_views(bl, sl, ll), [2, 2]).scores[0] == pytest.approx(ref_eq[0])
+
+
+def test_ensemble_boxes_nms_applies_weights_again_on_a_second_call():
+    bl = [np.array([[0.1, 0.1, 0.4, 0.4]]), np.array([[0.6, 0.6, 0.9, 0.9]])]
+    sl = [np.array([0.8]), np.array([0.6])]
+    ll = [np.array([0]), np.array([0])]
+    first = eb.nms(bl, sl, ll, weights=[1, 2])[1]
+    second = eb.nms(bl, sl, ll, weights=[1, 2])[1]  # the same lists: it rescaled them in place
+    assert not np.allclose(first, second)
+    b, s, lab, v = stack_views(bl, [np.array([0.8]), np.array([0.6])], ll)
+    keep = s.copy()
+    a1, a2 = nms(b, s, lab, v, [1, 2]).scores, nms(b, s, lab, v, [1, 2]).scores
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(s, keep)  # inputs untouched
+
+
+def test_soft_nms_rescores_where_ensemble_boxes_returns_original_scores():
+    bl = [np.array([[0.1, 0.1, 0.5, 0.5], [0.12, 0.1, 0.5, 0.52]])]
+    sl = [np.array([0.9, 0.8])]
+    ll = [np.array([0, 0])]
+    _, ref, _ = eb.soft_nms(copies(bl), copies(sl), ll, method=2, sigma=0.5)
+    np.testing.assert_allclose(sorted(ref), [0.8, 0.9])  # undecayed
+    mine = soft_nms(*stack_views(bl, sl, ll), method="gaussian", sigma=0.5)
+    iou = pair_iou(bl[0][0], bl[0][1])
+    np.testing.assert_allclose(sorted(mine.scores), sorted([0.9, 0.8 * np.exp(-iou * iou / 0.5)]))
+
+
+def test_min_views_and_support():
+    rng = np.random.default_rng(7)
+    bl, sl, ll = case(rng, views=4, n=30, classes=2)
+    b, s, lab, v = stack_views(bl, sl, ll)
+    for merge in ("nms", "soft_nms", "wbf"):
+        m = get_box_merge(merge)
+        all_ = m(b, s, lab, v, np.ones(4))
+        assert (all_.support >= 1).all() and (all_.support <= 4).all()
+        strict = get_box_merge(merge, min_views=3)(b, s, lab, v, np.ones(4))
+        assert len(strict) == int((all_.support >= 3).sum())
+        assert np.all(np.diff(all_.scores) <= 0)  # highest first
+    with pytest.raises(PolicyError, match="conf_type"):
+        get_box_merge("wbf", conf_type="median")
+    with pytest.raises(PolicyError, match="unknown box merge"):
+        get_box_merge("nmx")
+
+
+def test_empty_and_degenerate_inputs():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for f in (nms, soft_nms, wbf):
+            assert len(f(np.zeros((0, 4)), np.zeros(0), np.zeros(0))) == 0
+            # zero-area boxes carry no evidence
+            assert len(f(np.array([[0.1, 0.1, 0.1, 0.5]]), np.array([0.9]), np.array([0]))) == 0
