@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "ttakit"
 
 #: lowest first; a package may import only from packages of a lower rank (or itself)
 LAYERS = {
-    "errors": 0, "version": 0, "limits": 0.5,  # limits: above errors, below views
+    "errors": 0, "version": 0, "files": 0, "limits": 0.5,  # limits: above errors, below views
     "views": 1, "datasets": 1,
     "merge": 2,
     "policy": 3, "inputs": 3,

@@ -208,12 +208,12 @@ def test_names_that_are_not_utf8_and_atomic_output(model, good, tmp_path, capsys
     code, out, err = run(capsys, "predict", model, odd, "-f", "json")
     assert code == 0 and json.loads(out)["results"][0]["path"].endswith("caf\\xe9.png")
     # a writer failing half-way leaves the earlier file as it was, and no temporary file
-    from ttakit.io import writers
+    from ttakit import files
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(writers.os, "replace", boom)
+    monkeypatch.setattr(files.os, "replace", boom)
     code, _, err = run(capsys, "predict", model, *good, "--out", out_csv)
     assert code == 2 and f"cannot write {out_csv}: No space left on device" in err
     assert out_csv.read_text(encoding="utf-8") == text

@@ -22,8 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -31,6 +29,7 @@ from typing import IO
 import numpy as np
 
 from ..errors import InputError
+from ..files import write_atomic
 from .images import printable
 from .prediction import failed_rows
 
@@ -173,30 +172,6 @@ def render(pred, format: str = "csv", top_k: int | None = None) -> str:
     buf = io.StringIO()
     WRITERS[format_for(None, format)](pred, buf, top_k)
     return buf.getvalue()
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` all at once: into a temporary file
-    in the same folder, then renamed over ``path``, so that a failure
-    leaves ``path`` as it was (never empty or half-written). Raises
-    ``OSError`` when it cannot be written."""
-    path = Path(path)
-    data = text.encode("utf-8", "backslashreplace")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        try:  # mkstemp makes it private: keep the mode of the file replaced, else rw-r--r--
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777 if path.exists() else 0o644)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def write_predictions(pred, path: str | Path, format: str | None = None, top_k: int | None = None) -> str:

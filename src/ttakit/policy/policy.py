@@ -10,8 +10,6 @@ merge for one forward pass per distinct view.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PolicyError, TTAKitError
+from ..files import write_atomic
 from ..limits import LimitError, current
 from ..merge import Merge, get_merge, merge_from_aggregation, merge_from_dict
 from ..views import View, compose, identity, make_views, view_from_dict
@@ -349,7 +348,7 @@ class Policy:
             text = yaml.safe_dump(d, sort_keys=False)
         else:
             text = json.dumps(d, indent=2) + "\n"
-        _write_atomically(path, text)
+        write_atomic(path, text)
         return path
 
     @classmethod
@@ -418,27 +417,6 @@ def _check_size(views: list) -> None:
     limits.check("max_copies", len(views), "a policy holds too many views, counting duplicates")
     if len(views) > limits.max_views:
         limits.check("max_views", len(set(views)), "a policy has too many distinct views (forward passes per input)")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it
-    over ``path`` (one step on POSIX and Windows). Raises OSError."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # the mode a plain open() would give, not mkstemp's 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _num(w: float, exact: bool = False) -> str:

@@ -84,6 +84,13 @@ class TaskRun(abc.ABC):
 ON_ERROR = ("raise", "mark")
 
 
+def check_on_error(value) -> str:
+    """``value`` if it is a valid ``on_error``, else an InputError."""
+    if value not in ON_ERROR:
+        raise InputError(f"on_error must be one of {', '.join(ON_ERROR)}, got {value!r}")
+    return value
+
+
 class Task(abc.ABC):
     """Base class of tasks (classification, segmentation, detection...)."""
 

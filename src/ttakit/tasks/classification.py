@@ -17,7 +17,7 @@ from ..inputs import ImageInputs, check_layout
 from ..merge import Mean, Merge, get_merge, normalise, to_probs
 from ..models import Normalize, as_model
 from ..policy import Policy
-from .base import ON_ERROR, ResultBuffer, Task, TaskRun
+from .base import check_on_error, ResultBuffer, Task, TaskRun
 
 OUTPUT_KINDS = ("auto", "probs", "logits")
 PROB_TOLERANCE = 1e-3
@@ -66,8 +66,7 @@ class ClassificationTask(Task):
                  keep_views: bool = False, on_error: str = "raise"):
         if output not in OUTPUT_KINDS:
             raise InputError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {output!r}")
-        if on_error not in ON_ERROR:
-            raise InputError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+        check_on_error(on_error)
         self.on_error = on_error
         self.merge = merge
         self.output = output

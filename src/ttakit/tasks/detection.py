@@ -30,7 +30,7 @@ import torch
 
 from ..errors import InputError, ModelOutputError
 from ..merge.boxes import BOX_FORMATS, BoxMerge, BoxSet, from_xyxy, get_box_merge, to_xyxy
-from .base import ON_ERROR, Task, TaskRun
+from .base import check_on_error, Task, TaskRun
 from .front import COMMON, Front
 
 
@@ -118,8 +118,7 @@ class DetectionTask(Task):
                  classes: Sequence[str] | None = None, on_error: str = "raise"):
         if box_format not in BOX_FORMATS:
             raise InputError(f"box_format must be one of {', '.join(BOX_FORMATS)}, got {box_format!r}")
-        if on_error not in ON_ERROR:
-            raise InputError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+        check_on_error(on_error)
         if decode is not None and not callable(decode):
             raise InputError(f"decode must be a function of the model's raw output, got {type(decode).__name__}")
         self.merge, self.box_format, self.normalized, self.decode = merge, box_format, bool(normalized), decode

@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..inputs import ImageInputs, check_layout
 from ..models import as_model
 from ..policy import Policy
-from .base import ON_ERROR
+from .base import check_on_error
 
 #: the arguments every front end takes after its own
 COMMON = ("data_layout", "model_layout", "preprocess", "batch_size", "dedupe", "device", "model_options",
@@ -78,8 +78,7 @@ class Front(abc.ABC):
             cached = self.__dict__.get("_cached")
             if cached is not None and cached[0] == key:
                 return cached[1]
-            if self.on_error not in ON_ERROR:
-                raise InputError(f"on_error must be one of {', '.join(ON_ERROR)}, got {self.on_error!r}")
+            check_on_error(self.on_error)
             data_layout = check_layout(self.data_layout)
             policy = Policy.coerce(self.policy)
             model_key = (id(self.model), self.model_layout, id(self.device), id(self.model_options), data_layout)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ModelOutputError
-from .base import ON_ERROR, ResultBuffer, Task, TaskRun
+from .base import check_on_error, ResultBuffer, Task, TaskRun
 from .front import COMMON, Front
 
 
@@ -64,8 +64,7 @@ def swap_index(n_points: int, flip_pairs: Sequence) -> np.ndarray:
 class KeypointTask(Task):
     def __init__(self, flip_pairs: Sequence = (), normalized: bool = False, weight_by_confidence: bool = True,
                  on_error: str = "raise"):
-        if on_error not in ON_ERROR:
-            raise InputError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+        check_on_error(on_error)
         self.flip_pairs = [tuple(p) for p in flip_pairs]
         self.normalized, self.weight_by_confidence, self.on_error = bool(normalized), bool(weight_by_confidence), on_error
 

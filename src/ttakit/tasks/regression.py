@@ -25,7 +25,7 @@ import torch
 
 from ..errors import InputError, ModelOutputError
 from ..models.base import as_tensor
-from .base import ON_ERROR, ResultBuffer, Task, TaskRun
+from .base import check_on_error, ResultBuffer, Task, TaskRun
 
 REGRESSION_MERGES = ("mean", "median")
 
@@ -65,8 +65,7 @@ class RegressionTask(Task):
     def __init__(self, merge: str = "mean", keep_views: bool = False, on_error: str = "raise"):
         if merge not in REGRESSION_MERGES:
             raise InputError(f"a regression merge is one of {', '.join(REGRESSION_MERGES)}, got {merge!r}")
-        if on_error not in ON_ERROR:
-            raise InputError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+        check_on_error(on_error)
         self.merge = merge
         self.keep_views = keep_views
         self.on_error = on_error

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError, ModelOutputError
 from ..merge import Merge, get_merge, normalise, to_probs
-from .base import ON_ERROR, ResultBuffer, Task, TaskRun
+from .base import check_on_error, ResultBuffer, Task, TaskRun
 from .front import COMMON, Front
 
 SEG_OUTPUTS = ("auto", "probs", "logits", "labels")
@@ -80,8 +80,7 @@ class SegmentationTask(Task):
             raise InputError(f"output must be one of {', '.join(SEG_OUTPUTS)}, got {output!r}")
         if output_layout not in ("NCHW", "NHWC"):
             raise InputError(f"output_layout must be 'NCHW' or 'NHWC', got {output_layout!r}")
-        if on_error not in ON_ERROR:
-            raise InputError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+        check_on_error(on_error)
         self.merge, self.output, self.output_layout = merge, output, output_layout
         self.classes = None if classes is None else list(classes)
         self.labels_only, self.uncertainty, self.background = bool(labels_only), bool(uncertainty), background
