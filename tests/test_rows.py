@@ -235,3 +235,13 @@ def test_tabular_study_runs_at_tiny_settings():
     out = tabular.run({"datasets": ["iris", "diabetes"], "models": ["logistic"], "folds": 2, "n_copies": 2})
     assert len(out["cells"]) == 2 and "accuracy" in out["cells"][0] and "rmse" in out["cells"][1]
     assert "| iris | logistic | accuracy |" in out["table"]
+
+
+def test_reproduce_tabular_command_writes_a_report(tmp_path, capsys):
+    from ttakit.interfaces import cli
+
+    code = cli.main(["reproduce", "tabular", "--datasets", "iris", "cars_mpg", "--models", "logistic",
+                     "--folds", "2", "--repeats", "1", "--copies", "2", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "Of 2 cells" in out and "| iris | logistic | log_loss |" in out
+    assert "| cars_mpg | logistic | rmse |" in (tmp_path / "report.md").read_text()

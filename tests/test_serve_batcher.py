@@ -40,7 +40,7 @@ def test_requests_are_batched_and_split_back_exactly():
         outs = [f.result(10) for f in futs]
     finally:
         b.close()
-    np.testing.assert_array_equal(np.concatenate([o.probs for o in outs]), c.predict_proba(x))
+    np.testing.assert_allclose(np.concatenate([o.probs for o in outs]), c.predict_proba(x), rtol=0, atol=1e-6)
     assert b.stats.batches < 5 and outs[0].batch_images > 2
 
 
@@ -73,7 +73,7 @@ def test_degrade_runs_a_shorter_prefix_when_the_queue_is_deep():
     # the first may be taken before the others arrive; the second waits behind two more
     assert outs[1].degraded and outs[1].views == 1
     assert not outs[3].degraded and outs[3].views == 3
-    np.testing.assert_array_equal(outs[1].probs, clf(policy="identity").predict_proba(x))
+    np.testing.assert_allclose(outs[1].probs, clf(policy="identity").predict_proba(x), rtol=0, atol=1e-6)
 
 
 def test_close_finishes_queued_requests():

@@ -1,4 +1,4 @@
-"""``ttakit reproduce tutorial|resnet|tuning``: rerun a reference experiment.
+"""``ttakit reproduce tutorial|resnet|tuning|tabular``: rerun a reference experiment.
 
 The experiments themselves are :mod:`ttakit.experiments`; this module only
 maps options to their configurations."""
@@ -39,7 +39,8 @@ def add_tutorial_args(p: argparse.ArgumentParser, repeats: int, runtime: str = "
 
 def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", title="experiments",
-                           help="tutorial: the founding Keras CNN experiment; resnet: the published ResNets")
+                           help="tutorial: the founding Keras CNN experiment; resnet: the published ResNets; "
+                                "tuning: policy search; tabular: row TTA on scikit-learn models")
     sub.required = True
     t = sub.add_parser("tutorial", help="the founding Keras CNN experiment, paired (trains R models)",
                        description="Train the tutorial's Keras CNN R times and evaluate every policy on "
@@ -67,6 +68,22 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-tune", type=int, default=5000, metavar="N",
                    help="images in the tuning half (the rest are held out). Default: 5000")
     add_data_args(g)
+    from ...experiments.tabular import CLASSIFICATION, MODELS, REGRESSION
+
+    tb = sub.add_parser("tabular", help="does row TTA help scikit-learn models? paired, over k-fold",
+                        description="For each offline data set x model family, repeated k-fold: tune "
+                                    "TTAClassifier/TTARegressor on the training folds (guarded), score the test "
+                                    "fold with and without TTA, report every paired difference with its CI.")
+    tb.add_argument("--datasets", nargs="+", choices=CLASSIFICATION + REGRESSION, default=None, metavar="NAME",
+                    help=f"data sets. Default: all ({', '.join(CLASSIFICATION + REGRESSION)})")
+    tb.add_argument("--models", nargs="+", choices=MODELS, default=None, metavar="NAME",
+                    help=f"model families. Default: all ({', '.join(MODELS)})")
+    tb.add_argument("--folds", type=int, default=5, help="folds per repeat. Default: 5")
+    tb.add_argument("--repeats", type=int, default=2, help="repeats of the k-fold split. Default: 2")
+    tb.add_argument("--copies", type=int, default=4, help="copies per view. Default: 4")
+    tb.add_argument("--seed", type=int, default=0, help="seed of the first repeat. Default: 0")
+    tb.add_argument("--out", metavar="DIR", default=None, help="folder for report.md and results.json. "
+                    "Default: results/tabular")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +98,20 @@ def run(args: argparse.Namespace) -> int:
         res = tutorial.run(cfg)
         print(res["table"])
         print(f"\nreport: {res['out']}/report.md")
+        return EXIT_OK
+    if args.experiment == "tabular":
+        import sys
+
+        from ...experiments import tabular
+
+        cfg = {"folds": args.folds, "repeats": args.repeats, "n_copies": args.copies, "seed": args.seed}
+        if args.datasets:
+            cfg["datasets"] = tuple(args.datasets)
+        if args.models:
+            cfg["models"] = tuple(args.models)
+        res = tabular.run(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+        print(res["verdict"] + "\n\n" + res["table"])
+        print(f"\nreport: {tabular.write_report(res, args.out or 'results/tabular')}")
         return EXIT_OK
     if args.experiment == "tuning":
         from ...experiments import tuning
@@ -100,5 +131,5 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, tuning) and write a report",
+COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, tuning, tabular) and write a report",
                   configure=configure, run=run)
