@@ -53,3 +53,34 @@ def test_yaml_tags_are_refused(tmp_path):
     pickle_file.write_bytes(pickle.dumps({"format": "ttakit.policy"}))
     with pytest.raises(PolicyError):
         ttakit.Policy.load(pickle_file)
+
+
+def test_sklearn_models_load_from_skops_and_pickles_only_when_allowed(tmp_path):
+    sio = pytest.importorskip("skops.io")
+    lm = pytest.importorskip("sklearn.linear_model")
+    from ttakit.models.sklearn_loading import load_sklearn
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 3)), rng.integers(0, 2, 40)
+    est = lm.LogisticRegression().fit(x, y)
+    path = tmp_path / "m.skops"
+    sio.dump(est, path)
+    np.testing.assert_allclose(load_sklearn(path).predict_proba(x), est.predict_proba(x))
+    # a type skops does not trust by default is listed and refused until trusted by name
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    pipe = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
+    risky = tmp_path / "p.skops"
+    sio.dump(pipe, risky)
+    with pytest.raises(ModelLoadError, match="not trusted by default: .*TreePredictor"):
+        load_sklearn(risky)
+    untrusted = __import__("ttakit.models.sklearn_loading", fromlist=["x"]).untrusted_types(risky)
+    np.testing.assert_allclose(load_sklearn(risky, trusted=untrusted).predict_proba(x), pipe.predict_proba(x))
+    pkl = tmp_path / "m.pkl"
+    pkl.write_bytes(pickle.dumps(est))
+    with pytest.raises(ModelLoadError, match="is a pickle: loading it can run any code"):
+        load_sklearn(pkl)
+    assert load_sklearn(pkl, allow_pickle=True).predict(x).shape == (40,)
+    with pytest.raises(ModelLoadError, match="not a readable skops file"):
+        (tmp_path / "bad.skops").write_bytes(b"not a zip")
+        load_sklearn(tmp_path / "bad.skops")
