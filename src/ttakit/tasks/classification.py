@@ -15,8 +15,9 @@ from .. import engine
 from ..errors import InputError, ModelOutputError
 from ..inputs import ImageInputs, check_layout
 from ..merge import Mean, Merge, get_merge, normalise, to_probs
-from ..models import Normalize, as_model
+from ..models import Normalize
 from ..policy import Policy
+from .front import cached_adapter
 from .base import check_on_error, ResultBuffer, Task, TaskRun
 
 OUTPUT_KINDS = ("auto", "probs", "logits")
@@ -411,18 +412,7 @@ class Classifier:
             data_layout = check_layout(self.data_layout)
             policy = Policy.coerce(self.policy)
             c = _Contracted.resolve(policy, self.preprocess, self.model_layout, self.output, self.classes)
-            model_key = (id(self.model), c.model_layout, id(self.device), id(self.model_options), data_layout)
-            prev = self.__dict__.get("_adapter")
-            if prev is not None and prev[0] == model_key:
-                adapter = prev[1]
-            else:
-                opts = dict(self.model_options or {})
-                if self.device is not None:
-                    opts["device"] = self.device
-                if c.model_layout is not None:
-                    opts["layout"] = check_layout(c.model_layout, "model_layout")
-                adapter = as_model(self.model, default_layout=data_layout, **opts)
-                self.__dict__["_adapter"] = (model_key, adapter)
+            adapter = cached_adapter(self, data_layout, c.model_layout)
             merge = (policy.merge or Mean()) if self.merge is None else get_merge(self.merge)
             task = ClassificationTask(merge, c.output, c.classes, on_error=self.on_error)
             setup = _Setup(adapter, ImageInputs(data_layout), policy,

@@ -34,6 +34,24 @@ class Setup:
     preprocess: object = None
 
 
+def cached_adapter(owner, data_layout: str, model_layout: str | None):
+    """The adapter ``owner.model`` stands for (with ``owner.device`` and
+    ``owner.model_options``), rebuilt only when one of those arguments
+    changed. Call it under the owner's lock."""
+    key = (id(owner.model), model_layout, id(owner.device), id(owner.model_options), data_layout)
+    prev = owner.__dict__.get("_adapter")
+    if prev is not None and prev[0] == key:
+        return prev[1]
+    opts = dict(owner.model_options or {})
+    if owner.device is not None:
+        opts["device"] = owner.device
+    if model_layout is not None:
+        opts["layout"] = check_layout(model_layout, "model_layout")
+    adapter = as_model(owner.model, default_layout=data_layout, **opts)
+    owner.__dict__["_adapter"] = (key, adapter)
+    return adapter
+
+
 class Front(abc.ABC):
     """Base of the front ends. A subclass lists its parameters in ``PARAMS``
     (``model`` and ``policy`` first) and builds its task in :meth:`make_task`."""
@@ -81,18 +99,7 @@ class Front(abc.ABC):
             check_on_error(self.on_error)
             data_layout = check_layout(self.data_layout)
             policy = Policy.coerce(self.policy)
-            model_key = (id(self.model), self.model_layout, id(self.device), id(self.model_options), data_layout)
-            prev = self.__dict__.get("_adapter")
-            if prev is not None and prev[0] == model_key:
-                adapter = prev[1]
-            else:
-                opts = dict(self.model_options or {})
-                if self.device is not None:
-                    opts["device"] = self.device
-                if self.model_layout is not None:
-                    opts["layout"] = check_layout(self.model_layout, "model_layout")
-                adapter = as_model(self.model, default_layout=data_layout, **opts)
-                self.__dict__["_adapter"] = (model_key, adapter)
+            adapter = cached_adapter(self, data_layout, self.model_layout)
             run_policy = policy.unique() if self.dedupe else policy
             task = self.make_task(run_policy)
             setup = Setup(adapter, ImageInputs(data_layout), policy, run_policy, task,
