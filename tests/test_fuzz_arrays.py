@@ -131,3 +131,11 @@ def test_malformed_model_outputs_only_raise_ttakit_errors(out, policy):
     res = bounded(lambda: ttakit.Classifier(lambda a: out, policy, on_error="mark").run(x))
     if not isinstance(res, Exception):
         assert res.probs.shape[0] == 6
+
+
+def test_found_by_the_long_fuzz_run_unsigned_64_bit_outputs():
+    # numpy's ulonglong (a dict's huge int values) once escaped as torch's TypeError
+    x = np.zeros((2, 3, 4, 4), np.uint8)
+    out = np.array([[2**64 - 1, 3], [1, 2]], dtype=np.ulonglong)
+    res = ttakit.Classifier(lambda a: out, "identity", on_error="mark").run(x)
+    assert res.probs.shape == (2, 2)

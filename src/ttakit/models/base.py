@@ -86,8 +86,9 @@ def as_tensor(y, device: torch.device | str = "cpu") -> torch.Tensor:
         if arr.dtype.kind not in "biuf":
             raise ModelOutputError(f"the model returned {type(y).__name__} of dtype {arr.dtype}; expected an "
                                    f"array of real numbers with one row per input")
-        t = torch.from_numpy(arr.astype(np.float32) if arr.dtype.kind == "f" and arr.dtype != np.float32
-                             and arr.dtype != np.float64 else arr)
+        # integers and booleans (any width, e.g. numpy's ulonglong, which torch cannot take) as float64
+        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64 if arr.dtype.kind in "biu" or
+                                                  arr.dtype not in (np.float32, np.float64) else arr.dtype))
     if not t.is_floating_point():
         t = t.to(torch.float32)
     return t.to(device=device, dtype=torch.float32)
