@@ -87,8 +87,9 @@ def as_tensor(y, device: torch.device | str = "cpu") -> torch.Tensor:
             raise ModelOutputError(f"the model returned {type(y).__name__} of dtype {arr.dtype}; expected an "
                                    f"array of real numbers with one row per input")
         # integers and booleans (any width, e.g. numpy's ulonglong, which torch cannot take) as float64
-        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64 if arr.dtype.kind in "biu" or
-                                                  arr.dtype not in (np.float32, np.float64) else arr.dtype))
+        arr = arr.astype(np.float64 if arr.dtype.kind in "biu" or arr.dtype not in (np.float32, np.float64)
+                         else arr.dtype, copy=False)
+        t = torch.from_numpy(np.ascontiguousarray(arr) if arr.ndim else arr)
     if not t.is_floating_point():
         t = t.to(torch.float32)
     return t.to(device=device, dtype=torch.float32)
