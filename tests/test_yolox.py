@@ -74,3 +74,13 @@ def test_flip_tta_with_wbf_finds_the_known_objects(letterboxed):
         top = np.flatnonzero(tta.labels[i] == cls)[0]
         assert tta.scores[i][top] > 0.5 and tta.support[i][top] == 2
     assert tta.forward_passes == 2 * len(x)
+
+
+def test_reproduce_detection_on_a_few_images(tmp_path, capsys):
+    from ttakit.interfaces import cli
+
+    code = cli.main(["reproduce", "detection", "--shared", str(SHARED), "--limit", "4", "--n-boot", "5",
+                     "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "| no TTA | 1 |" in out and "| hflip, WBF iou 0.55 avg | 2 |" in out
+    assert (tmp_path / "detection.md").exists() and (tmp_path / "detection.json").exists()

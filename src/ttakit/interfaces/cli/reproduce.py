@@ -1,4 +1,4 @@
-"""``ttakit reproduce tutorial|resnet|tuning|tabular``: rerun a reference experiment.
+"""``ttakit reproduce tutorial|resnet|tuning|tabular|detection``: rerun a reference experiment.
 
 The experiments themselves are :mod:`ttakit.experiments`; this module only
 maps options to their configurations."""
@@ -40,7 +40,7 @@ def add_tutorial_args(p: argparse.ArgumentParser, repeats: int, runtime: str = "
 def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", title="experiments",
                            help="tutorial: the founding Keras CNN experiment; resnet: the published ResNets; "
-                                "tuning: policy search; tabular: row TTA on scikit-learn models")
+                                "tuning: policy search; tabular: row TTA on scikit-learn models; detection: YOLOX-nano on COCO")
     sub.required = True
     t = sub.add_parser("tutorial", help="the founding Keras CNN experiment, paired (trains R models)",
                        description="Train the tutorial's Keras CNN R times and evaluate every policy on "
@@ -84,6 +84,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     tb.add_argument("--seed", type=int, default=0, help="seed of the first repeat. Default: 0")
     tb.add_argument("--out", metavar="DIR", default=None, help="folder for report.md and results.json. "
                     "Default: results/tabular")
+    dt = sub.add_parser("detection", help="YOLOX-nano on COCO val2017 images: no TTA vs flips and scales, "
+                                          "NMS, soft-NMS, WBF",
+                        description="Run the YOLOX-nano ONNX detector (../shared/models/yolox-nano) on the "
+                                    "COCO val2017 subset (../shared/data/coco-val2017-mini) with each policy and "
+                                    "merge; mAP and AP50 by pycocotools, paired against no TTA.")
+    dt.add_argument("--shared", metavar="DIR", default="../shared",
+                    help="the folder holding models/yolox-nano and data/coco-val2017-mini. Default: ../shared")
+    dt.add_argument("--limit", type=int, metavar="N", default=None, help="first N images only. Default: all")
+    dt.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples per comparison. Default: 100")
+    dt.add_argument("--out", metavar="DIR", default=None, help="folder for detection.md and detection.json. "
+                    "Default: results/detection")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,6 +109,17 @@ def run(args: argparse.Namespace) -> int:
         res = tutorial.run(cfg)
         print(res["table"])
         print(f"\nreport: {res['out']}/report.md")
+        return EXIT_OK
+    if args.experiment == "detection":
+        import sys
+
+        from ...experiments import detection
+
+        cfg = detection.DetectionConfig(shared=args.shared, limit=args.limit, n_boot=args.n_boot,
+                                        out=args.out or "results/detection")
+        summary = detection.run(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+        print(detection.render(summary))
+        print(f"report: {detection.write(summary, cfg.out)}")
         return EXIT_OK
     if args.experiment == "tabular":
         import sys
@@ -131,5 +153,5 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, tuning, tabular) and write a report",
+COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, tuning, tabular, detection) and write a report",
                   configure=configure, run=run)
