@@ -18,7 +18,7 @@ ifneq ($(wildcard ../shared/models/cifar10-resnet),)
 export TTAKIT_MODELS ?= $(abspath ../shared/models/cifar10-resnet)
 endif
 
-.PHONY: test demo install bench fuzz clean
+.PHONY: test demo install mediapipe bench fuzz clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,30 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: install
+# MediaPipe 0.10.14 (its models, experiments and tests: ttakit.zoo.mediapipe) pins protobuf < 5,
+# and BlazePose's graph setup does fail on the protobuf 7 of the main environment, so it gets an
+# environment of its own, .venv-mp, with ttakit installed editable. mediapipe itself installs
+# without its declared dependencies (they pull jax, jaxlib, sounddevice and opencv-contrib,
+# none of which mp.solutions uses); the extra [mediapipe] lists the light ones it needs.
+MP_VENV ?= .venv-mp
+MP_PY   := $(MP_VENV)/bin/python
+MEDIAPIPE_SPEC ?= mediapipe==0.10.14
+
+$(MP_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(MP_VENV)
+	$(MP_PY) -m pip install -q --upgrade pip
+	$(MP_PY) -c "import torch" 2>/dev/null || $(MP_PY) -m pip install -q "$(TORCH_SPEC)"
+	$(MP_PY) -m pip install -q -e ".[mediapipe]" pytest pytest-xdist hypothesis
+	$(MP_PY) -m pip install -q --no-deps "$(MEDIAPIPE_SPEC)"
+	touch $@
+
+mediapipe: $(MP_VENV)/.installed
+
+# The MediaPipe tests skip in the main environment (no mediapipe there) and run in .venv-mp,
+# where a missing mediapipe is an error rather than a skip.
+test: install mediapipe
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup
+	OMP_NUM_THREADS=1 TTAKIT_REQUIRE_MEDIAPIPE=1 $(MP_PY) -m pytest -q -m mediapipe tests/test_mediapipe.py
 
 demo: install
 	$(PY) -m ttakit demo
@@ -45,4 +67,4 @@ fuzz: install
 	$(PY) bench/fuzz_long.py --minutes $(FUZZ_MINUTES)
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) $(MP_VENV) build .pytest_cache

@@ -113,3 +113,32 @@ def test_tuning_experiment_reports_on_the_held_out_half(tmp_path, monkeypatch):
                                                 - len(tuning.candidate_views("standard")))
     text = (tmp_path / "t" / "tiny.md").read_text()
     assert "held out" in text and "Search cost" in text
+
+
+def test_segmentation_report_takes_sections_added_later(tmp_path, monkeypatch):
+    from ttakit.errors import InputError
+    from ttakit.experiments import segmentation
+
+    def fake_run(cfg, log):
+        return {"section": "fake", "value": 0.25}
+
+    monkeypatch.setitem(segmentation.SECTIONS, "fake", (fake_run, lambda sec: f"## Fake\n\nvalue {sec['value']}\n"))
+    cfg = segmentation.SegmentationConfig(sections=("fake",), out=str(tmp_path))
+    summary = segmentation.run(cfg, log=lambda m: None)
+    path = segmentation.write(summary, tmp_path)
+    assert "## Fake" in path.read_text() and "value 0.25" in path.read_text()
+    assert json.loads((tmp_path / "segmentation.json").read_text())["sections"][0]["section"] == "fake"
+    with pytest.raises(InputError, match="unknown segmentation section"):
+        segmentation.run(segmentation.SegmentationConfig(sections=("nope",)), log=lambda m: None)
+
+
+def test_mediapipe_experiments_without_mediapipe_say_how_to_install(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("mediapipe") is not None:
+        pytest.skip("mediapipe is installed here: this checks the message where it is not")
+    from ttakit.interfaces.cli import main
+
+    for exp in ("segmentation", "keypoints"):
+        assert main(["reproduce", exp, "--shared", str(tmp_path), "--out", str(tmp_path)]) == 2
+        assert "pip install --no-deps mediapipe==0.10.14" in capsys.readouterr().err

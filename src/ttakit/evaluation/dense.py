@@ -1,6 +1,6 @@
-"""Paired evaluation of segmentation and detection: with and without TTA on
-the same images, the difference with a bootstrap CI over images, and the
-images each change helped or hurt.
+"""Paired evaluation of segmentation, detection and keypoints: with and
+without TTA on the same images, the difference with a bootstrap CI over
+images, and the images (or people) each change helped or hurt.
 
 - Segmentation: per-class IoU and Dice accumulated over all pixels (mean IoU
   and mean Dice over the classes present), and each image's own mean IoU for
@@ -8,6 +8,12 @@ images each change helped or hurt.
 - Detection: COCO mAP@[.5:.95] and AP50 through pycocotools (``ttakit[coco]``)
   on COCO-format ground truth; the CI resamples images and re-runs COCOeval
   on each resample (``n_boot`` of them: a few seconds per hundred on small sets).
+- Keypoints: each person's OKS (COCO's object keypoint similarity, the
+  formula of pycocotools' ``computeOks`` against that person's own ground
+  truth) and PCK (share of labelled keypoints within ``alpha`` x the longer
+  side of the person's box), averaged over people; the CI resamples images
+  (all people of an image together). OKS AP itself: ``coco_map(...,
+  iou_type="keypoints")`` and ``paired_detection(..., iou_type="keypoints")``.
 """
 
 from __future__ import annotations
@@ -41,20 +47,45 @@ def _iou_dice(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return iou, dice, present
 
 
+def _label_maps(maps, name: str) -> list[np.ndarray]:
+    """``(N, H, W)`` label maps, or a sequence of ``(H, W)`` maps of any sizes."""
+    out = [np.asarray(m) for m in maps]
+    if any(m.ndim != 2 for m in out):
+        raise InputError(f"{name} must be label maps (N, H, W) or a list of (H, W) maps")
+    return out
+
+
+def _confusions(preds, gts, k: int, ignore_index: int | None, names=("pred", "gt")) -> np.ndarray:
+    """``(N, k, k)`` confusion matrices, one per image (images may differ in size)."""
+    preds, gts = _label_maps(preds, names[0]), _label_maps(gts, names[1])
+    if len(preds) != len(gts) or any(p.shape != g.shape for p, g in zip(preds, gts)):
+        raise InputError(f"{names[0]} and {names[1]} must hold the same number of label maps, each of the "
+                         f"same shape as its ground truth; got {len(preds)} and {len(gts)} maps")
+    return np.stack([_confusion(p, g, k, ignore_index) for p, g in zip(preds, gts)]) if gts else \
+        np.zeros((0, k, k), np.int64)
+
+
+SEG_METRICS = ("iou", "dice")
+
+
+def _class_score(conf: np.ndarray, metric: str, classes) -> float:
+    """Mean IoU or Dice over ``classes`` (default: the classes present in the ground truth)."""
+    iou, dice, present = _iou_dice(conf)
+    vals = iou if metric == "iou" else dice
+    keep = present if classes is None else np.isin(np.arange(len(vals)), classes) & present
+    return float(np.nanmean(vals[keep])) if keep.any() else float("nan")
+
+
 def segmentation_scores(pred, gt, num_classes: int, ignore_index: int | None = None) -> dict:
     """Mean IoU and mean Dice over the classes present in ``gt`` (pixels of
-    all images pooled), per-class values, and each image's mean IoU."""
-    pred, gt = np.asarray(pred), np.asarray(gt)
-    if pred.shape != gt.shape or pred.ndim != 3:
-        raise InputError(f"label maps must both be (N, H, W), got {pred.shape} and {gt.shape}")
-    total = np.zeros((num_classes, num_classes), np.int64)
-    per_image = np.empty(len(gt))
-    for i in range(len(gt)):
-        conf = _confusion(pred[i], gt[i], num_classes, ignore_index)
-        total += conf
-        iou, _, present = _iou_dice(conf)
-        per_image[i] = float(np.nanmean(np.where(present, iou, np.nan))) if present.any() else np.nan
-    iou, dice, present = _iou_dice(total)
+    all images pooled), per-class values, and each image's mean IoU.
+    ``pred`` and ``gt`` are ``(N, H, W)`` label maps or lists of ``(H, W)``
+    maps (images of different sizes)."""
+    per = _confusions(pred, gt, num_classes, ignore_index)
+    if not len(per):
+        raise InputError("no label maps to score")
+    per_image = np.array([_class_score(c, "iou", None) for c in per])
+    iou, dice, present = _iou_dice(per.sum(0))
     return {"miou": float(np.nanmean(iou[present])), "dice": float(np.nanmean(dice[present])),
             "iou_per_class": iou.tolist(), "dice_per_class": dice.tolist(), "per_image_iou": per_image}
 
@@ -70,38 +101,44 @@ class PairedDense:
     difference: float
     ci_low: float
     ci_high: float
-    improved: int   #: images whose own score rose by more than ``tolerance``
-    worsened: int   #: images whose own score fell by more than ``tolerance``
+    improved: int   #: images (or instances) whose own score rose by more than ``tolerance``
+    worsened: int   #: images (or instances) whose own score fell by more than ``tolerance``
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def paired_segmentation(pred_a, pred_b, gt, num_classes: int, ignore_index: int | None = None,
-                        level: float = 0.95, n_boot: int = 1000, seed: int = 0, tolerance: float = 0.01) -> PairedDense:
-    """Mean IoU of ``pred_b`` minus that of ``pred_a`` on the same images, with a
-    percentile bootstrap CI resampling images (the confusion matrices are
-    per image, so each resample is a sum, not a re-run)."""
-    pred_a, pred_b, gt = np.asarray(pred_a), np.asarray(pred_b), np.asarray(gt)
-    if not (pred_a.shape == pred_b.shape == gt.shape):
-        raise InputError(f"label maps must have one shape, got {pred_a.shape}, {pred_b.shape}, {gt.shape}")
-    ca = np.stack([_confusion(pred_a[i], gt[i], num_classes, ignore_index) for i in range(len(gt))])
-    cb = np.stack([_confusion(pred_b[i], gt[i], num_classes, ignore_index) for i in range(len(gt))])
+                        level: float = 0.95, n_boot: int = 1000, seed: int = 0, tolerance: float = 0.01,
+                        metric: str = "iou", classes=None) -> PairedDense:
+    """Mean IoU (``metric="iou"``) or mean Dice (``"dice"``) of ``pred_b``
+    minus that of ``pred_a`` on the same images, with a percentile bootstrap
+    CI resampling images (the confusion matrices are per image, so each
+    resample is a sum, not a re-run). ``classes``: the class indices to
+    average over (default: those present in ``gt``; ``[1]`` scores the
+    foreground of a binary task alone). Label maps may be ``(N, H, W)`` or
+    lists of ``(H, W)`` maps of different sizes."""
+    if metric not in SEG_METRICS:
+        raise InputError(f"metric must be one of {', '.join(SEG_METRICS)}, got {metric!r}")
+    ca = _confusions(pred_a, gt, num_classes, ignore_index, ("pred_a", "gt"))
+    cb = _confusions(pred_b, gt, num_classes, ignore_index, ("pred_b", "gt"))
+    if not len(ca):
+        raise InputError("no label maps to compare")
 
-    def miou(conf):
-        iou, _, present = _iou_dice(conf)
-        return float(np.nanmean(iou[present])) if present.any() else float("nan")
+    def score(conf):
+        return _class_score(conf, metric, classes)
 
-    a, b = miou(ca.sum(0)), miou(cb.sum(0))
+    a, b = score(ca.sum(0)), score(cb.sum(0))
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
     for j in range(n_boot):
-        idx = rng.integers(0, len(gt), len(gt))
-        diffs[j] = miou(cb[idx].sum(0)) - miou(ca[idx].sum(0))
+        idx = rng.integers(0, len(ca), len(ca))
+        diffs[j] = score(cb[idx].sum(0)) - score(ca[idx].sum(0))
     lo, hi = np.nanquantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    ia = np.array([miou(c) for c in ca])
-    ib = np.array([miou(c) for c in cb])
-    return PairedDense("miou", len(gt), a, b, b - a, float(lo), float(hi),
+    ia = np.array([score(c) for c in ca])
+    ib = np.array([score(c) for c in cb])
+    name = ("m" + metric) if classes is None else f"{metric}[{','.join(str(int(c)) for c in np.ravel(classes))}]"
+    return PairedDense(name, len(ca), a, b, b - a, float(lo), float(hi),
                        int(np.sum(ib - ia > tolerance)), int(np.sum(ia - ib > tolerance)))
 
 
@@ -145,9 +182,16 @@ def coco_detections(image_ids, boxes, scores, labels, category_ids=None, box_for
     return out
 
 
-def coco_map(ground_truth, detections: list[dict], image_ids=None) -> dict:
+COCO_IOU_TYPES = ("bbox", "segm", "keypoints")
+
+
+def coco_map(ground_truth, detections: list[dict], image_ids=None, iou_type: str = "bbox") -> dict:
     """``{"map": AP@[.5:.95], "ap50": AP@.5}`` of ``detections`` on the images
-    ``image_ids`` (default: all images of the ground truth)."""
+    ``image_ids`` (default: all images of the ground truth). ``iou_type``:
+    ``"bbox"``, ``"segm"`` or ``"keypoints"`` (OKS AP of person keypoint
+    records: ``keypoints`` as 17 x (x, y, v), ``score``)."""
+    if iou_type not in COCO_IOU_TYPES:
+        raise InputError(f"iou_type must be one of {', '.join(COCO_IOU_TYPES)}, got {iou_type!r}")
     _, COCOeval = _coco()
     gt = ground_truth if hasattr(ground_truth, "getImgIds") else load_coco_ground_truth(ground_truth)
     ids = list(gt.getImgIds()) if image_ids is None else [int(i) for i in image_ids]
@@ -156,7 +200,7 @@ def coco_map(ground_truth, detections: list[dict], image_ids=None) -> dict:
         return {"map": 0.0, "ap50": 0.0}
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(dets)
-        ev = COCOeval(gt, dt, "bbox")
+        ev = COCOeval(gt, dt, iou_type)
         ev.params.imgIds = ids
         ev.evaluate()
         ev.accumulate()
@@ -165,23 +209,26 @@ def coco_map(ground_truth, detections: list[dict], image_ids=None) -> dict:
 
 
 def paired_detection(ground_truth, dets_a: list[dict], dets_b: list[dict], level: float = 0.95,
-                     n_boot: int = 200, seed: int = 0) -> PairedDense:
+                     n_boot: int = 200, seed: int = 0, iou_type: str = "bbox") -> PairedDense:
     """mAP of ``dets_b`` minus that of ``dets_a``, with a bootstrap CI over
-    images (a resample repeats images: each copy gets a new image id)."""
+    images (a resample repeats images: each copy gets a new image id).
+    ``iou_type="keypoints"`` compares OKS AP instead (metric ``"oks_ap"``)."""
     gt = ground_truth if hasattr(ground_truth, "getImgIds") else load_coco_ground_truth(ground_truth)
     ids = sorted(gt.getImgIds())
-    a, b = coco_map(gt, dets_a, ids)["map"], coco_map(gt, dets_b, ids)["map"]
+    ap = (lambda g, d, i=None: coco_map(g, d, i, iou_type)["map"])
+    a, b = ap(gt, dets_a, ids), ap(gt, dets_b, ids)
     by_img_a, by_img_b = _by_image(dets_a), _by_image(dets_b)
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
     for j in range(n_boot):
         pick = rng.choice(ids, len(ids))
         g, da, db = _resampled(gt, pick, by_img_a, by_img_b)
-        diffs[j] = coco_map(g, db)["map"] - coco_map(g, da)["map"]
+        diffs[j] = ap(g, db) - ap(g, da)
     lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    per_a = np.array([coco_map(gt, dets_a, [i])["map"] for i in ids])
-    per_b = np.array([coco_map(gt, dets_b, [i])["map"] for i in ids])
-    return PairedDense("map", len(ids), a, b, b - a, float(lo), float(hi),
+    per_a = np.array([ap(gt, dets_a, [i]) for i in ids])
+    per_b = np.array([ap(gt, dets_b, [i]) for i in ids])
+    name = {"bbox": "map", "segm": "segm_map", "keypoints": "oks_ap"}[iou_type]
+    return PairedDense(name, len(ids), a, b, b - a, float(lo), float(hi),
                        int(np.sum(per_b - per_a > 0.01)), int(np.sum(per_a - per_b > 0.01)))
 
 
@@ -204,3 +251,93 @@ def _resampled(gt, pick, by_a, by_b):
     g = load_coco_ground_truth({"images": images, "annotations": anns,
                                 "categories": list(gt.cats.values())})
     return g, da, db
+
+
+# -- keypoints -----------------------------------------------------------------------
+
+#: COCO's per-keypoint OKS constants (pycocotools ``COCOeval.Params.kpt_oks_sigmas``), COCO order
+COCO_KEYPOINT_SIGMAS = np.array([.26, .25, .25, .35, .35, .79, .79, .72, .72, .62, .62, 1.07, 1.07, .87, .87,
+                                 .89, .89]) / 10.0
+KEYPOINT_METRICS = ("oks", "pck")
+
+
+def _keypoint_arrays(pred, gt):
+    pred = np.asarray(pred, np.float64)
+    gt = np.asarray(gt, np.float64)
+    if gt.ndim != 3 or gt.shape[-1] != 3:
+        raise InputError(f"ground-truth keypoints must be (people, P, 3) as x, y, v; got {gt.shape}")
+    if pred.ndim != 3 or pred.shape[:2] != gt.shape[:2] or pred.shape[-1] < 2:
+        raise InputError(f"predicted keypoints must be (people, P, 2 or 3) matching the ground truth "
+                         f"{gt.shape[:2]}; got {pred.shape}")
+    return pred[..., :2], gt
+
+
+def keypoint_oks(pred, gt, areas, sigmas=None) -> np.ndarray:
+    """Each person's OKS between its predicted points ``(people, P, 2+)``
+    and its ground truth ``(people, P, 3)`` (``x, y, v``; only ``v > 0``
+    counts) with the ground truth's ``areas``: the mean over labelled
+    keypoints of ``exp(-d^2 / (2 area (2 sigma)^2))``, as pycocotools. A
+    point that is NaN (not found) scores 0; a person with no labelled
+    keypoint is NaN."""
+    pred, gt = _keypoint_arrays(pred, gt)
+    sig = COCO_KEYPOINT_SIGMAS if sigmas is None else np.asarray(sigmas, np.float64)
+    if sig.shape != (gt.shape[1],):
+        raise InputError(f"need one sigma per keypoint ({gt.shape[1]}), got {sig.shape}")
+    areas = np.asarray(areas, np.float64).reshape(-1)
+    d2 = ((pred - gt[..., :2]) ** 2).sum(-1)
+    e = d2 / ((2 * sig) ** 2) / (areas[:, None] + np.spacing(1)) / 2
+    sim = np.where(np.isfinite(e), np.exp(-np.where(np.isfinite(e), e, 0)), 0.0)
+    vis = gt[..., 2] > 0
+    n = vis.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (sim * vis).sum(1) / n, np.nan)
+
+
+def keypoint_pck(pred, gt, boxes, alpha: float = 0.1) -> np.ndarray:
+    """Each person's PCK: the share of labelled keypoints (``v > 0``) whose
+    predicted point lies within ``alpha`` x the longer side of the person's
+    box (``x, y, w, h``); NaN points are misses."""
+    pred, gt = _keypoint_arrays(pred, gt)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    thr = alpha * np.maximum(boxes[:, 2], boxes[:, 3])
+    d = np.sqrt(((pred - gt[..., :2]) ** 2).sum(-1))
+    hit = np.where(np.isfinite(d), d <= thr[:, None], False)
+    vis = gt[..., 2] > 0
+    n = vis.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (hit & vis).sum(1) / n, np.nan)
+
+
+def paired_keypoints(pred_a, pred_b, gt, areas, boxes, groups=None, metric: str = "oks", alpha: float = 0.1,
+                     level: float = 0.95, n_boot: int = 1000, seed: int = 0, tolerance: float = 0.01) -> PairedDense:
+    """Mean per-person OKS (``metric="oks"``) or PCK (``"pck"``) of
+    ``pred_b`` minus that of ``pred_a`` on the same people, with a
+    percentile bootstrap CI resampling ``groups`` (each person's image id:
+    the people of one image stay together; default: every person alone),
+    and the people whose own score rose or fell by more than ``tolerance``."""
+    if metric not in KEYPOINT_METRICS:
+        raise InputError(f"metric must be one of {', '.join(KEYPOINT_METRICS)}, got {metric!r}")
+
+    def score(pred):
+        return keypoint_oks(pred, gt, areas) if metric == "oks" else keypoint_pck(pred, gt, boxes, alpha)
+
+    sa, sb = score(pred_a), score(pred_b)
+    keep = np.isfinite(sa) & np.isfinite(sb)
+    if not keep.any():
+        raise InputError("no person with a labelled keypoint to compare")
+    g = np.arange(len(sa)) if groups is None else np.asarray(groups).reshape(-1)
+    if len(g) != len(sa):
+        raise InputError(f"groups must name one group per person ({len(sa)}), got {len(g)}")
+    sa, sb, g = sa[keep], sb[keep], g[keep]
+    _, gi = np.unique(g, return_inverse=True)
+    k = gi.max() + 1
+    # per group: sums of the scores and the count, so a resample is a weighted sum
+    ca, cb, cn = (np.bincount(gi, sa, k), np.bincount(gi, sb, k), np.bincount(gi, minlength=k).astype(float))
+    rng = np.random.default_rng(seed)
+    counts = np.stack([np.bincount(rng.integers(0, k, k), minlength=k) for _ in range(n_boot)]).astype(float)
+    n = counts @ cn
+    diffs = (counts @ cb - counts @ ca) / np.where(n > 0, n, np.nan)
+    lo, hi = np.nanquantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    a, b = float(sa.mean()), float(sb.mean())
+    return PairedDense(metric if metric == "oks" else f"pck@{alpha:g}", int(keep.sum()), a, b, b - a, float(lo),
+                       float(hi), int(np.sum(sb - sa > tolerance)), int(np.sum(sa - sb > tolerance)))

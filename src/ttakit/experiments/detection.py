@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..evaluation.dense import coco_detections, coco_map, load_coco_ground_truth, paired_detection
-from ..files import write_atomic
+from .report import write_summary
 
 #: (name, policy, merge, merge options)
 ARMS = [
@@ -122,8 +122,4 @@ def _wbf_sentence(arms: list[dict]) -> str:
 
 
 def write(summary: dict, out) -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "detection.json", json.dumps(summary, indent=1) + "\n")
-    write_atomic(out / "detection.md", render(summary))
-    return out / "detection.md"
+    return write_summary(summary, render(summary), out, "detection")

@@ -139,3 +139,14 @@ def _json_default(o):
     if isinstance(o, np.ndarray):
         return o.tolist()
     raise TypeError(type(o).__name__)
+
+
+def write_summary(summary: dict, markdown: str, out, stem: str) -> Path:
+    """``out/stem.json`` (the summary) and ``out/stem.md`` (its report); the path of the report."""
+    from ..files import write_atomic
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / f"{stem}.json", json.dumps(summary, indent=1) + "\n")
+    write_atomic(out / f"{stem}.md", markdown)
+    return out / f"{stem}.md"

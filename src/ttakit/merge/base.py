@@ -62,8 +62,10 @@ class Accumulator(abc.ABC):
         """The merged scores, shaped like one view's output."""
 
     def labels(self, scores: torch.Tensor) -> torch.Tensor:
-        """The predicted class of every position: the top score."""
-        return scores.argmax(dim=self.dim)
+        """The predicted class of every position: the top score (the first on
+        ties; ``max(...).indices``, as ``argmax`` but several times faster on
+        CPU along a middle axis such as the classes of ``(n, K, H, W)``)."""
+        return scores.max(dim=self.dim).indices
 
     def _weight(self, i: int, out: torch.Tensor, mask: torch.Tensor | None):
         """View ``i``'s weight, as a number or (with a mask) a tensor."""

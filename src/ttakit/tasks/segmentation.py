@@ -236,7 +236,7 @@ class _PixelStats:
         delta = p - self.mean
         self.mean += delta * (wm / self.w.clamp_min(1e-12))
         self.m2 += wm * delta * (p - self.mean)
-        top = p.argmax(1, keepdim=True)
+        top = p.max(1, keepdim=True).indices  # argmax, without its slow path along the class axis
         self.votes.scatter_add_(1, top, wm)
         if background is not None:
             covered = wm[:, 0] > 0

@@ -1,4 +1,4 @@
-"""``ttakit reproduce tutorial|resnet|tuning|tabular|detection``: rerun a reference experiment.
+"""``ttakit reproduce tutorial|resnet|tuning|tabular|detection|segmentation|keypoints``: rerun a reference experiment.
 
 The experiments themselves are :mod:`ttakit.experiments`; this module only
 maps options to their configurations."""
@@ -37,10 +37,23 @@ def add_tutorial_args(p: argparse.ArgumentParser, repeats: int, runtime: str = "
     add_data_args(p)
 
 
+def add_shared_args(p: argparse.ArgumentParser, holding: str, items: str, n_boot: int, files: str,
+                    out: str) -> None:
+    """--shared, --limit, --n-boot and --out of the experiments on ../shared models and data."""
+    p.add_argument("--shared", metavar="DIR", default="../shared",
+                   help=f"the folder holding {holding}. Default: ../shared")
+    p.add_argument("--limit", type=int, metavar="N", default=None, help=f"first N {items} only. Default: all")
+    p.add_argument("--n-boot", type=int, default=n_boot,
+                   help=f"bootstrap resamples per comparison. Default: {n_boot}")
+    p.add_argument("--out", metavar="DIR", default=None, help=f"folder for {files}. Default: {out}")
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", title="experiments",
                            help="tutorial: the founding Keras CNN experiment; resnet: the published ResNets; "
-                                "tuning: policy search; tabular: row TTA on scikit-learn models; detection: YOLOX-nano on COCO")
+                                "tuning: policy search; tabular: row TTA on scikit-learn models; "
+                                "detection: YOLOX-nano on COCO; segmentation: MediaPipe on Penn-Fudan; "
+                                "keypoints: MediaPipe Pose on COCO persons")
     sub.required = True
     t = sub.add_parser("tutorial", help="the founding Keras CNN experiment, paired (trains R models)",
                        description="Train the tutorial's Keras CNN R times and evaluate every policy on "
@@ -89,12 +102,41 @@ def configure(p: argparse.ArgumentParser) -> None:
                         description="Run the YOLOX-nano ONNX detector (../shared/models/yolox-nano) on the "
                                     "COCO val2017 subset (../shared/data/coco-val2017-mini) with each policy and "
                                     "merge; mAP and AP50 by pycocotools, paired against no TTA.")
-    dt.add_argument("--shared", metavar="DIR", default="../shared",
-                    help="the folder holding models/yolox-nano and data/coco-val2017-mini. Default: ../shared")
-    dt.add_argument("--limit", type=int, metavar="N", default=None, help="first N images only. Default: all")
-    dt.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples per comparison. Default: 100")
-    dt.add_argument("--out", metavar="DIR", default=None, help="folder for detection.md and detection.json. "
-                    "Default: results/detection")
+    add_shared_args(dt, "models/yolox-nano and data/coco-val2017-mini", "images", 100,
+                    "detection.md and detection.json", "results/detection")
+    from ...experiments.segmentation import SECTIONS
+
+    sg = sub.add_parser("segmentation", help="MediaPipe selfie segmentation on Penn-Fudan: no TTA vs flips and "
+                                             "scales, person IoU and Dice",
+                        description="Run each segmentation section: MediaPipe's selfie segmentation (needs "
+                                    "mediapipe 0.10.14, see make mediapipe) on the Penn-Fudan person masks "
+                                    "(../shared/data/penn-fudan) with no TTA, hflip, scales and hflip x scales; "
+                                    "person IoU and Dice paired against no TTA, time per image, and a figure of "
+                                    "one image's per-pixel uncertainty.")
+    sg.add_argument("--sections", nargs="+", choices=tuple(SECTIONS), default=None, metavar="NAME",
+                    help=f"sections to run. Default: all ({', '.join(SECTIONS)})")
+    add_shared_args(sg, "data/penn-fudan", "images", 1000, "segmentation.md, segmentation.json and the figure",
+                    "results/segmentation")
+    kp = sub.add_parser("keypoints", help="MediaPipe Pose on the COCO val2017 persons: no TTA vs hflip and "
+                                          "scales, OKS AP",
+                        description="Run MediaPipe Pose (needs mediapipe 0.10.14, see make mediapipe) on the "
+                                    "ground-truth boxes of the COCO persons with keypoints in "
+                                    "../shared/data/coco-val2017-mini, BlazePose's landmarks mapped to COCO's 17, "
+                                    "with and without flip (left/right swapped back) and scale TTA; OKS AP by "
+                                    "pycocotools, per-person OKS and PCK paired against no TTA.")
+    add_shared_args(kp, "data/coco-val2017-mini", "people", 1000, "keypoints.md and keypoints.json",
+                    "results/keypoints")
+
+
+def run_reported(experiment, cfg) -> int:
+    """Run an experiment module (``run``, ``render``, ``write``), logging to
+    stderr, print its report and write it to ``cfg.out``."""
+    import sys
+
+    summary = experiment.run(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(experiment.render(summary))
+    print(f"report: {experiment.write(summary, cfg.out)}")
+    return EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,16 +153,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nreport: {res['out']}/report.md")
         return EXIT_OK
     if args.experiment == "detection":
-        import sys
-
         from ...experiments import detection
 
         cfg = detection.DetectionConfig(shared=args.shared, limit=args.limit, n_boot=args.n_boot,
                                         out=args.out or "results/detection")
-        summary = detection.run(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
-        print(detection.render(summary))
-        print(f"report: {detection.write(summary, cfg.out)}")
-        return EXIT_OK
+        return run_reported(detection, cfg)
+    if args.experiment == "segmentation":
+        from ...experiments import segmentation
+
+        cfg = segmentation.SegmentationConfig(shared=args.shared, limit=args.limit, n_boot=args.n_boot,
+                                              sections=tuple(args.sections or segmentation.SECTIONS),
+                                              out=args.out or "results/segmentation")
+        return run_reported(segmentation, cfg)
+    if args.experiment == "keypoints":
+        from ...experiments import keypoints
+
+        cfg = keypoints.KeypointsConfig(shared=args.shared, limit=args.limit, n_boot=args.n_boot,
+                                        out=args.out or "results/keypoints")
+        return run_reported(keypoints, cfg)
     if args.experiment == "tabular":
         import sys
 
@@ -153,5 +203,6 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, tuning, tabular, detection) and write a report",
+COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, tuning, tabular, detection, "
+                  "segmentation, keypoints) and write a report",
                   configure=configure, run=run)
