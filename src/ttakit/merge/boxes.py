@@ -19,7 +19,11 @@ Vectorised with NumPy, no loop over boxes:
 - soft-NMS and WBF are sequential by definition (each choice depends on the
   previous ones). They loop over the *rank* of a box within its class, and
   each step treats every class at once (classes sorted by size, so the step
-  works on the classes that still have boxes of that rank).
+  works on the classes that still have boxes of that rank). WBF first splits
+  each class into parts that lie apart along x or y (a fused box never
+  reaches across, so parts cannot interact) and loops over the rank within a
+  part: as many steps as the largest group of mutually overlapping boxes of
+  one class, not the largest class.
 
 Equal to ``ensemble_boxes`` (``nms``, ``soft_nms``, ``weighted_boxes_fusion``)
 within 1e-5 on randomised cases (tests/test_box_merges.py), except where that
@@ -307,6 +311,8 @@ PART_GAP = 1e-9
 PART_MAX_OFFSET = 1e6
 #: class labels below this are used as they are when splitting into parts (else renumbered)
 PART_MAX_GROUPS = 1 << 16
+#: cluster slots per part WBF starts with (doubled as needed)
+WBF_SLOTS = 16
 
 
 def _spatial_parts(b: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -419,13 +425,15 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
     np.multiply(ws[order, None], pb, out=add[:, :4])
     add[:, 4] = ws[order]
     # per cluster slot (part, k): score-weighted corner sums and score sum (0:5), fused box (5:9),
-    # its area (9). Empty slots are zero boxes: IoU 0 with any box.
-    state = np.zeros((c * m, 10))
-    grid_state = state.reshape(c, m, 10)
-    member = np.empty(len(order), np.int64)  # the cluster slot each box joined
-    ncl = np.ones(c, np.int64)               # clusters per part so far (rank 0 founds one)
-    base = np.arange(c) * m
+    # its area (9). Empty slots are zero boxes: IoU 0 with any box. Room for `cap` clusters per
+    # part, doubled when a part needs more (most parts end with a few)
+    cap = min(m, WBF_SLOTS)
+    grid_state = np.zeros((c, cap, 10))
+    state = grid_state.reshape(c * cap, 10)
+    slot = np.zeros(len(order), np.int64)  # the cluster (slot within its part) each box joined
+    ncl = np.ones(c, np.int64)             # clusters per part so far (rank 0 founds one)
     rows = np.arange(c)
+    base = rows * cap
     # the slot after a part's clusters reads as IoU just above iou_thr: argmax picks it (a new
     # cluster) exactly when no cluster overlaps the box by more than iou_thr
     sentinel = np.nextafter(iou_thr, np.inf)
@@ -433,7 +441,12 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
     for step, k in enumerate(active.tolist()):
         e = o + k
         if step:
-            f = grid_state[:k, :step + 1]  # at most `step` clusters so far, and an empty slot
+            if step >= cap and ncl[:k].max() >= cap:
+                grown = np.zeros((c, min(2 * cap, m), 10))
+                grown[:, :cap] = grid_state
+                grid_state, cap = grown, grown.shape[1]
+                state, base = grid_state.reshape(c * cap, 10), rows * cap
+            f = grid_state[:k, :min(step + 1, cap)]  # the clusters so far, and an empty slot
             lo = np.maximum(f[..., 5:7], lo_b[o:e])
             wh = np.minimum(f[..., 7:9], hi_b[o:e])
             wh -= lo
@@ -446,6 +459,7 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
             iou[rows[:k], nk] = sentinel
             t = iou.argmax(1)
             nk += t == nk
+            slot[o:e] = t
             at = base[:k] + t  # a new cluster is an empty slot joined
         else:
             at = base
@@ -455,11 +469,11 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
         d = r[:, 7:9] - r[:, 5:7]
         np.multiply(d[:, 0], d[:, 1], out=r[:, 9])
         state[at] = r
-        member[o:e] = at
         o = e
     # every cluster's statistics from the final assignment
-    have = np.flatnonzero((np.arange(m) < ncl[:, None]).reshape(-1))
-    nslots = c * m
+    member = row * cap + slot
+    have = np.flatnonzero((np.arange(cap) < ncl[:, None]).reshape(-1))
+    nslots = c * cap
     conf = state[have, 4]
     vo = v[order]
     wsum = np.bincount(member, weights=w[vo], minlength=nslots)[have]
@@ -486,7 +500,7 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
             score = conf / (wsum + total - vmask @ w)
     part_label = np.empty(c, lab.dtype)
     part_label[row] = lab[order]
-    return _finish(state[have, 5:9], score, part_label[have // m], vmask.sum(-1), min_views)
+    return _finish(state[have, 5:9], score, part_label[have // cap], vmask.sum(-1), min_views)
 
 
 # -- merge values for the Detector ---------------------------------------------------------
