@@ -144,6 +144,9 @@ def _prepare(boxes, scores, labels, views, weights):
     if (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
         raise InputError("view weights must be finite, >= 0, and not all 0")
     # ordered corners; zero-area and non-finite boxes carry no evidence
+    d = b[:, 2:] - b[:, :2]
+    if (d > 0).all() and (d[:, 0] * d[:, 1] > 0).all() and np.isfinite(b).all() and np.isfinite(s).all():
+        return b, s, lab, v, w  # the common case: nothing to reorder or drop
     b = np.concatenate([np.minimum(b[:, :2], b[:, 2:]), np.maximum(b[:, :2], b[:, 2:])], 1)
     ok = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) > 0) & np.isfinite(b).all(1) & np.isfinite(s)
     if not ok.all():
@@ -437,15 +440,18 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
     # the slot after a part's clusters reads as IoU just above iou_thr: argmax picks it (a new
     # cluster) exactly when no cluster overlaps the box by more than iou_thr
     sentinel = np.nextafter(iou_thr, np.inf)
-    o = 0
+    o, check = 0, cap
     for step, k in enumerate(active.tolist()):
         e = o + k
         if step:
-            if step >= cap and ncl[:k].max() >= cap:
-                grown = np.zeros((c, min(2 * cap, m), 10))
-                grown[:, :cap] = grid_state
-                grid_state, cap = grown, grown.shape[1]
-                state, base = grid_state.reshape(c * cap, 10), rows * cap
+            if step >= check:  # a part may have run out of slots (each step adds one cluster at most)
+                most = int(ncl[:k].max())
+                if most >= cap:
+                    grown = np.zeros((c, min(2 * cap, m), 10))
+                    grown[:, :cap] = grid_state
+                    grid_state, cap = grown, grown.shape[1]
+                    state, base = grid_state.reshape(c * cap, 10), rows * cap
+                check = step + cap - most
             f = grid_state[:k, :min(step + 1, cap)]  # the clusters so far, and an empty slot
             lo = np.maximum(f[..., 5:7], lo_b[o:e])
             wh = np.minimum(f[..., 7:9], hi_b[o:e])
