@@ -216,7 +216,7 @@ def test_wbf_equals_naive_greedy_loop(case, conf_type):
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), objects=st.integers(1, 40), views=st.integers(1, 8),
        classes=st.integers(1, 3), thr=st.floats(0.2, 0.8))
-def test_wbf_equals_ensemble_boxes_with_many_boxes_per_class(seed, objects, views, classes, thr):
+def test_merges_equal_ensemble_boxes_with_many_boxes_per_class(seed, objects, views, classes, thr):
     """Crowded classes: objects overlap one another, so a class is one part or a few."""
     rng = np.random.default_rng(seed)
     centres = rng.random((objects, 2)) * 0.6 + 0.2
@@ -230,6 +230,10 @@ def test_wbf_equals_ensemble_boxes_with_many_boxes_per_class(seed, objects, view
         ll.append(labels)
     b, s, lab, v = stack_views(bl, sl, ll)
     same(eb.weighted_boxes_fusion(bl, sl, ll, iou_thr=thr), wbf(b, s, lab, v, np.ones(views), iou_thr=thr))
+    same(eb.nms(copies(bl), copies(sl), ll, iou_thr=thr), nms(b, s, lab, v, iou_thr=thr))
+    for code, method in ((1, "linear"), (2, "gaussian")):
+        ref = eb.soft_nms(copies(bl), copies(sl), ll, method=code, iou_thr=thr, sigma=0.3, thresh=0.05)
+        same(ref, soft_nms(b, s, lab, v, method=method, iou_thr=thr, sigma=0.3, score_thr=0.05, rescore=False))
 
 
 def test_wbf_part_with_more_clusters_than_its_first_slots():

@@ -154,6 +154,53 @@ def _prepare(boxes, scores, labels, views, weights):
     return b, s, lab, v, w
 
 
+#: two parts of a class are apart when one's boxes all end this far (as a fraction of the
+#: boxes' coordinate span) before the other's begin along x or y; far above the rounding of
+#: a fused box (a weighted mean of its boxes' corners), so no fused box reaches across
+PART_GAP = 1e-9
+#: coordinates larger than this many coordinate spans: no split into parts (the gap above
+#: would no longer exceed rounding)
+PART_MAX_OFFSET = 1e6
+#: class labels below this are used as they are when splitting into parts (else renumbered)
+PART_MAX_GROUPS = 1 << 16
+
+
+def _spatial_parts(b: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Split each group (class) of boxes into parts that WBF can fuse
+    independently: part ids ``0 .. P-1``, one per box.
+
+    Sort a group's boxes by ``x1``; a new part starts where ``x1`` lies beyond
+    every earlier box's ``x2`` (by more than :data:`PART_GAP`); then the same
+    along y within each part. Parts of a group then occupy disjoint x- or
+    y-ranges, and a fused box is a weighted mean of its cluster's corners, so
+    it stays inside its part's range: a box of another part overlaps it with
+    IoU 0 and can never join it (for ``iou_thr >= 0``). Greedy fusion within
+    each part therefore equals greedy fusion over the whole class, with far
+    fewer sequential steps (the largest part instead of the largest class).
+    """
+    n = len(b)
+    if len(groups) and 0 <= groups.min() and groups.max() < PART_MAX_GROUPS:
+        part = groups
+    else:
+        part = np.unique(groups, return_inverse=True)[1].reshape(-1)
+    lo, hi = float(b.min()), float(b.max())
+    span = hi - lo
+    if n < 2 or not span > 0 or max(abs(lo), abs(hi)) > PART_MAX_OFFSET * span:
+        return np.unique(part, return_inverse=True)[1].reshape(-1)
+    u = (b - lo) / span  # in [0, 1]; parts are 4 apart in the sort keys below
+    new = np.empty(n, bool)
+    new[0] = True
+    for ax in (0, 1):
+        base = part * 4.0
+        start = base + u[:, ax]
+        order = np.argsort(start)
+        ends = np.maximum.accumulate((base + u[:, ax + 2])[order])
+        np.greater(start[order][1:], ends[:-1] + PART_GAP, out=new[1:])
+        part = np.empty(n, np.int64)
+        part[order] = np.cumsum(new) - 1
+    return part
+
+
 def _class_blocks(labels: np.ndarray, key: np.ndarray):
     """Order by class, then by ``key`` descending. Returns ``order`` and, per
     sorted box, the end of its class block."""
@@ -202,6 +249,12 @@ def _support_from_pairs(keep_idx, i, j, edge, views, n):
     return counts[keep_idx]
 
 
+def _overlap_groups(b, lab, iou_thr):
+    """Groups within which every pair of boxes with IoU above ``iou_thr`` lies:
+    the parts of each class (:func:`_spatial_parts`) for ``iou_thr >= 0``."""
+    return _spatial_parts(b, lab) if iou_thr >= 0 else lab
+
+
 def _finish(boxes, scores, labels, support, min_views) -> BoxSet:
     ok = support >= min_views
     boxes, scores, labels, support = boxes[ok], scores[ok], labels[ok], support[ok]
@@ -229,7 +282,7 @@ def nms(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
     if len(b) == 0:
         return BoxSet.empty()
     s = s * (w / w.max())[v]
-    order, end = _class_blocks(lab, s)
+    order, end = _class_blocks(_overlap_groups(b, lab, iou_thr), s)
     bs = b[order]
     i, j = _pairs(end)
     edge = pair_iou(bs[i], bs[j]) > iou_thr
@@ -265,7 +318,7 @@ def soft_nms(boxes, scores, labels, views=None, weights=None, *, method: str = "
     if len(b) == 0:
         return BoxSet.empty()
     s = s * (w / w.max())[v]
-    grid, counts = _padded(lab, s)
+    grid, counts = _padded(_spatial_parts(b, lab), s)  # a box decays only those it overlaps
     c, m = grid.shape
     valid = grid >= 0
     g = np.where(valid, grid, 0)
@@ -295,7 +348,7 @@ def soft_nms(boxes, scores, labels, views=None, weights=None, *, method: str = "
 
 def _support_soft(idx, b, lab, v, iou_thr):
     """Distinct views with a box of the same class overlapping each kept box."""
-    order, end = _class_blocks(lab, np.zeros(len(lab)))
+    order, end = _class_blocks(_overlap_groups(b, lab, iou_thr), np.zeros(len(lab)))
     i, j = _pairs(end)
     edge = pair_iou(b[order][i], b[order][j]) > iou_thr
     pos = np.empty(len(order), np.int64)
@@ -305,53 +358,8 @@ def _support_soft(idx, b, lab, v, iou_thr):
 
 # -- Weighted Boxes Fusion ---------------------------------------------------------------
 
-#: two parts of a class are apart when one's boxes all end this far (as a fraction of the
-#: boxes' coordinate span) before the other's begin along x or y; far above the rounding of
-#: a fused box (a weighted mean of its boxes' corners), so no fused box reaches across
-PART_GAP = 1e-9
-#: coordinates larger than this many coordinate spans: no split into parts (the gap above
-#: would no longer exceed rounding)
-PART_MAX_OFFSET = 1e6
-#: class labels below this are used as they are when splitting into parts (else renumbered)
-PART_MAX_GROUPS = 1 << 16
 #: cluster slots per part WBF starts with (doubled as needed)
 WBF_SLOTS = 16
-
-
-def _spatial_parts(b: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Split each group (class) of boxes into parts that WBF can fuse
-    independently: part ids ``0 .. P-1``, one per box.
-
-    Sort a group's boxes by ``x1``; a new part starts where ``x1`` lies beyond
-    every earlier box's ``x2`` (by more than :data:`PART_GAP`); then the same
-    along y within each part. Parts of a group then occupy disjoint x- or
-    y-ranges, and a fused box is a weighted mean of its cluster's corners, so
-    it stays inside its part's range: a box of another part overlaps it with
-    IoU 0 and can never join it (for ``iou_thr >= 0``). Greedy fusion within
-    each part therefore equals greedy fusion over the whole class, with far
-    fewer sequential steps (the largest part instead of the largest class).
-    """
-    n = len(b)
-    if len(groups) and 0 <= groups.min() and groups.max() < PART_MAX_GROUPS:
-        part = groups
-    else:
-        part = np.unique(groups, return_inverse=True)[1].reshape(-1)
-    lo, hi = float(b.min()), float(b.max())
-    span = hi - lo
-    if n < 2 or not span > 0 or max(abs(lo), abs(hi)) > PART_MAX_OFFSET * span:
-        return np.unique(part, return_inverse=True)[1].reshape(-1)
-    u = (b - lo) / span  # in [0, 1]; parts are 4 apart in the sort keys below
-    new = np.empty(n, bool)
-    new[0] = True
-    for ax in (0, 1):
-        base = part * 4.0
-        start = base + u[:, ax]
-        order = np.argsort(start)
-        ends = np.maximum.accumulate((base + u[:, ax + 2])[order])
-        np.greater(start[order][1:], ends[:-1] + PART_GAP, out=new[1:])
-        part = np.empty(n, np.int64)
-        part[order] = np.cumsum(new) - 1
-    return part
 
 
 def _part_layout(part: np.ndarray, key: np.ndarray):
