@@ -376,14 +376,15 @@ def _part_layout(part: np.ndarray, key: np.ndarray):
         by_key = np.argsort(-key, kind="stable")
     counts = np.bincount(part)
     n_parts = len(counts)
+    by_size = np.argsort(-counts, kind="stable")
     row = np.empty(n_parts, np.int64)
-    row[np.argsort(-counts, kind="stable")] = np.arange(n_parts)
+    row[by_size] = np.arange(n_parts)
     r = row[part[by_key]]
     # group by row keeping the key order (a stable radix sort on small integers)
-    order = by_key[np.argsort(r.astype(np.int16) if n_parts <= np.iinfo(np.int16).max else r, kind="stable")]
-    sizes = counts[np.argsort(-counts, kind="stable")]
+    grouped = np.argsort(r.astype(np.int16) if n_parts <= np.iinfo(np.int16).max else r, kind="stable")
+    order, r = by_key[grouped], r[grouped]
+    sizes = counts[by_size]
     first = np.cumsum(sizes) - sizes
-    r = row[part[order]]
     rank = np.arange(n) - first[r]
     # rank-major: the parts with a box of rank k are rows 0 .. active[k]-1
     active = np.searchsorted(-sizes, -np.arange(int(sizes[0])), side="left")
@@ -430,14 +431,17 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
     # the boxes in the loop's order (one step's boxes are contiguous): corners, area, and what
     # each adds to its cluster's sums
     pb = b[order]
-    lo_b, hi_b = pb[:, None, :2].copy(), pb[:, None, 2:].copy()
+    # corners as (-x1, -y1, x2, y2): one minimum gives both ends of an intersection (negation and
+    # adding a negated number are exact, so every value is the same as with x2 - x1)
+    neg = pb * np.array([-1.0, -1.0, 1.0, 1.0])
+    nb = neg[:, None, :]
     area = ((pb[:, 2] - pb[:, 0]) * (pb[:, 3] - pb[:, 1]))[:, None]
     add = np.empty((len(order), 5))
-    np.multiply(ws[order, None], pb, out=add[:, :4])
+    np.multiply(ws[order, None], neg, out=add[:, :4])
     add[:, 4] = ws[order]
     # per cluster slot (part, k): score-weighted corner sums and score sum (0:5), fused box (5:9),
-    # its area (9). Empty slots are zero boxes: IoU 0 with any box. Room for `cap` clusters per
-    # part, doubled when a part needs more (most parts end with a few)
+    # both with x1 and y1 negated, and its area (9). Empty slots are zero boxes: IoU 0 with any
+    # box. Room for `cap` clusters per part, doubled when a part needs more (most end with a few)
     cap = min(m, WBF_SLOTS)
     grid_state = np.zeros((c, cap, 10))
     state = grid_state.reshape(c * cap, 10)
@@ -461,9 +465,8 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
                     state, base = grid_state.reshape(c * cap, 10), rows * cap
                 check = step + cap - most
             f = grid_state[:k, :min(step + 1, cap)]  # the clusters so far, and an empty slot
-            lo = np.maximum(f[..., 5:7], lo_b[o:e])
-            wh = np.minimum(f[..., 7:9], hi_b[o:e])
-            wh -= lo
+            ends = np.minimum(f[..., 5:9], nb[o:e])
+            wh = ends[..., 2:] + ends[..., :2]
             np.maximum(wh, 0.0, out=wh)
             iou = wh[..., 0] * wh[..., 1]
             union = f[..., 9] + area[o:e]
@@ -480,7 +483,7 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
         r = state[at]
         r[:, :5] += add[o:e]
         np.divide(r[:, :4], r[:, 4:5], out=r[:, 5:9])
-        d = r[:, 7:9] - r[:, 5:7]
+        d = r[:, 7:9] + r[:, 5:7]
         np.multiply(d[:, 0], d[:, 1], out=r[:, 9])
         state[at] = r
         o = e
@@ -514,7 +517,9 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
             score = conf / (wsum + total - vmask @ w)
     part_label = np.empty(c, lab.dtype)
     part_label[row] = lab[order]
-    return _finish(state[have, 5:9], score, part_label[have // cap], vmask.sum(-1), min_views)
+    fused = state[have, 5:9]
+    fused[:, :2] *= -1.0
+    return _finish(fused, score, part_label[have // cap], vmask.sum(-1), min_views)
 
 
 # -- merge values for the Detector ---------------------------------------------------------
