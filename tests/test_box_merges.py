@@ -269,3 +269,14 @@ def test_spatial_parts_never_mix_classes_and_lie_apart(case):
 def test_wbf_rejects_a_threshold_outside_0_1():
     with pytest.raises(PolicyError, match="iou_thr"):
         wbf(np.array([[0, 0, 1, 1.0]]), np.array([0.9]), np.array([0]), iou_thr=-0.1)
+
+
+@pytest.mark.parametrize("merge", [nms, soft_nms])
+def test_nms_support_counts_the_views_overlapping_each_kept_box(merge):
+    rng = np.random.default_rng(11)
+    for _ in range(10):
+        b, s, lab, v = stack_views(*case(rng, views=4, n=40, classes=3))
+        out = merge(b, s, lab, v, iou_thr=0.4)
+        for box, label, support in zip(out.boxes, out.labels, out.support):
+            near = (lab == label) & ((pair_iou(b, box) > 0.4) | (b == box).all(1))
+            assert support == len(np.unique(v[near]))

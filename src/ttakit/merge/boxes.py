@@ -244,9 +244,9 @@ def _support_from_pairs(keep_idx, i, j, edge, views, n):
     kept[keep_idx] = True
     sel = kept[a]
     nv = int(views.max()) + 1 if len(views) else 1
-    codes = np.unique(a[sel] * nv + views[b[sel]])
-    counts = np.bincount(codes // nv, minlength=n)
-    return counts[keep_idx]
+    seen = np.zeros((n, nv), bool)  # which views each box meets
+    seen[a[sel], views[b[sel]]] = True
+    return seen[keep_idx].sum(1)
 
 
 def _overlap_groups(b, lab, iou_thr):
