@@ -11,8 +11,9 @@ are checked equal (1e-5) before timing. The two are timed side by side,
 interleaved, ``--repeats`` rounds over all images; prints per implementation
 the median time per image (min-max over the rounds) and the ratio of the
 medians (min-max of the per-round ratios). ``--skewed`` puts half the boxes
-in one class (the sequential depth of WBF is the largest group of boxes of
-one class that overlap one another, so the ratio drops). ``--merges`` also
+in one class (the sequential depth of WBF is the box count of the largest
+group of one class's boxes whose x and y ranges chain together, so the ratio
+drops). ``--merges`` also
 times NMS and soft-NMS (Gaussian) against ensemble-boxes' ``nms`` and
 ``soft_nms``.
 """
