@@ -166,8 +166,8 @@ PART_MAX_GROUPS = 1 << 16
 
 
 def _spatial_parts(b: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Split each group (class) of boxes into parts that WBF can fuse
-    independently: part ids ``0 .. P-1``, one per box.
+    """Split each group (class) of boxes into parts that NMS, soft-NMS and WBF
+    can process independently: part ids ``0 .. P-1``, one per box.
 
     Sort a group's boxes by ``x1``; a new part starts where ``x1`` lies beyond
     every earlier box's ``x2`` (by more than :data:`PART_GAP`); then the same
@@ -176,7 +176,8 @@ def _spatial_parts(b: np.ndarray, groups: np.ndarray) -> np.ndarray:
     it stays inside its part's range: a box of another part overlaps it with
     IoU 0 and can never join it (for ``iou_thr >= 0``). Greedy fusion within
     each part therefore equals greedy fusion over the whole class, with far
-    fewer sequential steps (the largest part instead of the largest class).
+    fewer sequential steps (the largest part instead of the largest class);
+    likewise a box suppresses or decays only boxes of its own part.
     """
     n = len(b)
     if len(groups) and 0 <= groups.min() and groups.max() < PART_MAX_GROUPS:
@@ -185,7 +186,10 @@ def _spatial_parts(b: np.ndarray, groups: np.ndarray) -> np.ndarray:
         part = np.unique(groups, return_inverse=True)[1].reshape(-1)
     lo, hi = float(b.min()), float(b.max())
     span = hi - lo
-    if n < 2 or not span > 0 or max(abs(lo), abs(hi)) > PART_MAX_OFFSET * span:
+    # no split where the gap would not exceed rounding: coordinates far from 0 for their span, or
+    # sort keys (part * 4 + coordinate) so large that their spacing nears the gap
+    if (n < 2 or not span > 0 or max(abs(lo), abs(hi)) > PART_MAX_OFFSET * span
+            or 4.0 * max(n, PART_MAX_GROUPS) * np.finfo(np.float64).eps > PART_GAP / 4):
         return np.unique(part, return_inverse=True)[1].reshape(-1)
     u = (b - lo) / span  # in [0, 1]; parts are 4 apart in the sort keys below
     new = np.empty(n, bool)
