@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ttakit.errors import PolicyError
 from ttakit.merge.boxes import get_box_merge, nms, pair_iou, soft_nms, stack_views, wbf
@@ -133,3 +135,148 @@ def test_empty_and_degenerate_inputs():
             assert len(f(np.zeros((0, 4)), np.zeros(0), np.zeros(0))) == 0
             # zero-area boxes carry no evidence
             assert len(f(np.array([[0.1, 0.1, 0.1, 0.5]]), np.array([0.9]), np.array([0]))) == 0
+
+
+# -- WBF against a naive greedy loop: the part split, ties, many boxes per class -------------------
+
+def naive_wbf(b, s, lab, v, w, thr, conf_type):
+    """Weighted Boxes Fusion as a plain loop over each class's boxes (weighted score
+    descending, ties in input order), with ttakit's confidences. Returns rows
+    (label, score, x1, y1, x2, y2, support)."""
+    w = np.asarray(w, float)
+    ws = s * w[v]
+    out = []
+    for c in np.unique(lab):
+        idx = np.flatnonzero((lab == c) & (ws > 0))
+        idx = idx[np.argsort(-ws[idx], kind="stable")]
+        clusters = []  # [sums (5,), fused (4,), members]
+        for i in idx:
+            best, pick = -1.0, -1
+            for j, (_, f, _) in enumerate(clusters):
+                iw = max(min(f[2], b[i, 2]) - max(f[0], b[i, 0]), 0.0)
+                ih = max(min(f[3], b[i, 3]) - max(f[1], b[i, 1]), 0.0)
+                inter = iw * ih
+                union = (f[2] - f[0]) * (f[3] - f[1]) + (b[i, 2] - b[i, 0]) * (b[i, 3] - b[i, 1]) - inter
+                if inter / union > best:
+                    best, pick = inter / union, j
+            if best <= thr:
+                clusters.append([np.zeros(5), None, []])
+                pick = -1
+            cl = clusters[pick]
+            cl[0] = cl[0] + np.r_[ws[i] * b[i], ws[i]]
+            cl[1] = cl[0][:4] / cl[0][4]
+            cl[2].append(i)
+        for sums, fused, members in clusters:
+            m = np.array(members)
+            views = np.unique(v[m])
+            wsum, present, total = w[v[m]].sum(), w[views].sum(), w.sum()
+            score = {"avg": sums[4] / max(total, wsum), "max": ws[m].max() / w.max(),
+                     "box_and_model_avg": sums[4] / wsum * present / total,
+                     "absent_model_aware_avg": sums[4] / (wsum + total - present)}[conf_type]
+            out.append([c, score, *fused, len(views)])
+    return np.array(out).reshape(-1, 7)
+
+
+def same_rows(mine, ref):
+    got = np.column_stack([mine.labels, mine.scores, mine.boxes, mine.support]).reshape(-1, 7)
+    key = lambda a: np.lexsort(a[:, ::-1].T)  # noqa: E731 (sort rows fully)
+    np.testing.assert_allclose(got[key(got)], ref[key(ref)], rtol=1e-9, atol=1e-12)
+
+
+@st.composite
+def box_cases(draw):
+    """Boxes on a coarse grid (ties in scores, equal and touching boxes, parts that
+    touch), many per class, one to four views, any labels, thresholds 0 to 1."""
+    n = draw(st.integers(0, 60))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    grid = draw(st.sampled_from([4, 8, 16]))
+    lo = rng.integers(0, grid, (n, 2))
+    size = rng.integers(1, grid // 2 + 1, (n, 2))
+    scale = draw(st.sampled_from([1.0, 1 / 16, 640.0]))
+    offset = draw(st.sampled_from([0.0, -3.0, 1e3, 1e7]))  # 1e7: too far out to split
+    b = np.concatenate([lo, lo + size], 1) * scale + offset
+    s = rng.integers(1, draw(st.sampled_from([3, 50])), n) / 50  # few values: ties
+    labels = rng.integers(0, draw(st.integers(1, 4)), n) * draw(st.sampled_from([1, 7, -1, 1 << 40]))
+    views = draw(st.integers(1, 4))
+    v = rng.integers(0, views, n)
+    w = draw(st.sampled_from([None, "unequal"]))
+    w = np.ones(views) if w is None else rng.integers(1, 4, views).astype(float)
+    thr = draw(st.sampled_from([0.0, 0.1, 0.3, 0.55, 0.8, 1.0]))
+    return b, s, labels, v, w, thr
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=box_cases(), conf_type=st.sampled_from(CONF_TYPES))
+def test_wbf_equals_naive_greedy_loop(case, conf_type):
+    b, s, lab, v, w, thr = case
+    same_rows(wbf(b, s, lab, v, w, iou_thr=thr, conf_type=conf_type), naive_wbf(b, s, lab, v, w, thr, conf_type))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), objects=st.integers(1, 40), views=st.integers(1, 8),
+       classes=st.integers(1, 3), thr=st.floats(0.2, 0.8))
+def test_merges_equal_ensemble_boxes_with_many_boxes_per_class(seed, objects, views, classes, thr):
+    """Crowded classes: objects overlap one another, so a class is one part or a few."""
+    rng = np.random.default_rng(seed)
+    centres = rng.random((objects, 2)) * 0.6 + 0.2
+    wh = rng.random((objects, 2)) * 0.3 + 0.02
+    labels = rng.integers(0, classes, objects).astype(float)
+    bl, sl, ll = [], [], []
+    for _ in range(views):
+        c = centres + rng.normal(0, 0.02, centres.shape)
+        bl.append(np.clip(np.concatenate([c - wh / 2, c + wh / 2], 1), 0, 1))
+        sl.append(rng.random(objects))
+        ll.append(labels)
+    b, s, lab, v = stack_views(bl, sl, ll)
+    same(eb.weighted_boxes_fusion(bl, sl, ll, iou_thr=thr), wbf(b, s, lab, v, np.ones(views), iou_thr=thr))
+    same(eb.nms(copies(bl), copies(sl), ll, iou_thr=thr), nms(b, s, lab, v, iou_thr=thr))
+    for code, method in ((1, "linear"), (2, "gaussian")):
+        ref = eb.soft_nms(copies(bl), copies(sl), ll, method=code, iou_thr=thr, sigma=0.3, thresh=0.05)
+        same(ref, soft_nms(b, s, lab, v, method=method, iou_thr=thr, sigma=0.3, score_thr=0.05, rescore=False))
+
+
+def test_wbf_part_with_more_clusters_than_its_first_slots():
+    # one class, 60 small boxes in a row, each overlapping the next a little: one part
+    # (its boxes chain along x), 60 clusters: the cluster slots grow past their start
+    x = np.arange(60) * 0.9
+    b = np.column_stack([x, np.zeros(60), x + 1.0, np.ones(60)])
+    s = np.linspace(1.0, 0.5, 60)
+    out = wbf(b, s, np.zeros(60), np.zeros(60, int), [1.0], iou_thr=0.5)
+    assert len(out) == 60
+    same_rows(out, naive_wbf(b, s, np.zeros(60), np.zeros(60, int), [1.0], 0.5, "avg"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(case=box_cases())
+def test_spatial_parts_never_mix_classes_and_lie_apart(case):
+    """Two parts of one class: one's boxes all end before the other's begin, along x or y."""
+    from ttakit.merge.boxes import _spatial_parts
+
+    b, _, lab, _, _, _ = case
+    if len(b) == 0:
+        return
+    part = _spatial_parts(b, lab)
+    for p in np.unique(part):
+        assert len(np.unique(lab[part == p])) == 1
+    for i, j in zip(*np.triu_indices(len(b), 1)):
+        if lab[i] == lab[j] and part[i] != part[j]:
+            a, c = b[part == part[i]], b[part == part[j]]
+            apart = [a[:, 2 + k].max() < c[:, k].min() or c[:, 2 + k].max() < a[:, k].min() for k in (0, 1)]
+            assert any(apart)
+
+
+def test_wbf_rejects_a_threshold_outside_0_1():
+    with pytest.raises(PolicyError, match="iou_thr"):
+        wbf(np.array([[0, 0, 1, 1.0]]), np.array([0.9]), np.array([0]), iou_thr=-0.1)
+
+
+@pytest.mark.parametrize("merge", [nms, soft_nms])
+def test_nms_support_counts_the_views_overlapping_each_kept_box(merge):
+    rng = np.random.default_rng(11)
+    for _ in range(10):
+        b, s, lab, v = stack_views(*case(rng, views=4, n=40, classes=3))
+        out = merge(b, s, lab, v, iou_thr=0.4)
+        for box, label, support in zip(out.boxes, out.labels, out.support):
+            near = (lab == label) & ((pair_iou(b, box) > 0.4) | (b == box).all(1))
+            assert support == len(np.unique(v[near]))

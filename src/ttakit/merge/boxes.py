@@ -19,7 +19,11 @@ Vectorised with NumPy, no loop over boxes:
 - soft-NMS and WBF are sequential by definition (each choice depends on the
   previous ones). They loop over the *rank* of a box within its class, and
   each step treats every class at once (classes sorted by size, so the step
-  works on the classes that still have boxes of that rank).
+  works on the classes that still have boxes of that rank). WBF first splits
+  each class into parts that lie apart along x or y (a fused box never
+  reaches across, so parts cannot interact) and loops over the rank within a
+  part: as many steps as the largest group of mutually overlapping boxes of
+  one class, not the largest class.
 
 Equal to ``ensemble_boxes`` (``nms``, ``soft_nms``, ``weighted_boxes_fusion``)
 within 1e-5 on randomised cases (tests/test_box_merges.py), except where that
@@ -140,11 +144,65 @@ def _prepare(boxes, scores, labels, views, weights):
     if (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
         raise InputError("view weights must be finite, >= 0, and not all 0")
     # ordered corners; zero-area and non-finite boxes carry no evidence
+    d = b[:, 2:] - b[:, :2]
+    if (d > 0).all() and (d[:, 0] * d[:, 1] > 0).all() and np.isfinite(b).all() and np.isfinite(s).all():
+        return b, s, lab, v, w  # the common case: nothing to reorder or drop
     b = np.concatenate([np.minimum(b[:, :2], b[:, 2:]), np.maximum(b[:, :2], b[:, 2:])], 1)
     ok = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) > 0) & np.isfinite(b).all(1) & np.isfinite(s)
     if not ok.all():
         b, s, lab, v = b[ok], s[ok], lab[ok], v[ok]
     return b, s, lab, v, w
+
+
+#: two parts of a class are apart when one's boxes all end this far (as a fraction of the
+#: boxes' coordinate span) before the other's begin along x or y; far above the rounding of
+#: a fused box (a weighted mean of its boxes' corners), so no fused box reaches across
+PART_GAP = 1e-9
+#: coordinates larger than this many coordinate spans: no split into parts (the gap above
+#: would no longer exceed rounding)
+PART_MAX_OFFSET = 1e6
+#: class labels below this are used as they are when splitting into parts (else renumbered)
+PART_MAX_GROUPS = 1 << 16
+
+
+def _spatial_parts(b: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Split each group (class) of boxes into parts that NMS, soft-NMS and WBF
+    can process independently: part ids ``0 .. P-1``, one per box.
+
+    Sort a group's boxes by ``x1``; a new part starts where ``x1`` lies beyond
+    every earlier box's ``x2`` (by more than :data:`PART_GAP`); then the same
+    along y within each part. Parts of a group then occupy disjoint x- or
+    y-ranges, and a fused box is a weighted mean of its cluster's corners, so
+    it stays inside its part's range: a box of another part overlaps it with
+    IoU 0 and can never join it (for ``iou_thr >= 0``). Greedy fusion within
+    each part therefore equals greedy fusion over the whole class, with far
+    fewer sequential steps (the largest part instead of the largest class);
+    likewise a box suppresses or decays only boxes of its own part.
+    """
+    n = len(b)
+    if len(groups) and 0 <= groups.min() and groups.max() < PART_MAX_GROUPS:
+        part = groups
+    else:
+        part = np.unique(groups, return_inverse=True)[1].reshape(-1)
+    lo, hi = float(b.min()), float(b.max())
+    span = hi - lo
+    # no split where the gap would not exceed rounding: coordinates far from 0 for their span, or
+    # sort keys (part * 4 + coordinate) so large that their spacing nears the gap
+    if (n < 2 or not span > 0 or max(abs(lo), abs(hi)) > PART_MAX_OFFSET * span
+            or 4.0 * max(n, PART_MAX_GROUPS) * np.finfo(np.float64).eps > PART_GAP / 4):
+        return np.unique(part, return_inverse=True)[1].reshape(-1)
+    u = (b - lo) / span  # in [0, 1]; parts are 4 apart in the sort keys below
+    new = np.empty(n, bool)
+    new[0] = True
+    for ax in (0, 1):
+        base = part * 4.0
+        start = base + u[:, ax]
+        order = np.argsort(start)
+        ends = np.maximum.accumulate((base + u[:, ax + 2])[order])
+        np.greater(start[order][1:], ends[:-1] + PART_GAP, out=new[1:])
+        part = np.empty(n, np.int64)
+        part[order] = np.cumsum(new) - 1
+    return part
 
 
 def _class_blocks(labels: np.ndarray, key: np.ndarray):
@@ -190,9 +248,15 @@ def _support_from_pairs(keep_idx, i, j, edge, views, n):
     kept[keep_idx] = True
     sel = kept[a]
     nv = int(views.max()) + 1 if len(views) else 1
-    codes = np.unique(a[sel] * nv + views[b[sel]])
-    counts = np.bincount(codes // nv, minlength=n)
-    return counts[keep_idx]
+    seen = np.zeros((n, nv), bool)  # which views each box meets
+    seen[a[sel], views[b[sel]]] = True
+    return seen[keep_idx].sum(1)
+
+
+def _overlap_groups(b, lab, iou_thr):
+    """Groups within which every pair of boxes with IoU above ``iou_thr`` lies:
+    the parts of each class (:func:`_spatial_parts`) for ``iou_thr >= 0``."""
+    return _spatial_parts(b, lab) if iou_thr >= 0 else lab
 
 
 def _finish(boxes, scores, labels, support, min_views) -> BoxSet:
@@ -222,7 +286,7 @@ def nms(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
     if len(b) == 0:
         return BoxSet.empty()
     s = s * (w / w.max())[v]
-    order, end = _class_blocks(lab, s)
+    order, end = _class_blocks(_overlap_groups(b, lab, iou_thr), s)
     bs = b[order]
     i, j = _pairs(end)
     edge = pair_iou(bs[i], bs[j]) > iou_thr
@@ -258,7 +322,7 @@ def soft_nms(boxes, scores, labels, views=None, weights=None, *, method: str = "
     if len(b) == 0:
         return BoxSet.empty()
     s = s * (w / w.max())[v]
-    grid, counts = _padded(lab, s)
+    grid, counts = _padded(_spatial_parts(b, lab), s)  # a box decays only those it overlaps
     c, m = grid.shape
     valid = grid >= 0
     g = np.where(valid, grid, 0)
@@ -288,7 +352,7 @@ def soft_nms(boxes, scores, labels, views=None, weights=None, *, method: str = "
 
 def _support_soft(idx, b, lab, v, iou_thr):
     """Distinct views with a box of the same class overlapping each kept box."""
-    order, end = _class_blocks(lab, np.zeros(len(lab)))
+    order, end = _class_blocks(_overlap_groups(b, lab, iou_thr), np.zeros(len(lab)))
     i, j = _pairs(end)
     edge = pair_iou(b[order][i], b[order][j]) > iou_thr
     pos = np.empty(len(order), np.int64)
@@ -297,6 +361,42 @@ def _support_soft(idx, b, lab, v, iou_thr):
 
 
 # -- Weighted Boxes Fusion ---------------------------------------------------------------
+
+#: cluster slots per part WBF starts with (doubled as needed)
+WBF_SLOTS = 16
+
+
+def _part_layout(part: np.ndarray, key: np.ndarray):
+    """Boxes by rank within their part (``key`` descending, ties in input
+    order), rank-major: ``order`` lists rank 0 of every part, then rank 1 of
+    every part that has one, ... with parts always in the same order (largest
+    first), so the parts still having a box of rank ``r`` are the first
+    ``active[r]`` of that order. Returns ``order``, ``active``, the row (part,
+    largest first) of each entry of ``order``, and the part count."""
+    n = len(key)
+    by_key = np.argsort(-key)  # an unstable sort is several times faster; ties are rare
+    ks = key[by_key]
+    if (ks[1:] == ks[:-1]).any():
+        by_key = np.argsort(-key, kind="stable")
+    counts = np.bincount(part)
+    n_parts = len(counts)
+    by_size = np.argsort(-counts, kind="stable")
+    row = np.empty(n_parts, np.int64)
+    row[by_size] = np.arange(n_parts)
+    r = row[part[by_key]]
+    # group by row keeping the key order (a stable radix sort on small integers)
+    grouped = np.argsort(r.astype(np.int16) if n_parts <= np.iinfo(np.int16).max else r, kind="stable")
+    order, r = by_key[grouped], r[grouped]
+    sizes = counts[by_size]
+    first = np.cumsum(sizes) - sizes
+    rank = np.arange(n) - first[r]
+    # rank-major: the parts with a box of rank k are rows 0 .. active[k]-1
+    active = np.searchsorted(-sizes, -np.arange(int(sizes[0])), side="left")
+    pos = (np.cumsum(active) - active)[rank] + r
+    out, out_row = np.empty_like(order), np.empty_like(r)
+    out[pos], out_row[pos] = order, r
+    return out, active, out_row, n_parts
+
 
 def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.55, skip_box_thr: float = 0.0,
         conf_type: str = "avg", allows_overflow: bool = False, min_views: int = 1,
@@ -312,74 +412,97 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
     the cluster's weighted mean score times the share of view weight present,
     ``absent_model_aware_avg`` the weighted score sum over the cluster's box
     weights plus the absent views' weights. ``compat=True`` reproduces
-    ensemble-boxes' ``avg`` (which exceeds 1 with unequal weights)."""
+    ensemble-boxes' ``avg`` (which exceeds 1 with unequal weights).
+
+    Greedy assignment is sequential within a class; boxes of a class that lie
+    apart (:func:`_spatial_parts`) cannot interact, so the loop runs over the
+    rank within such a part, every part at once: as many steps as the largest
+    part has boxes."""
     if conf_type not in CONF_TYPES:
         raise PolicyError(f"unknown WBF conf_type {conf_type!r}; valid: {', '.join(CONF_TYPES)}")
+    iou_thr = _check_thr("iou_thr", iou_thr)
     b, s, lab, v, w = _prepare(boxes, scores, labels, views, weights)
-    keep = s >= skip_box_thr
-    b, s, lab, v = b[keep], s[keep], lab[keep], v[keep]
+    ws = s * w[v]
+    # a box of weighted score 0 moves no fused box (ensemble-boxes: NaN coordinates)
+    keep = (s >= skip_box_thr) & (ws > 0)
+    if not keep.all():
+        b, s, lab, v, ws = b[keep], s[keep], lab[keep], v[keep], ws[keep]
     if len(b) == 0:
         return BoxSet.empty()
     n_views = len(w)
-    ws = s * w[v]
-    if not (ws > 0).all():  # a box of weighted score 0 moves no fused box (ensemble-boxes: NaN coordinates)
-        keep = ws > 0
-        b, s, lab, v, ws = b[keep], s[keep], lab[keep], v[keep], ws[keep]
-        if len(b) == 0:
-            return BoxSet.empty()
-    grid, counts = _padded(lab, ws)
-    c, m = grid.shape
-    g = np.where(grid >= 0, grid, 0)
-    # per class and rank: what the box adds to its cluster's row (see `state`), its corners, area, view
-    pb, pv = b[g], v[g]
-    pa = (pb[..., 2] - pb[..., 0]) * (pb[..., 3] - pb[..., 1])
-    pw = ws[g]
-    add = np.concatenate([pw[..., None] * pb, pw[..., None], np.zeros_like(pw)[..., None],
-                          w[v][g][..., None], np.ones_like(pw)[..., None]], -1)
-    # per cluster slot: score-weighted coordinate sums (4), score sum, max score, weight sum, count,
-    # fused box (4), its area: one row, so a step reads and writes each touched slot once
-    state = np.zeros((c, m, 13))
-    flat = state.reshape(c * m, 13)
-    vmask = np.zeros((c * m, n_views), bool)
-    ncl = np.zeros(c, np.int64)
-    active = np.searchsorted(-counts, -np.arange(m), side="left")  # classes with more than `step` boxes
+    order, active, row, c = _part_layout(_spatial_parts(b, lab), ws)
+    m = len(active)
+    # the boxes in the loop's order (one step's boxes are contiguous): corners, area, and what
+    # each adds to its cluster's sums
+    pb = b[order]
+    # corners as (-x1, -y1, x2, y2): one minimum gives both ends of an intersection (negation and
+    # adding a negated number are exact, so every value is the same as with x2 - x1)
+    neg = pb * np.array([-1.0, -1.0, 1.0, 1.0])
+    nb = neg[:, None, :]
+    area = ((pb[:, 2] - pb[:, 0]) * (pb[:, 3] - pb[:, 1]))[:, None]
+    add = np.empty((len(order), 5))
+    np.multiply(ws[order, None], neg, out=add[:, :4])
+    add[:, 4] = ws[order]
+    # per cluster slot (part, k): score-weighted corner sums and score sum (0:5), fused box (5:9),
+    # both with x1 and y1 negated, and its area (9). Empty slots are zero boxes: IoU 0 with any
+    # box. Room for `cap` clusters per part, doubled when a part needs more (most end with a few)
+    cap = min(m, WBF_SLOTS)
+    grid_state = np.zeros((c, cap, 10))
+    state = grid_state.reshape(c * cap, 10)
+    slot = np.zeros(len(order), np.int64)  # the cluster (slot within its part) each box joined
+    ncl = np.ones(c, np.int64)             # clusters per part so far (rank 0 founds one)
     rows = np.arange(c)
-    for step in range(m):
-        k = int(active[step])
-        r = rows[:k]
-        bb = pb[:k, step]
+    base = rows * cap
+    # the slot after a part's clusters reads as IoU just above iou_thr: argmax picks it (a new
+    # cluster) exactly when no cluster overlaps the box by more than iou_thr
+    sentinel = np.nextafter(iou_thr, np.inf)
+    o, check = 0, cap
+    for step, k in enumerate(active.tolist()):
+        e = o + k
         if step:
-            # IoU with every cluster so far (empty slots are zero boxes: IoU 0, never a match)
-            kmax = int(ncl[:k].max())
-            f = state[:k, :kmax]
-            wh = np.minimum(f[..., 10:12], bb[:, None, 2:]) - np.maximum(f[..., 8:10], bb[:, None, :2])
+            if step >= check:  # a part may have run out of slots (each step adds one cluster at most)
+                most = int(ncl[:k].max())
+                if most >= cap:
+                    grown = np.zeros((c, min(2 * cap, m), 10))
+                    grown[:, :cap] = grid_state
+                    grid_state, cap = grown, grown.shape[1]
+                    state, base = grid_state.reshape(c * cap, 10), rows * cap
+                check = step + cap - most
+            f = grid_state[:k, :min(step + 1, cap)]  # the clusters so far, and an empty slot
+            ends = np.minimum(f[..., 5:9], nb[o:e])
+            wh = ends[..., 2:] + ends[..., :2]
             np.maximum(wh, 0.0, out=wh)
-            inter = wh[..., 0] * wh[..., 1]
-            iou = inter / (f[..., 12] + pa[:k, step, None] - inter)
-            best = iou.argmax(1)
-            new = iou[r, best] <= iou_thr
-            t = np.where(new, ncl[:k], best)
-            ncl[:k] += new
+            iou = wh[..., 0] * wh[..., 1]
+            union = f[..., 9] + area[o:e]
+            union -= iou
+            iou /= union
+            nk = ncl[:k]
+            iou[rows[:k], nk] = sentinel
+            t = iou.argmax(1)
+            nk += t == nk
+            slot[o:e] = t
+            at = base[:k] + t  # a new cluster is an empty slot joined
         else:
-            t = np.zeros(k, np.int64)
-            ncl[:k] = 1
-        # a new cluster is an empty one joined
-        at = r * m + t
-        row = flat[at]
-        row[:, :8] += add[:k, step]
-        np.maximum(row[:, 5], pw[:k, step], out=row[:, 5])
-        row[:, 8:12] = row[:, :4] / row[:, 4:5]
-        d = row[:, 10:12] - row[:, 8:10]
-        row[:, 12] = d[:, 0] * d[:, 1]
-        flat[at] = row
-        vmask[at, pv[:k, step]] = True
-    fused, conf, cmax, wsum, cnt = (state[..., 8:12], state[..., 4], state[..., 5], state[..., 6],
-                                    state[..., 7])
-    vmask = vmask.reshape(c, m, n_views)
-    kpos = np.arange(m)
-    have = kpos[None, :] < ncl[:, None]
+            at = base
+        r = state[at]
+        r[:, :5] += add[o:e]
+        np.divide(r[:, :4], r[:, 4:5], out=r[:, 5:9])
+        d = r[:, 7:9] + r[:, 5:7]
+        np.multiply(d[:, 0], d[:, 1], out=r[:, 9])
+        state[at] = r
+        o = e
+    # every cluster's statistics from the final assignment
+    member = row * cap + slot
+    have = np.flatnonzero((np.arange(cap) < ncl[:, None]).reshape(-1))
+    nslots = c * cap
+    conf = state[have, 4]
+    vo = v[order]
+    wsum = np.bincount(member, weights=w[vo], minlength=nslots)[have]
+    cnt = np.bincount(member, minlength=nslots)[have]
+    vmask = np.zeros((nslots, n_views), bool)
+    vmask[member, vo] = True
+    vmask = vmask[have]
     total = w.sum()
-    present = (vmask * w).sum(-1)
     with np.errstate(divide="ignore", invalid="ignore"):
         if conf_type == "avg":
             if allows_overflow:
@@ -389,17 +512,18 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
             else:
                 score = conf / np.maximum(total, wsum)
         elif conf_type == "max":
-            score = cmax / w.max()
+            cmax = np.zeros(nslots)
+            np.maximum.at(cmax, member, add[:, 4])
+            score = cmax[have] / w.max()
         elif conf_type == "box_and_model_avg":
-            score = conf / wsum * present / total
+            score = conf / wsum * (vmask @ w) / total
         else:
-            score = conf / (wsum + total - present)
-    labels_grid = np.where(grid >= 0, lab[np.where(grid >= 0, grid, 0)], 0)
-    # the cluster of class row c at position k has that row's label
-    row_label = labels_grid[:, 0]
-    support = vmask.sum(-1)
-    return _finish(fused[have], score[have], np.broadcast_to(row_label[:, None], have.shape)[have],
-                   support[have], min_views)
+            score = conf / (wsum + total - vmask @ w)
+    part_label = np.empty(c, lab.dtype)
+    part_label[row] = lab[order]
+    fused = state[have, 5:9]
+    fused[:, :2] *= -1.0
+    return _finish(fused, score, part_label[have // cap], vmask.sum(-1), min_views)
 
 
 # -- merge values for the Detector ---------------------------------------------------------
