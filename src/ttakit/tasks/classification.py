@@ -17,7 +17,7 @@ from ..inputs import ImageInputs, check_layout
 from ..merge import Mean, Merge, get_merge, normalise, to_probs
 from ..models import Normalize
 from ..policy import Policy
-from .front import cached_adapter
+from .front import ROWS, cached_adapter, row_inputs
 from .base import check_on_error, ResultBuffer, Task, TaskRun
 
 OUTPUT_KINDS = ("auto", "probs", "logits")
@@ -318,7 +318,11 @@ class Classifier:
         :class:`~ttakit.merge.Merge`. Default: the policy's own merge (a tuned
         policy's temperature or learned weights), else ``"mean"``.
     data_layout
-        Layout of the inputs you pass: ``"NCHW"`` or ``"NHWC"``.
+        Layout of the inputs you pass: ``"NCHW"`` or ``"NHWC"`` images, or
+        ``"rows"``: tabular rows ``(N, F)`` for row views
+        (:mod:`ttakit.views.rows`) with a torch, Keras or ONNX model (fed
+        float32) or a callable (float64); for scikit-learn estimators see
+        :mod:`ttakit.sklearn`.
     model_layout
         Layout the model consumes. Default: the adapter's own (NCHW for torch,
         read from the model for Keras and ONNX); for a scikit-learn estimator
@@ -409,13 +413,14 @@ class Classifier:
             cached = self.__dict__.get("_cached")
             if cached is not None and cached[0] == key:
                 return cached[1]
-            data_layout = check_layout(self.data_layout)
+            rows = self.data_layout == ROWS
+            data_layout = "NCHW" if rows else check_layout(self.data_layout)
             policy = Policy.coerce(self.policy)
             c = _Contracted.resolve(policy, self.preprocess, self.model_layout, self.output, self.classes)
             adapter = cached_adapter(self, data_layout, c.model_layout)
             merge = (policy.merge or Mean()) if self.merge is None else get_merge(self.merge)
             task = ClassificationTask(merge, c.output, c.classes, on_error=self.on_error)
-            setup = _Setup(adapter, ImageInputs(data_layout), policy,
+            setup = _Setup(adapter, row_inputs(adapter) if rows else ImageInputs(data_layout), policy,
                            policy.unique() if self.dedupe else policy, merge, task,
                            engine.check_batch_size(self.batch_size), c.preprocess)
             self.__dict__["_cached"] = (key, setup)

@@ -17,26 +17,33 @@ import numpy as np
 
 from .. import engine
 from ..errors import InputError
-from ..inputs.rows import RowInputs
 from ..merge import Mean
-from ..models import CallableModel
+from ..models import CallableModel, ModelAdapter
 from ..policy import Policy
 from ..views import identity
 from .classification import ClassificationTask
+from .front import row_inputs
 from .regression import RegressionTask
 
 #: rows the model receives per call (copies x chunk rows), unless chunk_rows is given
 MODEL_ROWS = 65536
 
 
-def run_rows(task, fn: Callable, rows: np.ndarray, views: Sequence, weights: Sequence[float], *, decoder=None,
-             nan: str = "raise", fill=None, chunk_rows: int | None = None):
+def run_rows(task, fn: Callable | ModelAdapter, rows: np.ndarray, views: Sequence, weights: Sequence[float], *,
+             decoder=None, nan: str = "raise", fill=None, chunk_rows: int | None = None):
     """``task``'s result for ``rows`` ``(N, F)`` under ``views``/``weights``,
-    calling ``fn`` (e.g. an estimator's ``predict_proba``) on the copies."""
+    calling ``fn`` on the copies: a function of arrays (e.g. an estimator's
+    ``predict_proba``, fed float64), or a model adapter
+    (:func:`ttakit.models.as_model` of a torch or Keras model, fed float32)."""
     views = list(views)
     chunk = chunk_rows or max(1, MODEL_ROWS // len(views))
-    inputs = RowInputs(rows.shape[1], nan=nan, fill=fill, chunk_rows=chunk)
-    adapter = CallableModel((lambda a: fn(decoder(a))) if decoder is not None else fn)
+    if isinstance(fn, ModelAdapter):
+        if decoder is not None:
+            raise InputError("a model adapter takes numeric rows: encode categories as codes (no decoder)")
+        adapter = fn
+    else:
+        adapter = CallableModel((lambda a: fn(decoder(a))) if decoder is not None else fn)
+    inputs = row_inputs(adapter, rows.shape[1], nan=nan, fill=fill, chunk_rows=chunk)
     return engine.run(task, adapter, rows, views, list(weights), inputs=inputs, batch_size=chunk * len(views))
 
 
