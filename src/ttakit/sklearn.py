@@ -317,7 +317,8 @@ class TTAClassifier(ClassifierMixin, TTABase):
         rows, decoder = self.stats_.encode(X)
         target = np.searchsorted(model.classes_, y)
         if hasattr(model, "predict_proba"):
-            task = ClassificationTask(Mean(), output="probs", keep_views=True, on_error=self.on_error)
+            task = ClassificationTask(Mean(), output="probs", keep_views=True, on_error=self.on_error,
+                                      spread=False)
             res = self._engine(model, rows, decoder, "predict_proba", task, views, [1.0] * len(views))
             return res.view_probs.astype(np.float64), target, target
         res = self._engine(model, rows, decoder, "decision_function", RegressionTask(keep_views=True), views,
@@ -330,7 +331,8 @@ class TTAClassifier(ClassifierMixin, TTABase):
     @available_if(_has_proba)
     def predict_proba(self, X) -> np.ndarray:
         """The weighted mean of the estimator's probabilities over the copies."""
-        res = self._run(X, "predict_proba", ClassificationTask(Mean(), output="probs", on_error=self.on_error))
+        res = self._run(X, "predict_proba", ClassificationTask(Mean(), output="probs", on_error=self.on_error,
+                                                                  spread=False))
         p = res.probs.astype(np.float64)
         return p / p.sum(1, keepdims=True)
 

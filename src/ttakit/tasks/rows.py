@@ -84,7 +84,8 @@ def predict_rows(model, rows: np.ndarray, policy: Policy | None, *, decoder=None
     views, weights = policy.views, policy.weights
     opts = dict(decoder=decoder, nan=nan, fill=fill, chunk_rows=chunk_rows)
     if task == "classification":
-        res = run_rows(ClassificationTask(Mean(), output="probs"), model.predict_proba, rows, views, weights, **opts)
+        probs_only = ClassificationTask(Mean(), output="probs", spread=False)
+        res = run_rows(probs_only, model.predict_proba, rows, views, weights, **opts)
         probs = res.probs.astype(np.float64)
         probs /= probs.sum(1, keepdims=True)
         classes = np.asarray(model.classes_)
