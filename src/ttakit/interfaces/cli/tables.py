@@ -41,8 +41,8 @@ ALLOW_PICKLE_HELP = (
 def add_table_options(p: argparse.ArgumentParser, *, command: str) -> None:
     """The ``tables`` option group of ``command`` (``evaluate`` or ``predict``)."""
     g = p.add_argument_group(
-        "tables", "with --data TABLE.csv|.tsv|.parquet and a scikit-learn MODEL (.skops; pickles with "
-                  "--allow-pickle). Parquet needs pyarrow (pip install 'ttakit[tables]')")
+        "tables", "with --data TABLE.csv|.tsv|.parquet and a scikit-learn MODEL (.skops; pickles with\n"
+                  "--allow-pickle). Parquet needs pyarrow (pip install 'ttakit[tables]'). See docs/tables.md")
     if command == "predict":
         g.add_argument("--data", default=None, metavar="TABLE",
                        help="predict the rows of this table (instead of IMAGES)")
