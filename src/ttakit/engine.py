@@ -108,8 +108,13 @@ def run(task, adapter, data, views: Sequence, weights: Sequence[float], *, input
             x = x.masked_fill(bad[0].view(-1, *([1] * (x.dim() - 1))), 0.0)
         for v in dict.fromkeys(views):
             v.check_input(x, start)
-        for i, out in forward_views(adapter, x, views, bs, preprocess, task.convert_output, inputs):
-            task_run.add(i, out)
+        add_many = getattr(task_run, "add_many", None)
+        for part, out in forward_batches(adapter, x, views, bs, preprocess, task.convert_output, inputs):
+            if add_many is not None and len(part) > 1:
+                add_many(part, out)  # the task checks the batch's outputs at once
+            else:
+                for j, i in enumerate(part):
+                    task_run.add(i, _slice(out, j, x.shape[0], len(part)))
         task_run.end()
         if progress is not None:
             progress.update(len(raw))
@@ -126,6 +131,17 @@ def forward_views(adapter, x: torch.Tensor, views: Sequence, batch_size: int, pr
     output into what the task takes (a tensor, or one record per input).
     """
     n = x.shape[0]
+    for part, out in forward_batches(adapter, x, views, batch_size, preprocess, convert, inputs):
+        for j, i in enumerate(part):
+            yield i, _slice(out, j, n, len(part))
+
+
+def forward_batches(adapter, x: torch.Tensor, views: Sequence, batch_size: int, preprocess=None,
+                    convert=None, inputs: Inputs | None = None) -> Iterator[tuple[list[int], object]]:
+    """Yield ``(view_indices, outputs)`` for each forward batch of the chunk
+    ``x``: the outputs of views ``view_indices``, one after the other
+    (``len(view_indices) x N`` rows). See :func:`forward_views`."""
+    n = x.shape[0]
     shape = tuple(x.shape[1:])
     groups: dict[tuple, list[int]] = {}
     for i, v in enumerate(views):
@@ -137,23 +153,42 @@ def forward_views(adapter, x: torch.Tensor, views: Sequence, batch_size: int, pr
             batch = _apply(views, part, x, inputs)
             if preprocess is not None:
                 batch = preprocess(batch)
-            out = _forward(adapter, batch, [views[i] for i in part], convert, inputs)
-            for j, i in enumerate(part):
-                yield i, out[j * n:(j + 1) * n] if len(part) > 1 else out
+            yield part, _forward(adapter, batch, [views[i] for i in part], convert, inputs)
+
+
+def _slice(out, j: int, n: int, k: int):
+    """The ``j``-th of ``k`` views' outputs in a batch of ``k x n`` rows."""
+    return out[j * n:(j + 1) * n] if k > 1 else out
 
 
 def _apply(views, part: list[int], x: torch.Tensor, inputs) -> torch.Tensor:
-    outs = []
-    for i in part:
-        try:
-            outs.append(views[i].apply(x))
-        except TTAKitError:
-            raise
-        except Exception as e:
-            where = inputs.describe(x.shape) if inputs is not None else tuple(x.shape)
-            raise ViewError(f"view {views[i]!r} failed on inputs of shape {where}: "
-                            f"{type(e).__name__}: {e}") from e
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
+    """The views ``part`` of ``x``, one after the other in one batch: the
+    first view's output sets its dtype and shape, the others are written
+    into their slice of it (:meth:`~ttakit.views.View.apply_into`)."""
+    first = _call(views, part[0], x, inputs, None)
+    if len(part) == 1:
+        return first
+    n = first.shape[0]
+    batch = first.new_empty((n * len(part), *first.shape[1:]))
+    batch[:n].copy_(first)
+    del first
+    for j, i in enumerate(part[1:], 1):
+        _call(views, i, x, inputs, batch[j * n:(j + 1) * n])
+    return batch
+
+
+def _call(views, i: int, x: torch.Tensor, inputs, out):
+    try:
+        if out is None:
+            return views[i].apply(x)
+        views[i].apply_into(x, out)
+        return out
+    except TTAKitError:
+        raise
+    except Exception as e:
+        where = inputs.describe(x.shape) if inputs is not None else tuple(x.shape)
+        raise ViewError(f"view {views[i]!r} failed on inputs of shape {where}: "
+                        f"{type(e).__name__}: {e}") from e
 
 
 def _forward(adapter, batch: torch.Tensor, views: list, convert, inputs):

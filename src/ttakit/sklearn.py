@@ -3,6 +3,7 @@
     clf = ttakit.sklearn.TTAClassifier(HistGradientBoostingClassifier(), random_state=0).fit(X, y)
     clf.predict_proba(X_test)      # the mean of the probabilities over augmented copies
     clf.fell_back_, clf.policy_    # whether TTA helped on held-out rows, and which views
+    clf.save_policy("policy.json") # the views and feature statistics, for ttakit evaluate/predict --views
 
 :class:`TTAClassifier` and :class:`TTARegressor` are meta-estimators in the
 style of ``CalibratedClassifierCV``. ``fit``:
@@ -48,20 +49,17 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
 
-from . import engine
 from .errors import InputError
-from .inputs.rows import RowInputs
 from .merge import Mean
-from .models import CallableModel
 from .policy import Policy
+from .policy.rows import RowPolicy, save_row_policy
 from .tasks.classification import ClassificationTask
 from .tasks.regression import RegressionTask
+from .tasks.rows import MODEL_ROWS, run_rows
 from .tuning.rows import guarded_greedy, log_loss, split, squared_error
 from .views import identity
 from .views.rows import DEFAULT_STRENGTHS, FeatureStats, copies, family, is_dataframe
 
-#: rows the estimator receives per call when predicting (copies x chunk rows)
-MODEL_ROWS = 65536
 #: fewer held-out rows than this: no tuning, no TTA
 MIN_TUNING_ROWS = 20
 
@@ -238,12 +236,24 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
                             self.policy_.weights if weights is None else weights)
 
     def _engine(self, model, rows, decoder, method, task, views, weights):
-        fn = getattr(model, method)
-        chunk = self.chunk_rows or max(1, MODEL_ROWS // len(views))
-        inputs = RowInputs(rows.shape[1], nan=self.nan, fill=self.stats_.centre, chunk_rows=chunk)
-        adapter = CallableModel((lambda a: fn(decoder(a))) if decoder is not None else fn)
-        return engine.run(task, adapter, rows, list(views), list(weights), inputs=inputs,
-                          batch_size=chunk * len(views))
+        return run_rows(task, getattr(model, method), rows, views, weights, decoder=decoder, nan=self.nan,
+                        fill=self.stats_.centre, chunk_rows=self.chunk_rows)
+
+    # -- saving ---------------------------------------------------------------
+    def row_policy(self) -> RowPolicy:
+        """The tuned views with the feature statistics they need (what
+        :meth:`save_policy` writes)."""
+        check_is_fitted(self)
+        task = "classification" if isinstance(self, ClassifierMixin) else "regression"
+        return RowPolicy(self.policy_, self.stats_, task, getattr(self, "merge", "mean"),
+                         f"{type(self).__name__}({type(self.estimator_).__name__})")
+
+    def save_policy(self, path):
+        """Write the tuned views and the feature statistics to ``path`` (JSON,
+        or YAML for ``.yaml``/``.yml``): with the fitted ``estimator_`` saved
+        by skops, ``ttakit evaluate``/``ttakit predict --views PATH`` give the
+        same predictions as this estimator. Returns the path."""
+        return save_row_policy(self.row_policy(), path)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -307,7 +317,8 @@ class TTAClassifier(ClassifierMixin, TTABase):
         rows, decoder = self.stats_.encode(X)
         target = np.searchsorted(model.classes_, y)
         if hasattr(model, "predict_proba"):
-            task = ClassificationTask(Mean(), output="probs", keep_views=True, on_error=self.on_error)
+            task = ClassificationTask(Mean(), output="probs", keep_views=True, on_error=self.on_error,
+                                      spread=False)
             res = self._engine(model, rows, decoder, "predict_proba", task, views, [1.0] * len(views))
             return res.view_probs.astype(np.float64), target, target
         res = self._engine(model, rows, decoder, "decision_function", RegressionTask(keep_views=True), views,
@@ -320,7 +331,8 @@ class TTAClassifier(ClassifierMixin, TTABase):
     @available_if(_has_proba)
     def predict_proba(self, X) -> np.ndarray:
         """The weighted mean of the estimator's probabilities over the copies."""
-        res = self._run(X, "predict_proba", ClassificationTask(Mean(), output="probs", on_error=self.on_error))
+        res = self._run(X, "predict_proba", ClassificationTask(Mean(), output="probs", on_error=self.on_error,
+                                                                  spread=False))
         p = res.probs.astype(np.float64)
         return p / p.sum(1, keepdims=True)
 

@@ -11,9 +11,12 @@ absolute error shrank or grew).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from ..errors import InputError
+from ..tasks.rows import RowPrediction, predict_rows
 from .metrics import accuracy, as_labels, brier, check_probs_and_labels, nll
 from .paired import bootstrap_ci, mcnemar_exact
 
@@ -130,3 +133,99 @@ def paired_rows(a, b, y, *, task: str = "classification", level: float = 0.95, n
         out[name] = {"difference": float(d.mean()) if len(d) else float("nan"), "ci_low": lo, "ci_high": hi}
     out.update(extra)
     return out
+
+
+#: the interval level of the regression coverage in :func:`evaluate_rows`
+COVERAGE_LEVEL = 0.9
+
+
+@dataclass
+class RowReport:
+    """What :func:`evaluate_rows` measured: the scores without and with TTA
+    on the same rows, and their paired comparison (:func:`paired_rows`)."""
+
+    task: str
+    n: int
+    baseline: dict             #: scores without TTA
+    tta: dict                  #: scores with TTA
+    paired: dict               #: :func:`paired_rows` of baseline (a) against TTA (b)
+    views: int                 #: distinct views of the policy
+    seconds: dict = field(default_factory=dict)
+    policy: str = ""
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "n": self.n, "views": self.views, "policy": self.policy,
+                "no_tta": self.baseline, "tta": self.tta, "paired": self.paired, "seconds": self.seconds}
+
+    def to_markdown(self) -> str:
+        """The scores side by side, each paired difference with its CI, and
+        the fixed/broken (improved/worsened) counts."""
+        p = self.paired
+        lines = [f"{self.task}, {self.n} rows, TTA with {self.views} distinct views"
+                 + (f" ({self.policy})" if self.policy else ""), "",
+                 "| metric | no TTA | TTA | TTA - no TTA | 95% CI |", "|---|---|---|---|---|"]
+        paired_of = {"accuracy": "accuracy", "log_loss": "log_loss", "brier": "brier", "rmse": None,
+                     "mae": "absolute_error"}
+        for name in self.tta:
+            a, b = self.baseline.get(name, float("nan")), self.tta[name]
+            d = p.get(paired_of.get(name) or "", None)
+            diff = f"{b - a:+.4f}" if np.isfinite(a) and np.isfinite(b) else "n/a"
+            ci = f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]" if d else "n/a"
+            lines.append(f"| {name} | {a:.4f} | {b:.4f} | {diff} | {ci} |")
+        if self.task == "regression":
+            d = p["squared_error"]
+            lines.append(f"| squared error (mean) | | | {d['difference']:+.4g} | "
+                         f"[{d['ci_low']:+.4g}, {d['ci_high']:+.4g}] |")
+            lines += ["", f"rows improved: {p['improved']}, worsened: {p['worsened']} (absolute error); "
+                          f"coverage is the share of targets inside the {COVERAGE_LEVEL:.0%} interval of the "
+                          "copies' spread (it knows only what the augmentation moves)"]
+        else:
+            lines += ["", f"fixed: {p['fixed']}, broken: {p['broken']} (exact McNemar p = {p['p_value']:.3g}); "
+                          "negative log-loss and Brier differences are improvements"]
+        return "\n".join(lines) + "\n"
+
+
+def _scores(pred: RowPrediction, y, task: str, labels=None) -> dict:
+    if task == "classification":
+        return classification_scores(pred.probs, labels)
+    return regression_scores(pred.pred, y, pred.std, COVERAGE_LEVEL)
+
+
+def class_indices(y, classes) -> np.ndarray:
+    """Labels ``y`` as indices into the model's ``classes``; a label the
+    model does not know is an error naming it."""
+    y = np.asarray(y)
+    classes = np.asarray(classes)
+    try:
+        known = np.isin(y, classes)
+    except TypeError:
+        known = np.array([v in set(classes.tolist()) for v in y.tolist()])
+    if not known.all():
+        unknown = list(dict.fromkeys(y[~known].tolist()))[:5]
+        raise InputError(f"labels {unknown} are not classes of the model (its classes: {classes.tolist()[:10]})")
+    order = np.argsort(classes, kind="stable")
+    return order[np.searchsorted(classes[order], y)]
+
+
+def evaluate_rows(model, rows: np.ndarray, y, policy, *, decoder=None, merge: str = "mean", nan: str = "raise",
+                  fill=None, chunk_rows: int | None = None, level: float = 0.95, n_boot: int = 2000,
+                  seed: int = 0) -> RowReport:
+    """Score a fitted model on encoded ``rows`` with targets ``y``, without
+    TTA and with ``policy``, and compare them pairwise (see :func:`paired_rows`)."""
+    opts = dict(decoder=decoder, merge=merge, nan=nan, fill=fill, chunk_rows=chunk_rows)
+    base = predict_rows(model, rows, None, **opts)
+    tta = predict_rows(model, rows, policy, **opts)
+    task = base.task
+    if task == "classification":
+        labels = class_indices(y, base.classes)
+        a, b, target = base.probs, tta.probs, labels
+    else:
+        labels = None
+        a, b, target = base.pred, tta.pred, np.asarray(y, dtype=np.float64)
+    scores_a = _scores(base, target, task, labels)
+    scores_b = _scores(tta, target, task, labels)
+    if task == "regression":
+        scores_a.pop("coverage", None)
+    paired = paired_rows(a, b, target, task=task, level=level, n_boot=n_boot, seed=seed)
+    return RowReport(task, len(rows), scores_a, scores_b, paired, len(policy.unique()),
+                     {"no_tta": base.seconds, "tta": tta.seconds}, policy.source or "")

@@ -17,7 +17,7 @@ from ..inputs import ImageInputs, check_layout
 from ..merge import Mean, Merge, get_merge, normalise, to_probs
 from ..models import Normalize
 from ..policy import Policy
-from .front import cached_adapter
+from .front import ROWS, cached_adapter, row_inputs
 from .base import check_on_error, ResultBuffer, Task, TaskRun
 
 OUTPUT_KINDS = ("auto", "probs", "logits")
@@ -61,10 +61,13 @@ class ClassificationResult:
 
 class ClassificationTask(Task):
     """Class scores ``(n, C)`` per view, merged by ``merge``; per-input
-    uncertainty from running per-class statistics (weighted Welford)."""
+    uncertainty from running per-class statistics (weighted Welford).
+    ``spread=False`` skips those statistics (``spread`` and ``agreement``
+    are then NaN): for callers that want the merged probabilities only,
+    such as :mod:`ttakit.sklearn`, with many cheap views."""
 
     def __init__(self, merge: Merge, output: str = "auto", classes: Sequence[str] | None = None,
-                 keep_views: bool = False, on_error: str = "raise"):
+                 keep_views: bool = False, on_error: str = "raise", spread: bool = True):
         if output not in OUTPUT_KINDS:
             raise InputError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {output!r}")
         check_on_error(on_error)
@@ -73,6 +76,7 @@ class ClassificationTask(Task):
         self.output = output
         self.classes = None if classes is None else list(classes)
         self.keep_views = keep_views
+        self.spread = bool(spread)
 
     def start(self, views, weights, n):
         return ClassificationRun(self, views, weights, n)
@@ -95,6 +99,21 @@ class ClassificationRun(TaskRun):
         self.stats = None
         self.chunk_views = [None] * len(self.views) if self.task.keep_views else None
 
+    def add_many(self, indices, out):
+        """The outputs of views ``indices``, one after the other in ``out``
+        (``len(indices) x n`` rows): checked at once, then added view by view
+        (the same result as :meth:`add` for each)."""
+        k, n = len(indices), self.n
+        if out.ndim != 2 or not bool(torch.isfinite(out).all()):
+            for j, i in enumerate(indices):  # failures are found and named view by view
+                self.add(i, out[j * n:(j + 1) * n])
+            return
+        if self.kind is None:  # auto: the first view's output decides, as with add()
+            self._check(out[:n])
+        kind = self._check(out, repeat=k)
+        for j, i in enumerate(indices):
+            self._add_checked(i, out[j * n:(j + 1) * n], kind)
+
     def add(self, i, out):
         if out.ndim == 2:
             bad = ~torch.isfinite(out).all(-1)
@@ -102,13 +121,18 @@ class ClassificationRun(TaskRun):
                 self.fail(bad, f"the model returned NaN or infinite values (view {self.views[i]!r})",
                           ModelOutputError)
                 out = out.masked_fill(bad[:, None], 0.0)
-        kind = self._check(out)
+        self._add_checked(i, out, self._check(out))
+
+    def _add_checked(self, i, out, kind):
         if self.acc is None:
             self.acc = self.task.merge.start(self.views, self.weights, kind)
-            self.stats = _Spread(out.shape, out.device)
+            self.stats = _Spread(out.shape, out.device) if self.task.spread else None
         self.acc.add(i, out)
+        if self.stats is None and self.chunk_views is None:
+            return
         p = to_probs(out, kind)
-        self.stats.add(self.weights[i], p)
+        if self.stats is not None:
+            self.stats.add(self.weights[i], p)
         if self.chunk_views is not None:
             self.chunk_views[i] = p
 
@@ -117,8 +141,13 @@ class ClassificationRun(TaskRun):
         labels = self.acc.labels(scores)
         probs = scores if self.task.merge.normalised else normalise(scores)
         entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
-        spread, agreement = self.stats.at(labels)
-        overflow = ~torch.isfinite(probs).all(-1) | ~torch.isfinite(spread)
+        if self.stats is not None:
+            spread, agreement = self.stats.at(labels)
+        else:
+            spread = agreement = torch.full(labels.shape, float("nan"), device=labels.device)
+        overflow = ~torch.isfinite(probs).all(-1)
+        if self.stats is not None:
+            overflow |= ~torch.isfinite(spread)
         if self.chunk_failed is not None:
             overflow &= ~self.chunk_failed
         if overflow.any():  # finite outputs so large that merging them overflowed: never a silent NaN
@@ -178,7 +207,9 @@ class ClassificationRun(TaskRun):
             failed=get("failed", (0,)).astype(bool, copy=False), errors=dict(sorted(self.errors.items())))
 
     # -- checks ---------------------------------------------------------------
-    def _check(self, out: torch.Tensor) -> str:
+    def _check(self, out: torch.Tensor, repeat: int = 1) -> str:
+        """The output kind of ``out`` (``repeat`` views' outputs of the chunk,
+        one after the other), checked against the kind decided so far."""
         start = self.start_index
         if out.ndim != 2:
             raise ModelOutputError(f"a classifier must return one row of class scores per input, shape (n, C); "
@@ -191,7 +222,7 @@ class ClassificationRun(TaskRun):
             good = ~self.chunk_failed
             if not good.any():
                 return self.kind or "logits"  # nothing to read the kind from: every row failed
-            out = out[good]
+            out = out[good.repeat(repeat)]
         looks_probs = bool((out.min() >= -1e-6) and ((out.sum(-1) - 1).abs().max() <= PROB_TOLERANCE))
         if self.kind is None:  # auto: the first output decides, every later one must agree
             self.kind = "probs" if looks_probs else "logits"
@@ -318,7 +349,11 @@ class Classifier:
         :class:`~ttakit.merge.Merge`. Default: the policy's own merge (a tuned
         policy's temperature or learned weights), else ``"mean"``.
     data_layout
-        Layout of the inputs you pass: ``"NCHW"`` or ``"NHWC"``.
+        Layout of the inputs you pass: ``"NCHW"`` or ``"NHWC"`` images, or
+        ``"rows"``: tabular rows ``(N, F)`` for row views
+        (:mod:`ttakit.views.rows`) with a torch, Keras or ONNX model (fed
+        float32) or a callable (float64); for scikit-learn estimators see
+        :mod:`ttakit.sklearn`.
     model_layout
         Layout the model consumes. Default: the adapter's own (NCHW for torch,
         read from the model for Keras and ONNX); for a scikit-learn estimator
@@ -409,13 +444,14 @@ class Classifier:
             cached = self.__dict__.get("_cached")
             if cached is not None and cached[0] == key:
                 return cached[1]
-            data_layout = check_layout(self.data_layout)
+            rows = self.data_layout == ROWS
+            data_layout = "NCHW" if rows else check_layout(self.data_layout)
             policy = Policy.coerce(self.policy)
             c = _Contracted.resolve(policy, self.preprocess, self.model_layout, self.output, self.classes)
             adapter = cached_adapter(self, data_layout, c.model_layout)
             merge = (policy.merge or Mean()) if self.merge is None else get_merge(self.merge)
             task = ClassificationTask(merge, c.output, c.classes, on_error=self.on_error)
-            setup = _Setup(adapter, ImageInputs(data_layout), policy,
+            setup = _Setup(adapter, row_inputs(adapter) if rows else ImageInputs(data_layout), policy,
                            policy.unique() if self.dedupe else policy, merge, task,
                            engine.check_batch_size(self.batch_size), c.preprocess)
             self.__dict__["_cached"] = (key, setup)

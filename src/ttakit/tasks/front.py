@@ -14,13 +14,26 @@ from dataclasses import dataclass
 from .. import engine
 from ..errors import InputError
 from ..inputs import ImageInputs, check_layout
-from ..models import as_model
+from ..inputs.rows import RowInputs
+from ..models import CallableModel, as_model
 from ..policy import Policy
 from .base import check_on_error
 
 #: the arguments every front end takes after its own
 COMMON = ("data_layout", "model_layout", "preprocess", "batch_size", "dedupe", "device", "model_options",
           "on_error")
+
+
+#: the ``data_layout`` of tabular rows ``(N, F)`` (see :func:`row_inputs`)
+ROWS = "rows"
+
+
+def row_inputs(adapter, n_features: int | None = None, **options) -> RowInputs:
+    """How rows reach ``adapter``: float64 for scikit-learn estimators and
+    callables (their own precision: an unchanged row gives exactly the
+    model's prediction), float32 for torch, Keras and ONNX models (what
+    their layers compute in). ``options`` go to :class:`RowInputs`."""
+    return RowInputs(n_features, dtype="float64" if isinstance(adapter, CallableModel) else "float32", **options)
 
 
 @dataclass(frozen=True)

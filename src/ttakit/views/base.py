@@ -130,6 +130,13 @@ class View(abc.ABC):
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """The view of a batch ``(N, C, H, W)``."""
 
+    def apply_into(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        """Write the view of ``x`` into ``out``, a slice of a forward batch of
+        shape ``output_shape(x.shape)``. Default: ``out.copy_(self.apply(x))``;
+        a view may override it to write there directly (row views do: no
+        tensor per view, no concatenation)."""
+        out.copy_(self.apply(x))
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.apply(x)
 

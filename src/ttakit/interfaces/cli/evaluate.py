@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .common import EXIT_FAILED_INPUTS, EXIT_OK, Command, load_policy
 from .model_data import add_model_and_data, load_data, load_model
+from .tables import add_table_options, run_evaluate, wants_table
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -21,12 +22,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     e.add_argument("--merge", default=None, metavar="NAME",
                    help="merge for the policy. Default: the policy file's own aggregation, else mean")
     e.add_argument("--out", default=None, metavar="DIR",
-                   help="write report.md, report.json, lift_vs_views.png and reliability.png here")
+                   help="write report.md, report.json, lift_vs_views.png and reliability.png here "
+                        "(tables: report.md and report.json)")
+    add_table_options(p, command="evaluate")
 
 
 def run(args: argparse.Namespace) -> int:
     from ...evaluation import evaluate
 
+    if wants_table(args):
+        return run_evaluate(args)
     model, options = load_model(args)
     policy = load_policy(args.policy)
     data = load_data(args, policy)
@@ -44,4 +49,7 @@ COMMAND = Command("evaluate", "does a policy help this model? a paired report on
                   description="Accuracy, top-5, NLL, ECE, Brier of the policy and the baseline on the "
                               "same inputs; the paired lift with a bootstrap CI, predictions fixed and "
                               "broken (overall and per class), an exact McNemar test, cost and "
-                              "throughput, plots of lift against views and calibration.")
+                              "throughput, plots of lift against views and calibration. On a table "
+                              "(--data FILE.csv|.parquet --target COLUMN, a scikit-learn MODEL): accuracy, "
+                              "log-loss, AUC, Brier (classification) or RMSE, MAE, coverage (regression) "
+                              "with and without the row views, paired CIs and fixed/broken rows.")

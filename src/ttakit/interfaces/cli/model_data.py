@@ -20,11 +20,12 @@ ZOO = ("zoo:resnet20", "zoo:resnet32")
 def add_model_and_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL",
                    help="model file (.onnx, TorchScript .pt/.pth/.ts, .keras) or zoo:resnet20 / zoo:resnet32 "
-                        "(the published CIFAR ResNets, from --weights or $TTAKIT_MODELS, normalised for you)")
+                        "(the published CIFAR ResNets, from --weights or $TTAKIT_MODELS, normalised for you); "
+                        "with a table --data, a scikit-learn model (.skops)")
     d = p.add_argument_group("data")
     d.add_argument("--data", required=True, metavar="SPEC",
-                   help="labelled data: cifar10[:test|train], a .npz with x and y, or a folder with one "
-                        "sub-folder of images per class")
+                   help="labelled data: cifar10[:test|train], a .npz with x and y, a folder with one "
+                        "sub-folder of images per class, or a table (.csv, .tsv, .parquet) with --target")
     d.add_argument("--data-root", metavar="PATH", default=None,
                    help="where CIFAR-10 is (the binary release). Default: $TTAKIT_DATA, then the user cache")
     d.add_argument("--classes", metavar="FILE", default=None,

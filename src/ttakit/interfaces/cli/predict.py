@@ -31,6 +31,7 @@ from .common import (
     warn,
     write_stdout,
 )
+from .tables import add_table_options, run_predict, wants_table
 
 DESCRIPTION = """\
 Classify image files with test-time augmentation.
@@ -51,6 +52,12 @@ left out; the others are still predicted and written, and the exit code is 3.
 alpha channels are dropped, CMYK converted and animated images cut to their
 first frame, said in one summary line on stderr. --out is written all at
 once (a temporary file renamed), never over one of the inputs.
+
+Tables: with --data TABLE.csv|.parquet and a scikit-learn MODEL (.skops),
+each row is predicted with the row views of --views (see 'tables' below)
+and written as one row: row (position in the table), prediction, and
+p_<class> per class (classification) or std, the spread across the copies
+(regression); CSV on standard output, or --out FILE.csv|.parquet.
 """
 
 EPILOG = """\
@@ -59,6 +66,7 @@ examples:
   ttakit predict model.pt a.png b.jpg --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225 --size 224 224
   ttakit predict model.keras photos/ --policy policy.yaml --classes classes.txt --format json
   ttakit predict model.onnx photos/ --model-layout NHWC --device cuda
+  ttakit predict model.skops --data new.csv --views policy.json --out preds.parquet
 """
 
 
@@ -66,9 +74,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     from ...merge import MERGES
 
     p.add_argument("model", metavar="MODEL",
-                   help="model file: ONNX (.onnx), TorchScript (.pt, .pth, .ts, .torchscript) or Keras (.keras)")
-    p.add_argument("images", metavar="IMAGES", nargs="+",
-                   help="image files, or folders of them (png, jpg, jpeg, bmp, gif, tif, tiff, webp, ppm)")
+                   help="model file: ONNX (.onnx), TorchScript (.pt, .pth, .ts, .torchscript) or Keras (.keras); "
+                        "for --data TABLE a scikit-learn model (.skops)")
+    p.add_argument("images", metavar="IMAGES", nargs="*",
+                   help="image files, or folders of them (png, jpg, jpeg, bmp, gif, tif, tiff, webp, ppm); "
+                        "or none, with --data TABLE (see 'tables')")
     g = p.add_argument_group("augmentation")
     g.add_argument("--policy", "-p", default="identity + hflip", metavar="SPEC_OR_FILE",
                    help="the views to run: a spec such as 'd4' or 'identity + hflip + scale(0.9, 1.1)', "
@@ -109,6 +119,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="write the results to FILE. Default: standard output")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar on stderr. Default: on when stderr is a terminal")
+    add_table_options(p, command="predict")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -138,6 +149,10 @@ def _is_under(path: Path, folder: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    if wants_table(args):
+        return run_predict(args)
+    if not args.images:
+        raise UsageError("give IMAGES (files or folders), or --data TABLE with a scikit-learn MODEL")
     fmt = writers.format_for(args.out, args.format)
     if args.out:
         check_out(args.out, args.images, args.recursive)

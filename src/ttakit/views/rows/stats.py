@@ -167,6 +167,60 @@ class FeatureStats:
                  "scale": float(self.scale[j]), "low": float(self.low[j]), "high": float(self.high[j])}
                 for j in range(self.n_features)]
 
+    # -- saving ---------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """The fitted statistics as plain JSON/YAML values (what a saved row
+        policy carries: :func:`ttakit.policy.rows.save_row_policy`)."""
+        self.check_fitted()
+        return {
+            "n_features": int(self.n_features), "nan": self.nan, "roles": list(self.role_list),
+            "columns": None if self.columns is None else [_plain(c) for c in self.columns],
+            "dtypes": None if self.dtypes is None else [str(d) for d in self.dtypes],
+            "categories": {str(j): [_plain(v) for v in vals] for j, vals in self.categories.items()},
+            "low": self.low.tolist(), "high": self.high.tolist(), "scale": self.scale.tolist(),
+            "centre": self.centre.tolist(),
+            "levels": {str(j): {"values": v.tolist(), "cdf": c.tolist()} for j, (v, c) in self.levels.items()},
+            "fingerprint": self.fingerprint,
+        }
+
+    @classmethod
+    def from_dict(cls, d) -> "FeatureStats":
+        """Fitted statistics from :meth:`to_dict`'s mapping; refuses one whose
+        values do not fit together, or whose fingerprint does not match them."""
+        try:
+            n = int(d["n_features"])
+            roles = [str(r) for r in d["roles"]]
+            stats = cls(roles, nan=d.get("nan", "raise"))
+            vectors = {k: np.asarray(d[k], dtype=np.float64) for k in ("low", "high", "scale", "centre")}
+            levels = {int(j): (np.asarray(e["values"], dtype=np.float64), np.asarray(e["cdf"], dtype=np.float64))
+                      for j, e in (d.get("levels") or {}).items()}
+            categories = {int(j): np.asarray(list(v), dtype=object) for j, v in (d.get("categories") or {}).items()}
+            columns = d.get("columns")
+            dtypes = d.get("dtypes")
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise InputError(f"malformed feature statistics ({type(e).__name__}: {e})") from None
+        bad = [r for r in roles if r not in ROLES]
+        if bad or len(roles) != n or any(v.shape != (n,) for v in vectors.values()):
+            raise InputError(f"malformed feature statistics: {n} features need {n} roles (of {', '.join(ROLES)}) "
+                             "and low, high, scale and centre of that length")
+        if columns is not None and len(columns) != n:
+            raise InputError(f"malformed feature statistics: {len(columns)} column names for {n} features")
+        if any(not 0 <= j < n for j in [*levels, *categories]):
+            raise InputError("malformed feature statistics: a categorical column index is out of range")
+        stats.columns = None if columns is None else list(columns)
+        stats.dtypes = dtypes
+        stats.categories = categories
+        stats.n_features = n
+        stats.role_list = tuple(roles)
+        stats.low, stats.high, stats.scale, stats.centre = (vectors[k] for k in ("low", "high", "scale", "centre"))
+        stats.levels = levels
+        stats.fitted = True
+        stats.fingerprint = stats._fingerprint()
+        if d.get("fingerprint") not in (None, stats.fingerprint):
+            raise InputError(f"feature statistics do not match their fingerprint ({d.get('fingerprint')} saved, "
+                             f"{stats.fingerprint} read): the file was changed or damaged")
+        return stats
+
     # -- the DataFrame boundary ----------------------------------------------
     def encode(self, x) -> tuple[np.ndarray, "Decoder | None"]:
         """Rows as a float64 array, and a :class:`Decoder` that turns arrays
@@ -274,6 +328,11 @@ def _frame_role(col) -> str:
             return _array_role(a)
         return "categorical"
     return _array_role(col.to_numpy(dtype=np.float64))
+
+
+def _plain(v):
+    """A NumPy scalar as the Python value it holds (JSON writes those)."""
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _is_missing(v) -> bool:

@@ -23,6 +23,8 @@ children); categorical features only take values seen in training;
 from __future__ import annotations
 
 import abc
+import threading
+import weakref
 from typing import ClassVar
 
 import numpy as np
@@ -38,10 +40,17 @@ _MIX1 = -49064778989728563    # 0xff51afd7ed558ccd as int64
 _MIX2 = -4265267296055464877  # 0xc4ceb9fe1a85ec53 as int64
 
 
+_MULTIPLIERS: dict = {}
+
+
 def _column_multipliers(f: int, device) -> torch.Tensor:
-    g = np.random.default_rng(0x5EED)
-    m = g.integers(1, 2**62, size=f, dtype=np.int64) * 2 + 1  # odd
-    return torch.from_numpy(m).to(device)
+    key = (f, str(device))
+    m = _MULTIPLIERS.get(key)
+    if m is None:
+        g = np.random.default_rng(0x5EED)
+        odd = g.integers(1, 2**62, size=f, dtype=np.int64) * 2 + 1
+        m = _MULTIPLIERS[key] = torch.from_numpy(odd).to(device)
+    return m
 
 
 def row_patterns(x: torch.Tensor, patterns: int = PATTERNS) -> torch.Tensor:
@@ -54,12 +63,40 @@ def row_patterns(x: torch.Tensor, patterns: int = PATTERNS) -> torch.Tensor:
         bits = y.contiguous().view(torch.int32).to(torch.int64)
     else:
         bits = y.to(torch.float64).contiguous().view(torch.int64)
-    h = (bits * _column_multipliers(x.shape[1], x.device)).sum(1)  # wraps: a hash, not a number
+    bits.mul_(_column_multipliers(x.shape[1], x.device))
+    h = bits.sum(1)  # wraps: a hash, not a number
     for mult in (_MIX1, _MIX2):
-        h = h ^ (h >> 33)
-        h = h * mult
-    h = h ^ (h >> 33)
-    return h & (patterns - 1)
+        h ^= h >> 33
+        h *= mult
+    h ^= h >> 33
+    return h.bitwise_and_(patterns - 1)
+
+
+class _LastPatterns(threading.local):
+    """The patterns of the last rows hashed in this thread: the views of a
+    policy all see the same chunk, which is hashed once, not once per view.
+    Keyed by the tensor itself (a weak reference) and its version counter,
+    so a different or modified tensor is hashed again."""
+
+    ref = None
+    version = -1
+    patterns = None
+
+
+_LAST = _LastPatterns()
+
+
+def _patterns_of(x: torch.Tensor) -> torch.Tensor:
+    try:
+        version = x._version
+    except RuntimeError:  # an inference tensor has no version counter: no cache
+        return row_patterns(x)
+    last = _LAST
+    if last.ref is not None and last.ref() is x and last.version == version:
+        return last.patterns
+    p = row_patterns(x)
+    last.ref, last.version, last.patterns = weakref.ref(x), version, p
+    return p
 
 
 class RowView(View):
@@ -118,23 +155,55 @@ class RowView(View):
 
     def draw(self, x: torch.Tensor) -> torch.Tensor:
         """Each row's random numbers ``(N, draws * F)``."""
-        return self.table(x.shape[1], x.dtype, x.device).index_select(0, row_patterns(x))
+        return self.table(x.shape[1], x.dtype, x.device).index_select(0, _patterns_of(x))
+
+    def cached(self, x: torch.Tensor, name: str, make):
+        """``make()``, computed once per feature count, dtype and device of
+        ``x`` (what a view derives from its table and statistics)."""
+        key = (name, x.shape[1], x.dtype, str(x.device))
+        t = self._tables.get(key)
+        if t is None:
+            t = self._tables[key] = make()
+        return t
 
     def constants(self, x: torch.Tensor, *names: str) -> list[torch.Tensor]:
         s = self.stats
         out = []
         for n in names:
-            v = getattr(s, n) if n in ("low", "high", "scale", "centre") else s.mask(*n.split("|"))
-            out.append(torch.as_tensor(v, device=x.device, dtype=torch.bool if v.dtype == bool else x.dtype))
+            def make(n=n):
+                v = getattr(s, n) if n in ("low", "high", "scale", "centre") else s.mask(*n.split("|"))
+                return torch.as_tensor(v, device=x.device, dtype=torch.bool if v.dtype == bool else x.dtype)
+            out.append(self.cached(x, n, make))
         return out
 
     def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Round integer features, clip numeric ones to the training range,
-        leave categorical and ignored ones as they were."""
+        leave categorical and ignored ones as they were. ``y`` is the view's
+        own tensor (new, or the slice of a batch it writes into): it is
+        changed in place and returned."""
         low, high, integer, moved = self.constants(x, "low", "high", "integer", "numeric|integer")
-        y = torch.where(integer, torch.round(y), y)
-        y = torch.minimum(torch.maximum(y, low), high)
-        return torch.where(moved, y, x)
+        any_integer, all_moved = self.cached(x, "flags", lambda: (bool(integer.any()), bool(moved.all())))
+        if any_integer:
+            torch.where(integer, torch.round(y), y, out=y)
+        torch.clamp_(y, low, high)
+        if not all_moved:
+            torch.where(moved, y, x, out=y)
+        return y
+
+    @staticmethod
+    def _gather(table: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+        """Each row's line of ``table`` (into ``out`` when given)."""
+        if out is None:
+            return table.index_select(0, _patterns_of(x))
+        return torch.index_select(table, 0, _patterns_of(x), out=out)
+
+    def apply_into(self, x, out):
+        if self.strength == 0 or not x.is_floating_point() or out.dtype != x.dtype:
+            out.copy_(self.apply(x))
+            return
+        y = self.augment(x, out)
+        if y is not out:
+            out.copy_(y)
 
     def apply(self, x):
         if self.strength == 0:
@@ -144,8 +213,9 @@ class RowView(View):
         return self.augment(x)
 
     @abc.abstractmethod
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """The view of float rows ``x`` (strength > 0)."""
+    def augment(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The view of float rows ``x`` (strength > 0), written into ``out``
+        when the view can (else a new tensor)."""
 
 
 class RowNoise(RowView):
@@ -154,9 +224,13 @@ class RowNoise(RowView):
 
     name = "row_noise"
 
-    def augment(self, x):
-        (scale,) = self.constants(x, "scale")
-        return self.finish(x, x + self.draw(x) * (scale * self.strength))
+    def augment(self, x, out=None):
+        def make():
+            (scale,) = self.constants(x, "scale")
+            return self.table(x.shape[1], x.dtype, x.device) * (scale * self.strength)
+
+        y = self._gather(self.cached(x, "steps", make), x, out)  # each row's noise
+        return self.finish(x, y.add_(x))
 
 
 class RowJitter(RowView):
@@ -165,8 +239,9 @@ class RowJitter(RowView):
 
     name = "row_jitter"
 
-    def augment(self, x):
-        return self.finish(x, x * (1 + self.strength * self.draw(x)))
+    def augment(self, x, out=None):
+        factors = self.cached(x, "factors", lambda: 1 + self.strength * self.table(x.shape[1], x.dtype, x.device))
+        return self.finish(x, self._gather(factors, x, out).mul_(x))
 
 
 class FeatureDropout(RowView):
@@ -177,10 +252,12 @@ class FeatureDropout(RowView):
     name = "feature_dropout"
     normal = False
 
-    def augment(self, x):
+    def augment(self, x, out=None):
         centre, active = self.constants(x, "centre", "numeric|integer|categorical")
-        drop = (self.draw(x) < self.strength) & active
-        return torch.where(drop, centre.expand_as(x), x)
+        dropped = self.cached(x, "dropped",
+                              lambda: (self.table(x.shape[1], x.dtype, x.device) < self.strength) & active)
+        drop = self._gather(dropped, x, None)
+        return torch.where(drop, centre, x) if out is None else torch.where(drop, centre, x, out=out)
 
 
 class CategoryResample(RowView):
@@ -191,7 +268,7 @@ class CategoryResample(RowView):
     normal = False
     draws = 2
 
-    def augment(self, x):
+    def augment(self, x, out=None):
         levels = self.stats.levels
         if not levels:
             return x

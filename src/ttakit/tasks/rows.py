@@ -1,0 +1,98 @@
+"""Running row views over tabular rows with any prediction function.
+
+:func:`run_rows` is the loop :mod:`ttakit.sklearn`, ``ttakit evaluate`` and
+``ttakit predict`` on tables share: the rows (already encoded as numbers,
+see :class:`~ttakit.views.rows.FeatureStats`) go through the one run loop
+(:func:`ttakit.engine.run`) in chunks of ``chunk_rows``, and all the views'
+copies of a chunk reach ``fn`` in **one** call of ``copies x chunk_rows``
+rows, decoded back to a DataFrame first when ``decoder`` is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import engine
+from ..errors import InputError
+from ..merge import Mean
+from ..models import CallableModel, ModelAdapter
+from ..policy import Policy
+from ..views import identity
+from .classification import ClassificationTask
+from .front import row_inputs
+from .regression import RegressionTask
+
+#: rows the model receives per call (copies x chunk rows), unless chunk_rows is given
+MODEL_ROWS = 65536
+
+
+def run_rows(task, fn: Callable | ModelAdapter, rows: np.ndarray, views: Sequence, weights: Sequence[float], *,
+             decoder=None, nan: str = "raise", fill=None, chunk_rows: int | None = None):
+    """``task``'s result for ``rows`` ``(N, F)`` under ``views``/``weights``,
+    calling ``fn`` on the copies: a function of arrays (e.g. an estimator's
+    ``predict_proba``, fed float64), or a model adapter
+    (:func:`ttakit.models.as_model` of a torch or Keras model, fed float32)."""
+    views = list(views)
+    chunk = chunk_rows or max(1, MODEL_ROWS // len(views))
+    if isinstance(fn, ModelAdapter):
+        if decoder is not None:
+            raise InputError("a model adapter takes numeric rows: encode categories as codes (no decoder)")
+        adapter = fn
+    else:
+        adapter = CallableModel((lambda a: fn(decoder(a))) if decoder is not None else fn)
+    inputs = row_inputs(adapter, rows.shape[1], nan=nan, fill=fill, chunk_rows=chunk)
+    return engine.run(task, adapter, rows, views, list(weights), inputs=inputs, batch_size=chunk * len(views))
+
+
+@dataclass
+class RowPrediction:
+    """Merged predictions of a fitted model on rows: ``probs`` ``(N, C)`` and
+    the model's ``classes`` for a classifier, ``pred`` and ``std`` (the
+    copies' spread) for a regressor."""
+
+    task: str
+    pred: np.ndarray                  #: (N,) class labels (classification) or predicted values
+    probs: np.ndarray | None = None   #: (N, C) merged probabilities (classification)
+    classes: np.ndarray | None = None
+    std: np.ndarray | None = None     #: (N,) or (N, T) spread across copies (regression)
+    seconds: float = 0.0
+    forward_passes: int = 0
+
+
+def model_task(model) -> str:
+    """``"classification"`` for a fitted model with ``predict_proba`` and
+    ``classes_``, ``"regression"`` for one with ``predict`` only."""
+    if hasattr(model, "predict_proba") and hasattr(model, "classes_"):
+        return "classification"
+    if hasattr(model, "classes_"):
+        raise InputError(f"{type(model).__name__} is a classifier without predict_proba: row TTA averages "
+                         "probabilities (e.g. SVC(probability=True), or wrap it in CalibratedClassifierCV)")
+    if hasattr(model, "predict"):
+        return "regression"
+    raise InputError(f"{type(model).__name__} has neither predict_proba nor predict")
+
+
+def predict_rows(model, rows: np.ndarray, policy: Policy | None, *, decoder=None, merge: str = "mean",
+                 nan: str = "raise", fill=None, chunk_rows: int | None = None) -> RowPrediction:
+    """A fitted scikit-learn-style ``model``'s merged prediction on encoded
+    ``rows`` under ``policy`` (None: no TTA, the model alone)."""
+    task = model_task(model)
+    policy = Policy([identity()]) if policy is None else policy.unique()
+    views, weights = policy.views, policy.weights
+    opts = dict(decoder=decoder, nan=nan, fill=fill, chunk_rows=chunk_rows)
+    if task == "classification":
+        probs_only = ClassificationTask(Mean(), output="probs", spread=False)
+        res = run_rows(probs_only, model.predict_proba, rows, views, weights, **opts)
+        probs = res.probs.astype(np.float64)
+        probs /= probs.sum(1, keepdims=True)
+        classes = np.asarray(model.classes_)
+        return RowPrediction(task, classes[probs.argmax(1)], probs, classes, seconds=res.seconds,
+                             forward_passes=res.forward_passes)
+    res = run_rows(RegressionTask(merge), model.predict, rows, views, weights, **opts)
+    return RowPrediction(task, res.pred, std=res.std, seconds=res.seconds, forward_passes=res.forward_passes)
+
+
+__all__ = ["run_rows", "predict_rows", "model_task", "RowPrediction", "MODEL_ROWS"]
