@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import math
+import os
 import sys
 import time
-import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,12 +33,14 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import schema
 from ..tasks import Classifier
-from .batcher import Batcher, DirectRunner, ServeError, prefix_policy
+from .batcher import (DEFAULT_DIRECT_THREADS, DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, Batcher, DirectRunner,
+                      ServeError, prefix_policy)
 from .decode import ImageProblem, Limits, decode_array, decode_base64, decode_bytes
 
 #: every error code a response can carry, with its HTTP status
@@ -52,6 +55,12 @@ ERROR_CODES = {
 }
 
 log = logging.getLogger("ttakit.serve")
+
+#: request bodies up to this size are decoded on the event loop (a 32x32 PNG takes ~0.1 ms; handing it
+#: to a thread and back costs more); larger ones in a worker thread, so that the loop keeps serving
+INLINE_DECODE_BYTES = 64 * 1024
+#: set (by ``ttakit serve --workers N``) when several processes share one set of metrics
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class JsonFormatter(logging.Formatter):
@@ -97,7 +106,8 @@ def _finite(x: float) -> float | None:
 
 
 def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | None = None, mode: str = "RGB",
-               max_batch: int = 64, max_wait_ms: float = 5.0, queue_size: int = 512, timeout_ms: float = 10000,
+               max_batch: int = DEFAULT_MAX_BATCH, max_wait_ms: float = DEFAULT_MAX_WAIT_MS, queue_size: int = 512,
+               timeout_ms: float = 10000, threads: int = DEFAULT_DIRECT_THREADS,
                degrade_depth: int | None = None, degrade_views: int = 1, api_key: str | None = None,
                limits: Limits | None = None, top_k: int = 5, batching: bool = True, model_name: str = "model",
                warm_up: bool = True, adaptive_wait: bool = True):
@@ -107,7 +117,13 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
     alone (the naive baseline of ``bench/bench_serve.py``). With
     ``adaptive_wait`` a batch stops waiting for company as soon as no other
     request is on its way in (a lone request is not delayed by ``max_wait_ms``);
-    without it, every batch waits ``max_wait_ms`` unless it is full."""
+    without it, every batch waits ``max_wait_ms`` unless it is full.
+    ``threads`` is the naive runner's pool size (``batching=False``).
+
+    With ``$PROMETHEUS_MULTIPROC_DIR`` set (several worker processes),
+    ``/metrics`` adds up every worker's counters and histograms from that
+    folder; the queue depth is then the sum of each worker's depth when it
+    last ran a batch or answered ``/metrics``."""
     if str(classifier.data_layout).upper() != "NHWC":
         classifier = Classifier(**{**classifier.get_params(), "data_layout": "NHWC"})
     if classifier.on_error != "mark":
@@ -130,10 +146,14 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
     m_forwards = Histogram("ttakit_forward_passes_per_input", "forward passes per input image, per engine run",
                            registry=reg, buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))
     m_images = Counter("ttakit_images", "images by outcome", ["outcome"], registry=reg)
-    m_queue = Gauge("ttakit_queue_depth", "images waiting to be batched", registry=reg)
+    shared_metrics = bool(os.environ.get(MULTIPROC_ENV))
+    m_queue = Gauge("ttakit_queue_depth", "images waiting to be batched", registry=reg,
+                    **({"multiprocess_mode": "livesum"} if shared_metrics else {}))
     m_degraded = Counter("ttakit_degraded_responses", "requests answered with the shorter policy", registry=reg)
 
     def on_batch(n, forwards, secs):
+        if shared_metrics:
+            m_queue.set(state["runner"].depth)
         m_batch.observe(n)
         m_forwards.observe(forwards / max(n, 1))
 
@@ -141,12 +161,13 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
 
     @asynccontextmanager
     async def lifespan(app):
-        runner_cls = Batcher if batching else DirectRunner
-        runner = runner_cls(classifier, max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size,
+        runner_cls, extra = (Batcher, {}) if batching else (DirectRunner, {"threads": threads})
+        runner = runner_cls(classifier, **extra, max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size,
                             degrade_depth=degrade_depth, degrade_views=degrade_views, on_batch=on_batch,
                             expect=(lambda: state["receiving"]) if adaptive_wait else None)
         state["runner"] = runner
-        m_queue.set_function(lambda: runner.depth)
+        if not shared_metrics:
+            m_queue.set_function(lambda: runner.depth)
         if warm_up and size is not None:
             t0 = time.perf_counter()
             await run_in_threadpool(runner.warm_up, (*size, channels))
@@ -161,6 +182,8 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
             state["ready"] = False
             log.info("shutting down: finishing queued requests")
             await run_in_threadpool(runner.close)
+            if shared_metrics:
+                multiprocess.mark_process_dead(os.getpid())
             log.info("stopped")
 
     app = FastAPI(title="ttakit serve", version=_version(), lifespan=lifespan,
@@ -226,7 +249,13 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics():
-        return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
+        if not shared_metrics:
+            return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
+        if state["runner"] is not None:
+            m_queue.set(state["runner"].depth)
+        every_worker = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_worker)
+        return Response(generate_latest(every_worker), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/policy", response_model=schema.PolicyInfo, responses={401: err_responses[401]}, tags=["predict"])
     async def get_policy(request: Request):
@@ -281,7 +310,10 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
             k = k or body_k
         k = k or default_k
         request.state.images = len(named)
-        arrays = await run_in_threadpool(_decode_all, named, limits, mode, size)
+        if sum(_payload_bytes(v) for _, _, v in named) <= INLINE_DECODE_BYTES:
+            arrays = _decode_all(named, limits, mode, size)
+        else:
+            arrays = await run_in_threadpool(_decode_all, named, limits, mode, size)
         problems = {i: a for i, a in enumerate(arrays) if isinstance(a, ImageProblem)}
         if len(problems) == len(arrays):
             first = problems[0]
@@ -349,7 +381,7 @@ class _Access:
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
         rid = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
-        rid = (rid or uuid.uuid4().hex[:16])[:64]
+        rid = (rid or _next_request_id())[:64]
         status = [500]
 
         async def send_with_id(message):
@@ -386,6 +418,21 @@ def _prediction(i: int, name: str, b, j: int, k: int, classes, pid: str) -> dict
     if classes and label < len(classes):
         entry["class"] = classes[label]
     return entry
+
+
+_RID_PREFIX = os.urandom(4).hex()
+_rid_counter = itertools.count(1)
+
+
+def _next_request_id() -> str:
+    """A request id unique to this server's life (random per process, then a
+    counter): cheaper than a uuid4 per request, which reads the OS's random source."""
+    return f"{_RID_PREFIX}{next(_rid_counter):08x}"
+
+
+def _payload_bytes(value) -> int:
+    """The bytes an encoded image carries; a nested array counts as large (it is decoded in a thread)."""
+    return len(value) if isinstance(value, (bytes, str)) else INLINE_DECODE_BYTES + 1
 
 
 def _decode_all(named, limits: Limits, mode: str, size):
