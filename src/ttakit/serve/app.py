@@ -114,10 +114,11 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
     """The FastAPI app serving ``classifier`` (images arrive as ``(H, W, C)``,
     so its ``data_layout`` must be NHWC). ``size`` resizes every file image to
     ``(H, W)`` (and is the warm-up shape); ``batching=False`` runs each request
-    alone (the naive baseline of ``bench/bench_serve.py``). With
-    ``adaptive_wait`` a batch stops waiting for company as soon as no other
-    request is on its way in (a lone request is not delayed by ``max_wait_ms``);
-    without it, every batch waits ``max_wait_ms`` unless it is full.
+    alone (the naive baseline of ``bench/bench_serve.py``). A batch waits
+    for company (at most ``max_wait_ms`` from its oldest request's arrival)
+    only when the model was idle as that request arrived; with
+    ``adaptive_wait`` it also stops waiting as soon as no other request is on
+    its way in (a lone request is not delayed by ``max_wait_ms``).
     ``threads`` is the naive runner's pool size (``batching=False``).
 
     With ``$PROMETHEUS_MULTIPROC_DIR`` set (several worker processes),

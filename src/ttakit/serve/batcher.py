@@ -157,7 +157,7 @@ class Batcher:
         self._pending = 0  # images queued
         self._cv = threading.Condition()
         self._closing = False
-        self._running = 0  # images being run now
+        self._model_free_since = 0.0  # time.monotonic() when the last run ended
         self.stats = _Stats()
         self._thread = threading.Thread(target=self._loop, name="ttakit-batcher", daemon=True)
         self._thread.start()
@@ -205,11 +205,12 @@ class Batcher:
         (a request larger than max_batch goes alone), and the queue depth
         behind it. None when closing with nothing left.
 
-        The batch waits for company only while its oldest request has been
-        queued less than ``max_wait`` (and, with ``expect``, only while other
-        requests are on their way in). Requests that queued up while the model
-        ran the previous batch have waited already, so they run at once: under
-        load the model never idles waiting for a batch to fill."""
+        The batch waits for company only when its oldest request arrived while
+        the model was idle, only while that request has waited less than
+        ``max_wait``, and (with ``expect``) only while other requests are on
+        their way in. Requests that queued up while the model ran the previous
+        batch have waited already: they run at once, so under load the model
+        never idles waiting for a batch to fill."""
         with self._cv:
             while not self._q:
                 if self._closing:
@@ -218,8 +219,10 @@ class Batcher:
             while True:
                 shape = _kind(self._q[0].images)
                 total = sum(len(it.images) for it in self._q if _kind(it.images) == shape)
-                left = self.max_wait - (time.monotonic() - self._q[0].enqueued)
+                oldest = self._q[0].enqueued
+                left = self.max_wait - (time.monotonic() - oldest)
                 if (total >= self.max_batch or left <= 0 or self._closing
+                        or oldest <= self._model_free_since  # it queued while the model was busy
                         or (self.expect is not None and self.expect() <= 0)):
                     break
                 self._cv.wait(left)
@@ -266,6 +269,8 @@ class Batcher:
                 for it in live:
                     it.future.set_exception(err)
                 continue
+            finally:
+                self._model_free_since = time.monotonic()
             secs = time.perf_counter() - t0
             views = len(res.views)
             self.stats.batches += 1

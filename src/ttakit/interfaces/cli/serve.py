@@ -22,8 +22,9 @@ POST /v1/predict takes one or several images (multipart files, or JSON
 {"images": [base64 strings or nested (H, W, C) arrays]}) and answers, per
 image, the label, the class name (zoo models, --classes), the top-k
 probabilities, entropy, view agreement and the policy's id. Images from
-concurrent requests are predicted together (up to --max-batch images, waiting
-at most --max-wait-ms for more), off the event loop. GET /v1/policy, /healthz,
+concurrent requests are predicted together (up to --max-batch images; an
+idle model waits at most --max-wait-ms for more, a busy one runs what queued
+as soon as it is free), off the event loop. GET /v1/policy, /healthz,
 /readyz, /metrics (Prometheus) and /docs (OpenAPI) are there too. Errors are
 JSON {"error": {"code": ..., "message": ...}}; logs are JSON lines on stderr.
 """
@@ -77,8 +78,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="how long the oldest request of a batch may wait for others (requests that queued while "
                         f"the model ran the previous batch do not wait). Default: {DEFAULT_MAX_WAIT_MS:g}")
     s.add_argument("--always-wait", dest="adaptive_wait", action="store_false",
-                   help="every batch waits --max-wait-ms unless full. Default: stop waiting as soon as no other "
-                        "request is on its way in")
+                   help="a batch on an idle model waits the whole --max-wait-ms unless full. Default: stop waiting "
+                        "as soon as no other request is on its way in")
     s.add_argument("--queue", type=positive_int, default=512, metavar="N",
                    help="most images waiting; beyond it requests get 503 with Retry-After. Default: 512")
     s.add_argument("--timeout-ms", type=float, default=10000.0, metavar="MS",
