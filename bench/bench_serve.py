@@ -135,26 +135,29 @@ async def closed_loop(port: int, requests: list[bytes], concurrency: int, second
     return {**out, "server_cpu": cpu_seconds(pid) - cpu0, "client_cpu": time.process_time() - client0}
 
 
-async def steady(port: int, requests: list[bytes], rate: float, seconds: float, pid: int):
-    """Open loop: a request every 1/rate s whatever the answers, each on a free connection."""
+async def steady(port: int, requests: list[bytes], rate: float, seconds: float, pid: int, connections: int = 256):
+    """Open loop: request i is due at i/rate s whatever the answers, on one of
+    at most ``connections`` keep-alive connections; its latency counts from
+    when it was due (a late send is the server's delay too)."""
     samples, codes, lat, errors, tasks, idle = [(0.0, rss_mb(pid))], [], [], 0, [], []
+    free = asyncio.Semaphore(connections)
 
-    async def one(i):
+    async def one(i, due):
         nonlocal errors
-        conn = idle.pop() if idle else Connection(port)
-        t0 = time.perf_counter()
-        try:
-            status, _ = await conn.send(requests[i % len(requests)])
-            codes.append(status)
-            lat.append(time.perf_counter() - t0)
-            idle.append(conn)
-        except (OSError, asyncio.IncompleteReadError):
-            errors += 1
+        async with free:
+            conn = idle.pop() if idle else Connection(port)
+            try:
+                status, _ = await conn.send(requests[i % len(requests)])
+                codes.append(status)
+                lat.append(time.perf_counter() - due)
+                idle.append(conn)
+            except (OSError, asyncio.IncompleteReadError):
+                errors += 1
 
     t0 = time.perf_counter()
     next_sample, i = 10.0, 0
     while (now := time.perf_counter() - t0) < seconds:
-        tasks.append(asyncio.create_task(one(i)))
+        tasks.append(asyncio.create_task(one(i, t0 + i / rate)))
         i += 1
         if now >= next_sample:
             samples.append((round(now, 1), rss_mb(pid)))

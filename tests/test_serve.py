@@ -211,9 +211,9 @@ def test_overload_is_503_at_once_and_deadline_is_504(slow_server):
     assert httpx.get(slow_server.url + "/healthz").status_code == 200  # and the server is fine
 
 
-def test_sigterm_drains_in_flight_requests(model_path, tmp_path):
+def test_sigterm_drains_in_flight_requests_and_more_than_max_in_flight_get_503_at_once(model_path, tmp_path):
     s = Server(str(model_path), "--policy", POLICY, "--size", "32", "--max-wait-ms", "1500", "--always-wait",
-               log=tmp_path / "drain.log").wait_ready()
+               "--max-in-flight", "4", log=tmp_path / "drain.log").wait_ready()
     try:
         results = []
 
@@ -225,6 +225,11 @@ def test_sigterm_drains_in_flight_requests(model_path, tmp_path):
         for t in threads:
             t.start()
         time.sleep(0.5)  # the requests are in the batcher's 1.5 s window
+        t0 = time.monotonic()
+        r = httpx.post(s.url + "/v1/predict", files=files(images(1)), timeout=30)  # a fifth, over --max-in-flight
+        assert_error(r, 503, "overloaded")
+        assert r.headers["retry-after"] == "1" and time.monotonic() - t0 < 1.0
+        assert httpx.get(s.url + "/readyz").status_code == 200  # operations are not bounded
         s.proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(30)

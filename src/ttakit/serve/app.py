@@ -110,7 +110,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
                timeout_ms: float = 10000, threads: int = DEFAULT_DIRECT_THREADS,
                degrade_depth: int | None = None, degrade_views: int = 1, api_key: str | None = None,
                limits: Limits | None = None, top_k: int = 5, batching: bool = True, model_name: str = "model",
-               warm_up: bool = True, adaptive_wait: bool = True):
+               warm_up: bool = True, adaptive_wait: bool = True, max_in_flight: int | None = None):
     """The FastAPI app serving ``classifier`` (images arrive as ``(H, W, C)``,
     so its ``data_layout`` must be NHWC). ``size`` resizes every file image to
     ``(H, W)`` (and is the warm-up shape); ``batching=False`` runs each request
@@ -120,6 +120,11 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
     ``adaptive_wait`` it also stops waiting as soon as no other request is on
     its way in (a lone request is not delayed by ``max_wait_ms``).
     ``threads`` is the naive runner's pool size (``batching=False``).
+    ``max_in_flight`` bounds the ``/v1/*`` requests being handled at once
+    (read, decoded, queued or run; default twice ``queue_size``): beyond it a
+    request is answered 503 ``overloaded`` at once, before its body is read,
+    so that a server starved of CPU holds a bounded backlog, not one that
+    grows with every request the clients send.
 
     With ``$PROMETHEUS_MULTIPROC_DIR`` set (several worker processes),
     ``/metrics`` adds up every worker's counters and histograms from that
@@ -224,7 +229,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
                 "rid": rid, "method": scope["method"], "path": scope["path"], "status": status,
                 "ms": round(secs * 1000, 2), "images": scope.get("state", {}).get("images")}})
 
-    app.add_middleware(_Access, on_done=on_done)
+    app.add_middleware(_Access, on_done=on_done, max_in_flight=max_in_flight or 2 * queue_size)
 
     def authorized(request: Request) -> bool:
         if key is None:
@@ -370,12 +375,16 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
 
 
 class _Access:
-    """ASGI middleware: a request id (X-Request-Id), and ``on_done(scope,
-    status, seconds, rid)`` after every HTTP request (metrics, JSON log)."""
+    """ASGI middleware: a request id (X-Request-Id), ``on_done(scope,
+    status, seconds, rid)`` after every HTTP request (metrics, JSON log), and
+    at most ``max_in_flight`` ``/v1/*`` requests handled at once (the others
+    get 503 overloaded at once, their bodies unread)."""
 
-    def __init__(self, app, on_done):
+    def __init__(self, app, on_done, max_in_flight: int):
         self.app = app
         self.on_done = on_done
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -391,8 +400,18 @@ class _Access:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
+        bounded = scope["path"].startswith("/v1/")
         try:
-            await self.app(scope, receive, send_with_id)
+            if bounded and self.in_flight >= self.max_in_flight:
+                await _error("overloaded", f"{self.in_flight} requests are being handled, at most "
+                             f"{self.max_in_flight}; retry shortly", headers={"Retry-After": "1"}
+                             )(scope, receive, send_with_id)
+                return
+            self.in_flight += bounded
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                self.in_flight -= bounded
         finally:
             self.on_done(scope, status[0], time.perf_counter() - t0, rid)
 

@@ -82,6 +82,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "as soon as no other request is on its way in")
     s.add_argument("--queue", type=positive_int, default=512, metavar="N",
                    help="most images waiting; beyond it requests get 503 with Retry-After. Default: 512")
+    s.add_argument("--max-in-flight", type=positive_int, default=None, metavar="N",
+                   help="most /v1/* requests handled at once per worker (being read, decoded, queued or run); "
+                        "beyond it 503 overloaded at once, the body unread. Default: twice --queue")
     s.add_argument("--timeout-ms", type=float, default=10000.0, metavar="MS",
                    help="per-request deadline; past it the answer is 504. Default: 10000")
     s.add_argument("--degrade", type=positive_int, default=None, metavar="DEPTH",
@@ -162,7 +165,8 @@ def build_app(args: argparse.Namespace):
                       degrade_depth=args.degrade, degrade_views=args.degrade_views,
                       api_key=args.api_key or os.environ.get("TTAKIT_API_KEY") or None, limits=limits,
                       top_k=args.top_k, batching=args.batching, model_name=args.model,
-                      adaptive_wait=args.adaptive_wait, threads=cores_per_worker(args.workers))
+                      adaptive_wait=args.adaptive_wait, threads=cores_per_worker(args.workers),
+                      max_in_flight=args.max_in_flight)
 
 
 def app_from_env():
