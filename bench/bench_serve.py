@@ -67,14 +67,21 @@ def predict_request(port: int, png: bytes) -> bytes:
     return head + body
 
 
+#: uvicorn closes a keep-alive connection idle for 5 s; the client drops its own sooner
+KEEP_ALIVE_S = 4.0
+
+
 class Connection:
     """One keep-alive connection: send a request, read status, headers and body."""
 
     def __init__(self, port: int):
         self.port = port
         self.reader = self.writer = None
+        self.last_used = 0.0
 
     async def send(self, request: bytes) -> tuple[int, dict]:
+        if self.writer is not None and time.monotonic() - self.last_used > KEEP_ALIVE_S:
+            self.close()  # the server may have closed it already
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         try:
@@ -86,6 +93,7 @@ class Connection:
         except Exception:
             self.close()
             raise
+        self.last_used = time.monotonic()
         if headers.get("connection", "").lower() == "close":
             self.close()
         return int(lines[0].split()[1]), {**headers, "_body": body}
