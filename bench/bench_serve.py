@@ -107,7 +107,9 @@ class Connection:
 def summary(lat, codes, errors, sent, wall) -> dict:
     codes_a, lat_a = np.array(codes), np.array(lat)
     ok = lat_a[codes_a == 200] if len(codes) else np.array([])
+    statuses = {str(k): int(v) for k, v in zip(*np.unique(codes_a, return_counts=True))} if len(codes) else {}
     return {"sent": sent, "answered": len(codes), "errors": errors, "ok": int(len(ok)), "wall": wall, "lat_ok": ok,
+            "statuses": statuses,
             "rate_503": float((codes_a == 503).mean()) if len(codes) else 0.0,
             "other": int(((codes_a != 200) & (codes_a != 503)).sum()),
             "rps": float(len(ok) / wall), "p50_ms": float(np.percentile(ok, 50) * 1000) if len(ok) else None,
@@ -292,7 +294,7 @@ def main(argv=None) -> int:
               f"({n['server_cpu_ms'] / b['server_cpu_ms']:.2f}x less), client CPU {b['client_cpu_ms']:.2f} ms")
     if soak:
         print(f"soak: {soak['sent']} sent at {soak['rate']:g}/s for {soak['seconds']:g} s, {soak['answered']} answered "
-              f"({soak['ok']} x 200, {soak['errors']} client errors); RSS {soak['rss_start_mb']:.1f} MB at the start, "
+              f"(by status {soak['statuses']}, {soak['errors']} client errors); RSS {soak['rss_start_mb']:.1f} MB at the start, "
               f"{soak['rss_after_first_minute_mb']:.1f} MB after a minute, {soak['rss_end_mb']:.1f} MB at the end "
               f"(max {soak['rss_max_mb']:.1f})")
     if a.json:
