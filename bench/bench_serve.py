@@ -1,18 +1,25 @@
 """Load benchmark of ``ttakit serve`` against a naive server (loopback only).
 
-Two real server processes on 127.0.0.1, same FastAPI app, same model and
-policy: (a) ``ttakit serve`` with cross-request micro-batching, (b) the same
-with ``--no-batching`` (each request runs its own TTA, in a thread pool).
-A closed-loop async httpx client keeps C requests in flight (one PNG image
-each) for a fixed time, at C = 1, 8, 32, 64, alternating the two servers
-(rounds interleaved, so drift hits both). Reported per row: throughput,
-p50/p99 latency, 503 rate, and sent == answered.
+Two real server processes on 127.0.0.1, same FastAPI app, same model, same
+policy, same CPU cores: (a) ``ttakit serve`` with cross-request
+micro-batching, (b) the same with ``--no-batching`` (each request runs its own
+TTA; one request per core at a time, one torch thread each, which was the
+naive server's best setting here). A closed-loop client keeps C requests in
+flight (one PNG image each) for a fixed time, at C = 1, 8, 32, 64,
+alternating the two servers (rounds interleaved, so drift hits both).
+Reported per row: throughput, p50/p99 latency, 503 rate, and sent ==
+answered.
 
-Then a soak: a steady request rate against (a) for --soak seconds, the
+The client is a few lines of asyncio speaking HTTP/1.1 keep-alive with
+pre-built requests (like wrk): it shares the CPU with the servers, and
+httpx's per-request cost (~1-2 ms of CPU) would be a fixed tax on both.
+
+Then a soak: a steady request rate against (a) for --soak-minutes, the
 server's RSS sampled every 10 s.
 
-    python bench/bench_serve.py                         # zoo:resnet20 when $TTAKIT_MODELS has it
-    python bench/bench_serve.py --seconds 3 --soak 60   # shorter
+    python bench/bench_serve.py                                  # zoo:resnet20 when $TTAKIT_MODELS has it
+    python bench/bench_serve.py --model tutorial --soak-minutes 0
+    python bench/bench_serve.py --concurrency 32 --soak-minutes 10 --rate 40
 """
 
 from __future__ import annotations
@@ -32,9 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
-import httpx  # noqa: E402
-
 from serve_support import Server, images, png_bytes, tiny_model_file  # noqa: E402
+
+BOUNDARY = b"ttakit-bench-7d3f"
 
 
 def rss_mb(pid: int) -> float:
@@ -44,139 +51,252 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def closed_loop(url: str, bodies: list[bytes], concurrency: int, seconds: float, max_requests: int):
-    lat, codes, errors = [], [], 0
-    sent = 0
-    t_end = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as c:
-        async def worker(w):
-            nonlocal sent, errors
-            i = w
-            while time.perf_counter() < t_end and sent < max_requests:
-                sent += 1
-                body = bodies[i % len(bodies)]
-                i += concurrency
-                t0 = time.perf_counter()
-                try:
-                    r = await c.post(url + "/v1/predict", files=[("files", ("x.png", body, "image/png"))])
-                    codes.append(r.status_code)
-                    if r.status_code == 503:
-                        await asyncio.sleep(float(r.headers.get("retry-after", "1")) / 10)
-                except httpx.HTTPError:
-                    errors += 1
-                lat.append(time.perf_counter() - t0)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and its threads so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        wall = time.perf_counter() - t0
-    codes_a = np.array(codes)
-    ok = lat_ok = np.array(lat)[: len(codes)][codes_a == 200] if len(codes) else np.array([])
-    return {"sent": sent, "answered": len(codes), "errors": errors, "ok": int((codes_a == 200).sum()),
+
+def predict_request(port: int, png: bytes) -> bytes:
+    """A complete HTTP/1.1 ``POST /v1/predict`` with one multipart file."""
+    body = (b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + png + b"\r\n--" + BOUNDARY + b"--\r\n")
+    head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: multipart/form-data; boundary={BOUNDARY.decode()}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    return head + body
+
+
+#: uvicorn closes a keep-alive connection idle for 5 s; the client drops its own sooner
+KEEP_ALIVE_S = 4.0
+
+
+class Connection:
+    """One keep-alive connection: send a request, read status, headers and body."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.reader = self.writer = None
+        self.last_used = 0.0
+
+    async def send(self, request: bytes) -> tuple[int, dict]:
+        if self.writer is not None and time.monotonic() - self.last_used > KEEP_ALIVE_S:
+            self.close()  # the server may have closed it already
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            self.writer.write(request)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+            body = await self.reader.readexactly(int(headers.get("content-length", 0)))
+        except Exception:
+            self.close()
+            raise
+        self.last_used = time.monotonic()
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return int(lines[0].split()[1]), {**headers, "_body": body}
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def summary(lat, codes, errors, sent, wall) -> dict:
+    codes_a, lat_a = np.array(codes), np.array(lat)
+    ok = lat_a[codes_a == 200] if len(codes) else np.array([])
+    statuses = {str(k): int(v) for k, v in zip(*np.unique(codes_a, return_counts=True))} if len(codes) else {}
+    return {"sent": sent, "answered": len(codes), "errors": errors, "ok": int(len(ok)), "wall": wall, "lat_ok": ok,
+            "statuses": statuses,
             "rate_503": float((codes_a == 503).mean()) if len(codes) else 0.0,
             "other": int(((codes_a != 200) & (codes_a != 503)).sum()),
-            "rps": float(len(ok) / wall), "p50_ms": float(np.percentile(lat_ok, 50) * 1000) if len(ok) else None,
-            "p99_ms": float(np.percentile(lat_ok, 99) * 1000) if len(ok) else None}
+            "rps": float(len(ok) / wall), "p50_ms": float(np.percentile(ok, 50) * 1000) if len(ok) else None,
+            "p99_ms": float(np.percentile(ok, 99) * 1000) if len(ok) else None}
 
 
-async def steady(url: str, bodies: list[bytes], rate: float, seconds: float, pid: int):
-    samples, codes, errors, tasks = [(0.0, rss_mb(pid))], [], 0, []
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as c:
-        async def one(i):
-            nonlocal errors
+async def closed_loop(port: int, requests: list[bytes], concurrency: int, seconds: float, max_requests: int,
+                      pid: int):
+    lat, codes, errors, sent = [], [], 0, 0
+    cpu0, client0 = cpu_seconds(pid), time.process_time()
+    t_end = time.perf_counter() + seconds
+
+    async def worker(w):
+        nonlocal sent, errors
+        conn, i = Connection(port), w
+        while time.perf_counter() < t_end and sent < max_requests:
+            sent += 1
+            t0 = time.perf_counter()
             try:
-                r = await c.post(url + "/v1/predict", files=[("files", ("x.png", bodies[i % len(bodies)],
-                                                                        "image/png"))])
-                codes.append(r.status_code)
-            except httpx.HTTPError:
+                status, headers = await conn.send(requests[i % len(requests)])
+                codes.append(status)
+                lat.append(time.perf_counter() - t0)
+                if status == 503:
+                    await asyncio.sleep(float(headers.get("retry-after", "1")) / 10)
+            except (OSError, asyncio.IncompleteReadError):
+                errors += 1
+            i += concurrency
+        conn.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    out = summary(lat, codes, errors, sent, time.perf_counter() - t0)
+    return {**out, "server_cpu": cpu_seconds(pid) - cpu0, "client_cpu": time.process_time() - client0}
+
+
+async def steady(port: int, requests: list[bytes], rate: float, seconds: float, pid: int, connections: int = 256):
+    """Open loop: request i is due at i/rate s whatever the answers, on one of
+    at most ``connections`` keep-alive connections; its latency counts from
+    when it was due (a late send is the server's delay too)."""
+    samples, codes, lat, errors, tasks, idle = [(0.0, rss_mb(pid))], [], [], 0, [], []
+    free = asyncio.Semaphore(connections)
+
+    async def one(i, due):
+        nonlocal errors
+        async with free:
+            conn = idle.pop() if idle else Connection(port)
+            try:
+                status, _ = await conn.send(requests[i % len(requests)])
+                codes.append(status)
+                lat.append(time.perf_counter() - due)
+                idle.append(conn)
+            except (OSError, asyncio.IncompleteReadError):
                 errors += 1
 
-        t0 = time.perf_counter()
-        next_sample = 10.0
-        i = 0
-        while (now := time.perf_counter() - t0) < seconds:
-            tasks.append(asyncio.create_task(one(i)))
-            i += 1
-            if now >= next_sample:
-                samples.append((now, rss_mb(pid)))
-                next_sample += 10
-            await asyncio.sleep(max(0.0, i / rate - (time.perf_counter() - t0)))
-        await asyncio.gather(*tasks)
-        samples.append((time.perf_counter() - t0, rss_mb(pid)))
-    codes_a = np.array(codes)
-    return {"seconds": seconds, "rate": rate, "sent": i, "answered": len(codes), "errors": errors,
-            "ok": int((codes_a == 200).sum()), "rss_start_mb": samples[0][1], "rss_end_mb": samples[-1][1],
+    t0 = time.perf_counter()
+    next_sample, i = 10.0, 0
+    while (now := time.perf_counter() - t0) < seconds:
+        tasks.append(asyncio.create_task(one(i, t0 + i / rate)))
+        i += 1
+        if now >= next_sample:
+            samples.append((round(now, 1), rss_mb(pid)))
+            next_sample += 10
+            tasks = [t for t in tasks if not t.done()]
+        await asyncio.sleep(max(0.0, i / rate - (time.perf_counter() - t0)))
+    await asyncio.gather(*tasks)
+    wall = time.perf_counter() - t0
+    samples.append((round(wall, 1), rss_mb(pid)))
+    for c in idle:
+        c.close()
+    out = summary(lat, codes, errors, i, wall)
+    out.pop("lat_ok")
+    return {"seconds": seconds, "rate": rate, **out, "rss_start_mb": samples[0][1], "rss_end_mb": samples[-1][1],
             "rss_max_mb": max(s[1] for s in samples),
             "rss_after_first_minute_mb": next((s[1] for s in samples if s[0] >= 60), samples[-1][1]),
             "samples": samples}
 
 
+def tutorial_model_file(folder: Path) -> Path:
+    """The founding tutorial's CNN as TorchScript (fixed-seed weights: the timing does not depend on them)."""
+    import torch
+
+    from ttakit.zoo import tutorial_cnn_torch
+
+    path = Path(folder) / "tutorial_cnn.pt"
+    torch.manual_seed(0)
+    torch.jit.script(tutorial_cnn_torch().eval()).save(str(path))
+    return path
+
+
+def pooled(runs: list[dict], name: str, concurrency: int) -> dict:
+    """One row from several rounds: throughput over their summed time, percentiles over every answer."""
+    lat = np.concatenate([r["lat_ok"] for r in runs]) if runs else np.array([])
+    row = {"server": name, "concurrency": concurrency}
+    for k in ("sent", "answered", "errors", "other", "ok"):
+        row[k] = int(sum(r[k] for r in runs))
+    row["rps"] = row["ok"] / sum(r["wall"] for r in runs)
+    row["p50_ms"] = float(np.percentile(lat, 50) * 1000) if len(lat) else None
+    row["p99_ms"] = float(np.percentile(lat, 99) * 1000) if len(lat) else None
+    row["rate_503"] = float(sum(r["rate_503"] * r["answered"] for r in runs) / max(1, row["answered"]))
+    # CPU per answered request: what the throughput would be bound by on cores of its own
+    row["server_cpu_ms"] = 1000 * sum(r["server_cpu"] for r in runs) / max(1, row["answered"])
+    row["client_cpu_ms"] = 1000 * sum(r["client_cpu"] for r in runs) / max(1, row["answered"])
+    return row
+
+
+def pick_model(name: str | None, tmp: Path) -> str:
+    if name == "tutorial":
+        return str(tutorial_model_file(tmp))
+    if name is not None:
+        return name
+    models = os.environ.get("TTAKIT_MODELS", str(ROOT.parent / "shared/models/cifar10-resnet"))
+    os.environ.setdefault("TTAKIT_MODELS", models)
+    return "zoo:resnet20" if list(Path(models).glob("resnet20*")) else str(tiny_model_file(tmp))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="Default: zoo:resnet20 when its weights are found, else a tiny CNN")
+    ap.add_argument("--model", default=None,
+                    help="zoo:resnet20, 'tutorial' (the tutorial CNN, fixed-seed weights) or a model file. "
+                         "Default: zoo:resnet20 when its weights are found, else a tiny CNN")
     ap.add_argument("--policy", default="identity + hflip")
-    ap.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
-    ap.add_argument("--seconds", type=float, default=6.0, help="per row and round")
+    ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32, 64],
+                    help="closed-loop rows (none: only the soak)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="per row, server and round")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--max-requests", type=int, default=20000, help="per row and round")
-    ap.add_argument("--threads", type=int, default=2, help="torch threads of each server")
-    ap.add_argument("--soak", type=float, default=600.0, help="seconds of steady load (0: none)")
-    ap.add_argument("--soak-rate", type=float, default=50.0, help="requests per second in the soak")
+    ap.add_argument("--max-requests", type=int, default=20000, help="per row, server and round")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of each server. Default: ttakit serve's own (see its --threads)")
+    ap.add_argument("--server-option", action="append", default=[], metavar="OPT",
+                    help="an extra option for the batching server (repeat), e.g. --server-option=--max-batch=16")
+    ap.add_argument("--soak-minutes", type=float, default=10.0, help="minutes of steady load on (a) (0: none)")
+    ap.add_argument("--rate", type=float, default=40.0, help="requests per second in the soak")
     ap.add_argument("--json", default=None, help="also write the results here")
     a = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    model = a.model
-    if model is None:
-        models = os.environ.get("TTAKIT_MODELS", str(ROOT.parent / "shared/models/cifar10-resnet"))
-        model = "zoo:resnet20" if list(Path(models).glob("resnet20*")) else str(tiny_model_file(tmp))
-        os.environ.setdefault("TTAKIT_MODELS", models)
-    bodies = [png_bytes(im) for im in images(256, seed=0)]
+    model = pick_model(a.model, tmp)
+    pngs = [png_bytes(im) for im in images(256, seed=0)]
     common = ["--policy", a.policy, "--size", "32", "--queue", "1024", "--log-level", "warning"]
-    servers = {"ttakit serve": Server(model, *common, log=tmp / "batched.log", threads=a.threads),
-               "naive": Server(model, *common, "--no-batching", log=tmp / "naive.log", threads=a.threads)}
-    rows = []
+    if a.threads:
+        common += ["--threads", str(a.threads)]
+    servers = {"ttakit serve": Server(model, *common, *a.server_option, log=tmp / "batched.log")}
+    if a.concurrency:
+        servers["naive"] = Server(model, *common, "--no-batching", log=tmp / "naive.log")
+    rows, soak = [], None
     try:
         for s in servers.values():
             s.wait_ready()
         print(f"model {model}, policy {a.policy!r}, {a.seconds:g} s x {a.rounds} rounds per row, "
-              f"{a.threads} torch threads per server, {os.cpu_count()} CPUs", flush=True)
+              f"{os.cpu_count()} CPUs, batching server options {a.server_option}", flush=True)
         for c in a.concurrency:
             acc = {name: [] for name in servers}
             for r in range(a.rounds):
-                order = list(servers) if r % 2 == 0 else list(servers)[::-1]
-                for name in order:
-                    acc[name].append(asyncio.run(closed_loop(servers[name].url, bodies, c, a.seconds,
-                                                             a.max_requests)))
+                for name in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
+                    reqs = [predict_request(servers[name].port, png) for png in pngs]
+                    acc[name].append(asyncio.run(closed_loop(servers[name].port, reqs, c, a.seconds,
+                                                             a.max_requests, servers[name].proc.pid)))
             for name, runs in acc.items():
-                row = {"server": name, "concurrency": c,
-                       "sent": sum(x["sent"] for x in runs), "answered": sum(x["answered"] for x in runs),
-                       "errors": sum(x["errors"] for x in runs), "other_status": sum(x["other"] for x in runs),
-                       "rps": float(np.mean([x["rps"] for x in runs])),
-                       "p50_ms": float(np.median([x["p50_ms"] for x in runs])),
-                       "p99_ms": float(max(x["p99_ms"] for x in runs)),
-                       "rate_503": float(np.mean([x["rate_503"] for x in runs]))}
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-        soak = None
-        if a.soak > 0:
-            servers["naive"].stop()
+                rows.append(pooled(runs, name, c))
+                print(json.dumps(rows[-1]), flush=True)
+        if a.soak_minutes > 0:
+            if "naive" in servers:
+                servers["naive"].stop()
             s = servers["ttakit serve"]
-            soak = asyncio.run(steady(s.url, bodies, a.soak_rate, a.soak, s.proc.pid))
+            reqs = [predict_request(s.port, png) for png in pngs]
+            soak = asyncio.run(steady(s.port, reqs, a.rate, a.soak_minutes * 60, s.proc.pid))
             print(json.dumps({k: v for k, v in soak.items() if k != "samples"}), flush=True)
     finally:
         for s in servers.values():
             s.stop()
     print()
-    print("| concurrency | server | req/s | p50 ms | p99 ms | 503 rate | sent = answered |")
-    print("|---|---|---|---|---|---|---|")
+    print("| concurrency | server | req/s | p50 ms | p99 ms | 503 rate | sent = answered | server CPU ms/request |")
+    print("|---|---|---:|---:|---:|---:|---|---:|")
     for r in rows:
+        ok = r["sent"] == r["answered"] and not r["errors"]
         print(f"| {r['concurrency']} | {r['server']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['rate_503']:.1%} | {r['sent']} = {r['answered']}{' ✓' if r['sent'] == r['answered'] else ' ✗'} |")
+              f"{r['rate_503']:.1%} | {r['sent']} = {r['answered']}{' ✓' if ok else ' ✗'} | {r['server_cpu_ms']:.2f} |")
     for c in a.concurrency:
         b = next(r for r in rows if r["concurrency"] == c and r["server"] == "ttakit serve")
         n = next(r for r in rows if r["concurrency"] == c and r["server"] == "naive")
         print(f"concurrency {c}: {b['rps'] / n['rps']:.2f}x the naive throughput, p99 {b['p99_ms']:.0f} vs "
-              f"{n['p99_ms']:.0f} ms")
+              f"{n['p99_ms']:.0f} ms; server CPU per request {b['server_cpu_ms']:.2f} vs {n['server_cpu_ms']:.2f} ms "
+              f"({n['server_cpu_ms'] / b['server_cpu_ms']:.2f}x less), client CPU {b['client_cpu_ms']:.2f} ms")
+    if soak:
+        print(f"soak: {soak['sent']} sent at {soak['rate']:g}/s for {soak['seconds']:g} s, {soak['answered']} answered "
+              f"(by status {soak['statuses']}, {soak['errors']} client errors); RSS {soak['rss_start_mb']:.1f} MB at the start, "
+              f"{soak['rss_after_first_minute_mb']:.1f} MB after a minute, {soak['rss_end_mb']:.1f} MB at the end "
+              f"(max {soak['rss_max_mb']:.1f})")
     if a.json:
         Path(a.json).write_text(json.dumps({"rows": rows, "soak": soak, "model": model, "policy": a.policy}, indent=1))
     return 0

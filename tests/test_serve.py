@@ -76,6 +76,19 @@ def probs_of(entry, c=10):
     return p
 
 
+def concurrent_probs(url, x):
+    """Every image of ``x`` in its own request, all at once; their probabilities (all 10 classes)."""
+    async def go():
+        async with httpx.AsyncClient(timeout=60) as c:
+            async def one(i):
+                r = await c.post(url + "/v1/predict?top_k=10", files=files(x[i:i + 1]))
+                assert r.status_code == 200, r.text
+                return probs_of(r.json()["predictions"][0])
+            return await asyncio.gather(*(one(i) for i in range(len(x))))
+
+    return np.stack(asyncio.run(go()))
+
+
 def assert_error(r, status, code):
     assert r.status_code == status, r.text
     body = r.json()
@@ -163,15 +176,7 @@ def test_64_concurrent_requests_match_predict_proba(server, reference):
     want = reference(x)
     before = _metric(server, "ttakit_batch_images_count")
 
-    async def go():
-        async with httpx.AsyncClient(timeout=60) as c:
-            async def one(i):
-                r = await c.post(server.url + "/v1/predict?top_k=10", files=files(x[i:i + 1]))
-                assert r.status_code == 200, r.text
-                return probs_of(r.json()["predictions"][0])
-            return await asyncio.gather(*(one(i) for i in range(64)))
-
-    got = np.stack(asyncio.run(go()))
+    got = concurrent_probs(server.url, x)
     # the same floats up to float32 rounding: a batch of another composition may take another
     # kernel path (differences seen: 7e-9)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
@@ -206,9 +211,9 @@ def test_overload_is_503_at_once_and_deadline_is_504(slow_server):
     assert httpx.get(slow_server.url + "/healthz").status_code == 200  # and the server is fine
 
 
-def test_sigterm_drains_in_flight_requests(model_path, tmp_path):
+def test_sigterm_drains_in_flight_requests_and_more_than_max_in_flight_get_503_at_once(model_path, tmp_path):
     s = Server(str(model_path), "--policy", POLICY, "--size", "32", "--max-wait-ms", "1500", "--always-wait",
-               log=tmp_path / "drain.log").wait_ready()
+               "--max-in-flight", "4", log=tmp_path / "drain.log").wait_ready()
     try:
         results = []
 
@@ -220,6 +225,11 @@ def test_sigterm_drains_in_flight_requests(model_path, tmp_path):
         for t in threads:
             t.start()
         time.sleep(0.5)  # the requests are in the batcher's 1.5 s window
+        t0 = time.monotonic()
+        r = httpx.post(s.url + "/v1/predict", files=files(images(1)), timeout=30)  # a fifth, over --max-in-flight
+        assert_error(r, 503, "overloaded")
+        assert r.headers["retry-after"] == "1" and time.monotonic() - t0 < 1.0
+        assert httpx.get(s.url + "/readyz").status_code == 200  # operations are not bounded
         s.proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(30)
@@ -243,3 +253,23 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, tmp_path):
            "--no-shrink"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+
+
+def test_two_worker_processes_answer_correctly_share_metrics_and_stop_cleanly(model_path, reference, tmp_path):
+    s = Server(str(model_path), "--policy", POLICY, "--size", "32", "--workers", "2", "--log-level", "info",
+               log=tmp_path / "workers.log").wait_ready()
+    x = images(12, seed=5)
+    try:
+        got = concurrent_probs(s.url, x)
+        np.testing.assert_allclose(got, reference(x), rtol=0, atol=1e-6)
+        # /metrics adds up both workers, whichever answers it
+        for _ in range(3):
+            assert _metric(s, 'ttakit_requests_total{path="/v1/predict",status="200"}') == len(x)
+            assert _metric(s, "ttakit_batch_images_sum") == len(x)
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(60) in (0, -signal.SIGTERM)
+    finally:
+        s.stop()
+    log = [json.loads(line) for line in s.log.read_text().splitlines() if line.startswith("{")]
+    assert sum(1 for e in log if e["msg"] == "ready") == 2  # one model and batcher per worker
+    assert sum(1 for e in log if e["msg"] == "stopped") == 2

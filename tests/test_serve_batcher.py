@@ -84,3 +84,40 @@ def test_close_finishes_queued_requests():
     assert all(f.done() and f.exception() is None for f in futs)
     with pytest.raises(Overloaded.__mro__[1]):  # ServeError: shutting down
         b.submit(x, time.monotonic() + 30)
+
+
+
+def test_requests_that_queued_while_the_model_ran_do_not_wait_for_company():
+    """max_wait_ms is how long a batch waits for company while the model is
+    idle; requests that queued while it ran have waited already and run as
+    soon as it is free, even with a 10 s window and a batch far from full."""
+    b = Batcher(clf(0.3), max_batch=4, max_wait_ms=10_000)
+    x = np.random.default_rng(2).random((6, 4, 4, 3)).astype(np.float32)
+    try:
+        t0 = time.monotonic()
+        first = b.submit(x[:4], t0 + 60)  # a full batch: runs at once, for 0.3 s
+        time.sleep(0.1)
+        assert not first.done()
+        later = [b.submit(x[i:i + 1], t0 + 60) for i in (4, 5)]  # queue behind the running batch
+        outs = [first.result(30)] + [f.result(30) for f in later]
+        took = time.monotonic() - t0
+    finally:
+        b.close()
+    assert took < 5, f"the requests queued behind the model waited for the 10 s window ({took:.1f} s)"
+    assert [o.batch_images for o in outs] == [4, 2, 2] and b.stats.batches == 2
+    np.testing.assert_allclose(np.concatenate([o.probs for o in outs]), clf().predict_proba(x), rtol=0, atol=1e-6)
+
+
+def test_a_lone_request_on_an_idle_model_waits_for_company_within_the_window():
+    b = Batcher(clf(), max_batch=64, max_wait_ms=400)
+    x = np.random.default_rng(3).random((2, 4, 4, 3)).astype(np.float32)
+    try:
+        t0 = time.monotonic()
+        first = b.submit(x[:1], t0 + 60)
+        time.sleep(0.1)
+        assert not first.done()  # inside its 400 ms window
+        second = b.submit(x[1:], t0 + 60)
+        outs = [first.result(10), second.result(10)]
+    finally:
+        b.close()
+    assert [o.batch_images for o in outs] == [2, 2]

@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import math
+import os
 import sys
 import time
-import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -32,12 +33,14 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import schema
 from ..tasks import Classifier
-from .batcher import Batcher, DirectRunner, ServeError, prefix_policy
+from .batcher import (DEFAULT_DIRECT_THREADS, DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, Batcher, DirectRunner,
+                      ServeError, prefix_policy)
 from .decode import ImageProblem, Limits, decode_array, decode_base64, decode_bytes
 
 #: every error code a response can carry, with its HTTP status
@@ -52,6 +55,12 @@ ERROR_CODES = {
 }
 
 log = logging.getLogger("ttakit.serve")
+
+#: request bodies up to this size are decoded on the event loop (a 32x32 PNG takes ~0.1 ms; handing it
+#: to a thread and back costs more); larger ones in a worker thread, so that the loop keeps serving
+INLINE_DECODE_BYTES = 64 * 1024
+#: set (by ``ttakit serve --workers N``) when several processes share one set of metrics
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class JsonFormatter(logging.Formatter):
@@ -97,17 +106,30 @@ def _finite(x: float) -> float | None:
 
 
 def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | None = None, mode: str = "RGB",
-               max_batch: int = 64, max_wait_ms: float = 5.0, queue_size: int = 512, timeout_ms: float = 10000,
+               max_batch: int = DEFAULT_MAX_BATCH, max_wait_ms: float = DEFAULT_MAX_WAIT_MS, queue_size: int = 512,
+               timeout_ms: float = 10000, threads: int = DEFAULT_DIRECT_THREADS,
                degrade_depth: int | None = None, degrade_views: int = 1, api_key: str | None = None,
                limits: Limits | None = None, top_k: int = 5, batching: bool = True, model_name: str = "model",
-               warm_up: bool = True, adaptive_wait: bool = True):
+               warm_up: bool = True, adaptive_wait: bool = True, max_in_flight: int | None = None):
     """The FastAPI app serving ``classifier`` (images arrive as ``(H, W, C)``,
     so its ``data_layout`` must be NHWC). ``size`` resizes every file image to
     ``(H, W)`` (and is the warm-up shape); ``batching=False`` runs each request
-    alone (the naive baseline of ``bench/bench_serve.py``). With
-    ``adaptive_wait`` a batch stops waiting for company as soon as no other
-    request is on its way in (a lone request is not delayed by ``max_wait_ms``);
-    without it, every batch waits ``max_wait_ms`` unless it is full."""
+    alone (the naive baseline of ``bench/bench_serve.py``). A batch waits
+    for company (at most ``max_wait_ms`` from its oldest request's arrival)
+    only when the model was idle as that request arrived; with
+    ``adaptive_wait`` it also stops waiting as soon as no other request is on
+    its way in (a lone request is not delayed by ``max_wait_ms``).
+    ``threads`` is the naive runner's pool size (``batching=False``).
+    ``max_in_flight`` bounds the ``/v1/*`` requests being handled at once
+    (read, decoded, queued or run; default twice ``queue_size``): beyond it a
+    request is answered 503 ``overloaded`` at once, before its body is read,
+    so that a server starved of CPU holds a bounded backlog, not one that
+    grows with every request the clients send.
+
+    With ``$PROMETHEUS_MULTIPROC_DIR`` set (several worker processes),
+    ``/metrics`` adds up every worker's counters and histograms from that
+    folder; the queue depth is then the sum of each worker's depth when it
+    last ran a batch or answered ``/metrics``."""
     if str(classifier.data_layout).upper() != "NHWC":
         classifier = Classifier(**{**classifier.get_params(), "data_layout": "NHWC"})
     if classifier.on_error != "mark":
@@ -130,10 +152,14 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
     m_forwards = Histogram("ttakit_forward_passes_per_input", "forward passes per input image, per engine run",
                            registry=reg, buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32))
     m_images = Counter("ttakit_images", "images by outcome", ["outcome"], registry=reg)
-    m_queue = Gauge("ttakit_queue_depth", "images waiting to be batched", registry=reg)
+    shared_metrics = bool(os.environ.get(MULTIPROC_ENV))
+    m_queue = Gauge("ttakit_queue_depth", "images waiting to be batched", registry=reg,
+                    **({"multiprocess_mode": "livesum"} if shared_metrics else {}))
     m_degraded = Counter("ttakit_degraded_responses", "requests answered with the shorter policy", registry=reg)
 
     def on_batch(n, forwards, secs):
+        if shared_metrics:
+            m_queue.set(state["runner"].depth)
         m_batch.observe(n)
         m_forwards.observe(forwards / max(n, 1))
 
@@ -141,12 +167,13 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
 
     @asynccontextmanager
     async def lifespan(app):
-        runner_cls = Batcher if batching else DirectRunner
-        runner = runner_cls(classifier, max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size,
+        runner_cls, extra = (Batcher, {}) if batching else (DirectRunner, {"threads": threads})
+        runner = runner_cls(classifier, **extra, max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size,
                             degrade_depth=degrade_depth, degrade_views=degrade_views, on_batch=on_batch,
                             expect=(lambda: state["receiving"]) if adaptive_wait else None)
         state["runner"] = runner
-        m_queue.set_function(lambda: runner.depth)
+        if not shared_metrics:
+            m_queue.set_function(lambda: runner.depth)
         if warm_up and size is not None:
             t0 = time.perf_counter()
             await run_in_threadpool(runner.warm_up, (*size, channels))
@@ -161,6 +188,8 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
             state["ready"] = False
             log.info("shutting down: finishing queued requests")
             await run_in_threadpool(runner.close)
+            if shared_metrics:
+                multiprocess.mark_process_dead(os.getpid())
             log.info("stopped")
 
     app = FastAPI(title="ttakit serve", version=_version(), lifespan=lifespan,
@@ -200,7 +229,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
                 "rid": rid, "method": scope["method"], "path": scope["path"], "status": status,
                 "ms": round(secs * 1000, 2), "images": scope.get("state", {}).get("images")}})
 
-    app.add_middleware(_Access, on_done=on_done)
+    app.add_middleware(_Access, on_done=on_done, max_in_flight=max_in_flight or 2 * queue_size)
 
     def authorized(request: Request) -> bool:
         if key is None:
@@ -226,7 +255,13 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics():
-        return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
+        if not shared_metrics:
+            return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
+        if state["runner"] is not None:
+            m_queue.set(state["runner"].depth)
+        every_worker = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_worker)
+        return Response(generate_latest(every_worker), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/policy", response_model=schema.PolicyInfo, responses={401: err_responses[401]}, tags=["predict"])
     async def get_policy(request: Request):
@@ -281,7 +316,10 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
             k = k or body_k
         k = k or default_k
         request.state.images = len(named)
-        arrays = await run_in_threadpool(_decode_all, named, limits, mode, size)
+        if sum(_payload_bytes(v) for _, _, v in named) <= INLINE_DECODE_BYTES:
+            arrays = _decode_all(named, limits, mode, size)
+        else:
+            arrays = await run_in_threadpool(_decode_all, named, limits, mode, size)
         problems = {i: a for i, a in enumerate(arrays) if isinstance(a, ImageProblem)}
         if len(problems) == len(arrays):
             first = problems[0]
@@ -337,19 +375,23 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
 
 
 class _Access:
-    """ASGI middleware: a request id (X-Request-Id), and ``on_done(scope,
-    status, seconds, rid)`` after every HTTP request (metrics, JSON log)."""
+    """ASGI middleware: a request id (X-Request-Id), ``on_done(scope,
+    status, seconds, rid)`` after every HTTP request (metrics, JSON log), and
+    at most ``max_in_flight`` ``/v1/*`` requests handled at once (the others
+    get 503 overloaded at once, their bodies unread)."""
 
-    def __init__(self, app, on_done):
+    def __init__(self, app, on_done, max_in_flight: int):
         self.app = app
         self.on_done = on_done
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
         rid = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
-        rid = (rid or uuid.uuid4().hex[:16])[:64]
+        rid = (rid or _next_request_id())[:64]
         status = [500]
 
         async def send_with_id(message):
@@ -358,8 +400,18 @@ class _Access:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
+        bounded = scope["path"].startswith("/v1/")
         try:
-            await self.app(scope, receive, send_with_id)
+            if bounded and self.in_flight >= self.max_in_flight:
+                await _error("overloaded", f"{self.in_flight} requests are being handled, at most "
+                             f"{self.max_in_flight}; retry shortly", headers={"Retry-After": "1"}
+                             )(scope, receive, send_with_id)
+                return
+            self.in_flight += bounded
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                self.in_flight -= bounded
         finally:
             self.on_done(scope, status[0], time.perf_counter() - t0, rid)
 
@@ -386,6 +438,21 @@ def _prediction(i: int, name: str, b, j: int, k: int, classes, pid: str) -> dict
     if classes and label < len(classes):
         entry["class"] = classes[label]
     return entry
+
+
+_RID_PREFIX = os.urandom(4).hex()
+_rid_counter = itertools.count(1)
+
+
+def _next_request_id() -> str:
+    """A request id unique to this server's life (random per process, then a
+    counter): cheaper than a uuid4 per request, which reads the OS's random source."""
+    return f"{_RID_PREFIX}{next(_rid_counter):08x}"
+
+
+def _payload_bytes(value) -> int:
+    """The bytes an encoded image carries; a nested array counts as large (it is decoded in a thread)."""
+    return len(value) if isinstance(value, (bytes, str)) else INLINE_DECODE_BYTES + 1
 
 
 def _decode_all(named, limits: Limits, mode: str, size):

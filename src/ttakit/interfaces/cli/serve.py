@@ -6,8 +6,10 @@ augmentation, batching requests together (FastAPI + uvicorn, the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import tempfile
 
 from ...errors import UsageError
 from .common import Command, add_model_options, load_policy, normalize, positive_int, read_classes
@@ -20,8 +22,9 @@ POST /v1/predict takes one or several images (multipart files, or JSON
 {"images": [base64 strings or nested (H, W, C) arrays]}) and answers, per
 image, the label, the class name (zoo models, --classes), the top-k
 probabilities, entropy, view agreement and the policy's id. Images from
-concurrent requests are predicted together (up to --max-batch images, waiting
-at most --max-wait-ms for more), off the event loop. GET /v1/policy, /healthz,
+concurrent requests are predicted together (up to --max-batch images; an
+idle model waits at most --max-wait-ms for more, a busy one runs what queued
+as soon as it is free), off the event loop. GET /v1/policy, /healthz,
 /readyz, /metrics (Prometheus) and /docs (OpenAPI) are there too. Errors are
 JSON {"error": {"code": ..., "message": ...}}; logs are JSON lines on stderr.
 """
@@ -41,6 +44,7 @@ ENV = "TTAKIT_SERVE_OPTIONS"
 
 def configure(p: argparse.ArgumentParser) -> None:
     from ...io import images
+    from ...serve.batcher import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS
 
     p.add_argument("model", metavar="MODEL",
                    help="model file (.onnx, TorchScript .pt/.pth/.ts, .keras) or zoo:resnet20 / zoo:resnet32 "
@@ -63,16 +67,24 @@ def configure(p: argparse.ArgumentParser) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to listen on. Default: 127.0.0.1 (this machine)")
     s.add_argument("--port", type=int, default=8000, help="Default: 8000")
     s.add_argument("--workers", type=positive_int, default=1,
-                   help="server processes, each with its own model and batcher. Default: 1")
-    s.add_argument("--max-batch", type=positive_int, default=64, metavar="N",
-                   help="most images per engine run. Default: 64")
-    s.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
-                   help="how long the first image of a batch waits for others. Default: 5")
+                   help="server processes, each with its own model, batcher and share of the CPU cores; /metrics "
+                        "adds up every worker's counts. Default: 1")
+    s.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="torch threads of each worker process. Default: the CPU cores shared among the workers, "
+                        "less one left to the HTTP work when batching (at least 1); 1 with --no-batching")
+    s.add_argument("--max-batch", type=positive_int, default=DEFAULT_MAX_BATCH, metavar="N",
+                   help=f"most images per engine run. Default: {DEFAULT_MAX_BATCH}")
+    s.add_argument("--max-wait-ms", type=float, default=DEFAULT_MAX_WAIT_MS, metavar="MS",
+                   help="how long the oldest request of a batch may wait for others (requests that queued while "
+                        f"the model ran the previous batch do not wait). Default: {DEFAULT_MAX_WAIT_MS:g}")
     s.add_argument("--always-wait", dest="adaptive_wait", action="store_false",
-                   help="every batch waits --max-wait-ms unless full. Default: stop waiting as soon as no other "
-                        "request is on its way in")
+                   help="a batch on an idle model waits the whole --max-wait-ms unless full. Default: stop waiting "
+                        "as soon as no other request is on its way in")
     s.add_argument("--queue", type=positive_int, default=512, metavar="N",
                    help="most images waiting; beyond it requests get 503 with Retry-After. Default: 512")
+    s.add_argument("--max-in-flight", type=positive_int, default=None, metavar="N",
+                   help="most /v1/* requests handled at once per worker (being read, decoded, queued or run); "
+                        "beyond it 503 overloaded at once, the body unread. Default: twice --queue")
     s.add_argument("--timeout-ms", type=float, default=10000.0, metavar="MS",
                    help="per-request deadline; past it the answer is 504. Default: 10000")
     s.add_argument("--degrade", type=positive_int, default=None, metavar="DEPTH",
@@ -91,14 +103,33 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="require this key (X-API-Key or Authorization: Bearer) on /v1/*. Default: $TTAKIT_API_KEY, "
                         "else none")
     s.add_argument("--no-batching", dest="batching", action="store_false",
-                   help="run each request alone (the naive baseline, for benchmarks)")
+                   help="run each request alone, one per CPU core of the worker at a time (the naive baseline, "
+                        "for benchmarks)")
     s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="level of the JSON log lines on stderr. Default: info")
     p.set_defaults(progress=False)
 
 
+def cores_per_worker(workers: int) -> int:
+    """The CPU cores each of ``workers`` processes may use (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+def torch_threads(args: argparse.Namespace) -> int:
+    """--threads, else: 1 without batching (requests run side by side, one per core), else the worker's
+    cores less one for the event loop, parsing and decoding (a model thread that has to share its core
+    with them stalls the others at every synchronisation)."""
+    if args.threads:
+        return args.threads
+    if not args.batching:
+        return 1
+    return max(1, cores_per_worker(args.workers) - 1)
+
+
 def build_app(args: argparse.Namespace):
     """The app the options describe (loads the model)."""
+    import torch
+
     from ...io.images import parse_size
     from ...models.loading import load_model_file
     from ...serve import Limits
@@ -106,6 +137,7 @@ def build_app(args: argparse.Namespace):
     from ...tasks import Classifier
     from .model_data import load_model
 
+    torch.set_num_threads(torch_threads(args))
     policy = load_policy(args.policy)
     classes = read_classes(args.classes) if args.classes else None
     size = parse_size(args.size)
@@ -133,7 +165,8 @@ def build_app(args: argparse.Namespace):
                       degrade_depth=args.degrade, degrade_views=args.degrade_views,
                       api_key=args.api_key or os.environ.get("TTAKIT_API_KEY") or None, limits=limits,
                       top_k=args.top_k, batching=args.batching, model_name=args.model,
-                      adaptive_wait=args.adaptive_wait)
+                      adaptive_wait=args.adaptive_wait, threads=cores_per_worker(args.workers),
+                      max_in_flight=args.max_in_flight)
 
 
 def app_from_env():
@@ -143,6 +176,24 @@ def app_from_env():
     args = argparse.Namespace(**json.loads(os.environ[ENV]))
     configure_logging(args.log_level)
     return build_app(args)
+
+
+@contextlib.contextmanager
+def shared_metrics_folder():
+    """$PROMETHEUS_MULTIPROC_DIR for the worker processes, so that /metrics
+    counts every worker: the caller's when set (it must start empty), else a
+    fresh temporary folder, removed at the end."""
+    from ...serve.app import MULTIPROC_ENV
+
+    if os.environ.get(MULTIPROC_ENV):
+        yield os.environ[MULTIPROC_ENV]
+        return
+    with tempfile.TemporaryDirectory(prefix="ttakit-metrics-") as folder:
+        os.environ[MULTIPROC_ENV] = folder
+        try:
+            yield folder
+        finally:
+            del os.environ[MULTIPROC_ENV]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
     uv = dict(host=args.host, port=args.port, log_level="warning", access_log=False, timeout_graceful_shutdown=60)
     if args.workers > 1:
         os.environ[ENV] = json.dumps({k: v for k, v in vars(args).items() if not k.startswith("_")})
-        uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers, **uv)
+        with shared_metrics_folder():
+            uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers, **uv)
     else:
         uvicorn.run(build_app(args), **uv)
     return 0
