@@ -16,6 +16,7 @@ from ...errors import UsageError
 from ...io import images, writers
 from ...io.prediction import predict_files
 from ...models.loading import load_model_file
+from . import predict_ray
 from .common import (
     EXIT_FAILED_INPUTS,
     EXIT_OK,
@@ -51,6 +52,13 @@ left out; the others are still predicted and written, and the exit code is 3.
 alpha channels are dropped, CMYK converted and animated images cut to their
 first frame, said in one summary line on stderr. --out is written all at
 once (a temporary file renamed), never over one of the inputs.
+
+With --engine ray the same prediction runs as a batch job on Ray (local, or a
+cluster with --address): IMAGES may also be .txt lists of files and Parquet or
+NPZ shards, and --out is a folder of Parquet files (part-NNNNNN.parquet: id,
+label, scores, probs, policy_id), with _manifest.json (the blocks committed)
+and _failures.csv (id, reason). Killed at any moment, the same command run
+again finishes the job, every input exactly once. See docs/scale-out.md.
 """
 
 EPILOG = """\
@@ -59,6 +67,8 @@ examples:
   ttakit predict model.pt a.png b.jpg --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225 --size 224 224
   ttakit predict model.keras photos/ --policy policy.yaml --classes classes.txt --format json
   ttakit predict model.onnx photos/ --model-layout NHWC --device cuda
+  ttakit predict model.pt shards/ -r --policy d4 --engine ray --out preds/
+  ttakit predict model.pt shards/ -r --policy d4 --engine ray --address auto --gpus-per-actor 1 --out /nfs/preds/
 """
 
 
@@ -68,7 +78,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", metavar="MODEL",
                    help="model file: ONNX (.onnx), TorchScript (.pt, .pth, .ts, .torchscript) or Keras (.keras)")
     p.add_argument("images", metavar="IMAGES", nargs="+",
-                   help="image files, or folders of them (png, jpg, jpeg, bmp, gif, tif, tiff, webp, ppm)")
+                   help="image files, or folders of them (png, jpg, jpeg, bmp, gif, tif, tiff, webp, ppm); with "
+                        "--engine ray also .txt lists of files and .parquet/.npz shards (in folders too)")
     g = p.add_argument_group("augmentation")
     g.add_argument("--policy", "-p", default="identity + hflip", metavar="SPEC_OR_FILE",
                    help="the views to run: a spec such as 'd4' or 'identity + hflip + scale(0.9, 1.1)', "
@@ -106,9 +117,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--format", "-f", choices=tuple(writers.WRITERS), default=None,
                    help="output format. Default: json when --out ends in .json, else csv")
     g.add_argument("--out", "-o", default=None, metavar="FILE",
-                   help="write the results to FILE. Default: standard output")
+                   help="write the results to FILE (with --engine ray: to the folder FILE, required). "
+                        "Default: standard output")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar on stderr. Default: on when stderr is a terminal")
+                   help="show a progress bar on stderr (Ray's own with --engine ray). Default: on when stderr "
+                        "is a terminal")
+    predict_ray.add_options(p)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -138,6 +152,11 @@ def _is_under(path: Path, folder: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        if args.progress is None:
+            args.progress = sys.stderr.isatty()
+        return predict_ray.run(args)
+    predict_ray.check_options(args)
     fmt = writers.format_for(args.out, args.format)
     if args.out:
         check_out(args.out, args.images, args.recursive)
