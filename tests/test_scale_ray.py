@@ -37,7 +37,7 @@ from ttakit.scale import predict_dataset  # noqa: E402
 from ttakit.scale.manifest import FAILURES, MANIFEST, decode_ranges  # noqa: E402
 from ttakit.tasks.classification import policy_id  # noqa: E402
 
-from scale_support import TinyCNN, png  # noqa: E402
+from scale_support import N_CLASSES, TinyCNN, png  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning"),
@@ -219,3 +219,22 @@ def test_the_ray_data_step_in_a_pipeline_of_ones_own(ray_address, models):
     got = np.stack([r["probs"] for r in sorted(rows, key=lambda r: int(r["id"][1:]))])
     np.testing.assert_allclose(got, ref.probs, rtol=0, atol=1e-6)
     assert {r["policy_id"] for r in rows} == {policy_id(ttakit.Classifier(str(models["tiny"]), POLICY))}
+
+
+def test_a_model_that_fails_stops_the_job_with_one_clear_line(ray_address, tmp_path, capsys):
+    class OneChannel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, N_CLASSES, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean(dim=(2, 3))
+
+    torch.jit.script(OneChannel()).save(str(tmp_path / "gray.pt"))
+    np.savez(tmp_path / "s.npz", x=np.zeros((10, 8, 8, 3), np.uint8))
+    code, _, err = predict(capsys, "predict", tmp_path / "gray.pt", tmp_path / "s.npz", "--engine", "ray",
+                           "--address", ray_address, "--actors", 1, "--out", tmp_path / "out", "--no-progress")
+    assert code == 2
+    assert "ttakit: error: the model failed on the images of block 0 (RuntimeError:" in err
+    assert "--model-layout" in err and "Traceback" not in err
+    assert decode_ranges(json.loads((tmp_path / "out" / MANIFEST).read_text())["committed"]) == set()

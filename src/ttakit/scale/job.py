@@ -59,8 +59,9 @@ class JobResult:
 class BlockWorker:
     """The actor of a job: a :class:`~ttakit.scale.predictor.TTAPredictor`
     that reads whole blocks and writes each one's part file (see the module
-    docstring). Its answer has a row per block: ``block``, ``written`` and
-    ``failures`` (``[[id, reason], ...]`` as JSON)."""
+    docstring). Its answer has a row per block: ``block``, ``written``,
+    ``failures`` (``[[id, reason], ...]`` as JSON) and ``fatal``: '' or, when
+    the model itself failed on the block (nothing written), why, in a line."""
 
     def __init__(self, out: str, image_column: str = "image", id_column: str = "id", **predictor_options):
         self.out = Path(out)
@@ -72,15 +73,21 @@ class BlockWorker:
         import json
 
         n = len(batch["block"])
-        out: dict[str, list] = {"block": [], "written": [], "failures": []}
+        out: dict[str, list] = {"block": [], "written": [], "failures": [], "fatal": []}
         for i in range(n):
             block = Block.from_row({k: batch[k][i] for k in batch})
-            written, failures = self.run_block(block)
+            fatal = ""
+            try:
+                written, failures = self.run_block(block)
+            except TTAKitError as e:  # the model or the options, not one input: the job stops, cleanly
+                cause = e.__cause__ or e
+                written, failures, fatal = 0, [], f"{type(cause).__name__}: {cause_line(cause)}"
             out["block"].append(block.index)
             out["written"].append(written)
             out["failures"].append(json.dumps(failures))
+            out["fatal"].append(fatal)
         return {"block": np.asarray(out["block"], np.int64), "written": np.asarray(out["written"], np.int64),
-                "failures": np.asarray(out["failures"], dtype=object)}
+                "failures": np.asarray(out["failures"], dtype=object), "fatal": np.asarray(out["fatal"], dtype=object)}
 
     def run_block(self, block: Block) -> tuple[int, list[Failure]]:
         """Predict ``block`` and write its part file; ``(written, failures)``."""
@@ -121,14 +128,19 @@ def _model_identity(model) -> dict:
 
 
 def _original(e: BaseException) -> BaseException:
-    """The user-code exception inside Ray's wrappers (its cause chain)."""
-    seen = set()
-    while e.__cause__ is not None and id(e) not in seen:
+    """The user-code exception inside Ray's wrappers: the deepest ttakit
+    error of the cause chain (``__cause__``, or Ray's ``cause``), else the
+    deepest exception."""
+    found, seen = None, set()
+    while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, TTAKitError):
-            return e
-        e = e.__cause__
-    return e
+            found = e
+        nxt = e.__cause__ or getattr(e, "cause", None)
+        if not isinstance(nxt, BaseException):
+            break
+        e = nxt
+    return found if found is not None else e
 
 
 def run_job(model, data: Sequence[str | Path], out: str | Path, policy="identity + hflip", merge=None, *,
@@ -204,10 +216,18 @@ def run_job(model, data: Sequence[str | Path], out: str | Path, policy="identity
                                 num_gpus=gpus_per_actor or None)
             import json
 
+            layout_hint = f"model_layout={model_layout!r}" if model_layout else "model_layout="
             try:
                 for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-                    for b, w, f in zip(batch["block"], batch["written"], batch["failures"]):
+                    for b, w, f, fatal in zip(batch["block"], batch["written"], batch["failures"], batch["fatal"]):
+                        if fatal:
+                            raise ModelRunError(
+                                f"the model failed on the images of block {int(b)} ({fatal}). Check the model's "
+                                f"input layout ({layout_hint}), the image size (size=) and mode "
+                                f"(mode={mode!r}); the {len(manifest.committed)} blocks committed are kept")
                         manifest.commit(int(b), int(w), [tuple(x) for x in json.loads(str(f))])
+            except TTAKitError:
+                raise
             except Exception as e:  # Ray wraps the actors' exceptions
                 cause = _original(e)
                 if isinstance(cause, TTAKitError):
