@@ -134,3 +134,18 @@ def test_step_takes_read_images_style_batches(net):
     assert out["error"][2] and not any(out["error"][[0, 1, 3]])
     ref = ttakit.Classifier(net, "identity + hflip", data_layout="NHWC").predict_proba(x[[0, 1, 3]])
     np.testing.assert_allclose(out["probs"][[0, 1, 3]], ref, atol=1e-6, rtol=0)
+
+
+# -- the command line's checks, before any work -----------------------------------------------
+@pytest.mark.parametrize("argv, message", [
+    (["--engine", "ray"], "pass --out DIR"),
+    (["--actors", "2", "--gpus-per-actor", "1"], "--actors, --gpus-per-actor are only for --engine ray"),
+    (["--engine", "ray", "--out", "d", "--top-k", "3"], "--format and --top-k apply to the local engine"),
+    (["--engine", "ray", "--out", "d", "--address", "auto", "--num-cpus", "2"], "a cluster joined with --address"),
+    (["--engine", "ray", "--out", "d", "--cpus-per-actor", "0"], "expected a number > 0"),
+])
+def test_predict_refuses_options_that_do_not_fit_the_engine(argv, message, tmp_path, capsys):
+    from ttakit.interfaces import cli
+
+    code = cli.main(["predict", str(tmp_path / "m.pt"), str(tmp_path / "x.png"), *argv])
+    assert code == 2 and message in capsys.readouterr().err

@@ -67,7 +67,7 @@ def check_options(args: argparse.Namespace, p_error=None) -> None:
     if args.engine != "ray":
         given = [k for k, v in scale.items() if v]
         if given:
-            raise UsageError(f"{', '.join(given)} only apply to --engine ray")
+            raise UsageError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} only for --engine ray")
         return
     if not args.out:
         raise UsageError("--engine ray writes Parquet files to a folder: pass --out DIR")
