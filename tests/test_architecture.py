@@ -30,7 +30,7 @@ LAYERS = {
     "tuning": 8,
     "io": 9, "sklearn": 9,
     "experiments": 10,
-    "serve": 10,
+    "serve": 10, "scale": 10,
     "interfaces": 11,
 }
 TOP = {"__init__", "__main__"}  # the package's front door may import anything

@@ -12,13 +12,13 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8; unencodable characters backslash-escaped) to
-    ``path`` all at once. The file keeps the mode of the one it replaces
+def write_atomic(path: str | Path, text: str | bytes) -> None:
+    """Write ``text`` (UTF-8; unencodable characters backslash-escaped), or
+    ``bytes`` as they are, to ``path`` all at once. The file keeps the mode of the one it replaces
     (else the mode a plain ``open()`` would give). Raises ``OSError`` when
     it cannot be written; ``path`` is then as it was."""
     path = Path(path)
-    data = text.encode("utf-8", "backslashreplace")
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "backslashreplace")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

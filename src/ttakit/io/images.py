@@ -92,7 +92,7 @@ def _walk(folder: Path, recursive: bool, files: list[Path], failures: list[Failu
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as e:
-        failures.append((str(folder), f"cannot list the folder: {_reason(e)}"))
+        failures.append((str(folder), f"cannot list the folder: {failure_reason(e)}"))
         return
     for e in entries:
         if e.name.startswith("."):
@@ -104,7 +104,7 @@ def _walk(folder: Path, recursive: bool, files: list[Path], failures: list[Failu
                 os.stat(path)  # raises for a dangling link or a loop: reported below
         except OSError as err:
             if path.suffix.lower() in IMAGE_EXTENSIONS or recursive:
-                failures.append((str(path), _reason(err)))
+                failures.append((str(path), failure_reason(err)))
             continue
         if is_dir:
             if recursive:
@@ -153,7 +153,9 @@ def find_images(inputs: Iterable[str | Path], recursive: bool = False,
 
 
 # -- reading one image ---------------------------------------------------------
-def _reason(e: BaseException) -> str:
+def failure_reason(e: BaseException) -> str:
+    """Why an image could not be read, in one line, from the exception that
+    reading it raised (Pillow's, the system's or ttakit's)."""
     from PIL import Image, UnidentifiedImageError
 
     if isinstance(e, InputError):
@@ -174,6 +176,9 @@ def _reason(e: BaseException) -> str:
         return "not enough memory to decode it"
     text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+_reason = failure_reason  # its former name, for code in this package written against it
 
 
 @contextlib.contextmanager
@@ -323,7 +328,7 @@ def plan_size(paths: Sequence[str | Path], size: tuple[int, int] | None = None,
         try:
             hw = image_size(p, max_pixels)
         except Exception as e:  # Pillow raises many types for bad files
-            failures.append((str(p), _reason(e)))
+            failures.append((str(p), failure_reason(e)))
             continue
         sizes.setdefault(hw, []).append(str(p))
     if size is not None:
@@ -395,7 +400,7 @@ class ImageStream:
             try:
                 arr = read_image(p, self.mode, size, max_pixels=self.max_pixels, notes=notes)
             except Exception as e:  # Pillow raises many types for bad files
-                self.failures.append((p, _reason(e)))
+                self.failures.append((p, failure_reason(e)))
                 continue
             if size is None or not batch:
                 chunk = min(self.chunk, max(1, CHUNK_BYTES // max(1, arr.nbytes)))
@@ -441,5 +446,5 @@ def load_images(paths: Sequence[str | Path], mode: str = "RGB", size: tuple[int,
 
 
 __all__ = ["IMAGE_EXTENSIONS", "MODES", "CHUNK", "CHUNK_BYTES", "MAX_PIXELS", "ALPHA_MODES", "ImageTooLarge",
-           "check_size", "printable", "find_images", "read_image", "describe_notes", "image_size", "parse_size",
-           "plan_size", "ImageStream", "load_images"]
+           "check_size", "printable", "find_images", "failure_reason", "read_image", "describe_notes", "image_size",
+           "parse_size", "plan_size", "ImageStream", "load_images"]

@@ -16,7 +16,6 @@ cannot be used fails only itself (its entry carries the error).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import itertools
 import json
@@ -39,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import schema
 from ..tasks import Classifier
+from ..tasks.classification import policy_id
 from .batcher import (DEFAULT_DIRECT_THREADS, DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, Batcher, DirectRunner,
                       ServeError, prefix_policy)
 from .decode import ImageProblem, Limits, decode_array, decode_base64, decode_bytes
@@ -81,16 +81,6 @@ def configure_logging(level: str = "info") -> None:
     log.handlers[:] = [h]
     log.setLevel(level.upper())
     log.propagate = False
-
-
-def policy_id(classifier: Classifier) -> str:
-    """A stable short hash of what the classifier runs: its distinct views,
-    their weights and the merge."""
-    d = classifier.run_policy.to_dict()
-    d.pop("source", None)
-    d["merge"] = classifier.effective_merge.to_dict()
-    text = json.dumps(d, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _error(code: str, message: str, status: int | None = None, headers: dict | None = None, details=None):

@@ -527,6 +527,20 @@ class Classifier:
             classes=res.classes, failed=np.zeros(0, bool), errors={})
 
 
+def policy_id(classifier: Classifier) -> str:
+    """A stable short hash of what ``classifier`` runs: its distinct views,
+    their weights and the merge (what a server or a batch job writes beside
+    each prediction, so results of different policies never mix unnoticed)."""
+    import hashlib
+    import json
+
+    d = classifier.run_policy.to_dict()
+    d.pop("source", None)
+    d["merge"] = classifier.effective_merge.to_dict()
+    text = json.dumps(d, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def contracted_options(policy, **classifier_kwargs) -> dict:
     """``classifier_kwargs`` completed by what ``policy`` was tuned with
     (normalisation, model layout, output kind, classes), or an InputError

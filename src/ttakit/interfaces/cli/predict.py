@@ -16,6 +16,7 @@ from ...errors import UsageError
 from ...io import images, writers
 from ...io.prediction import predict_files
 from ...models.loading import load_model_file
+from . import predict_ray
 from .common import (
     EXIT_FAILED_INPUTS,
     EXIT_OK,
@@ -58,6 +59,13 @@ each row is predicted with the row views of --views (see 'tables' below)
 and written as one row: row (position in the table), prediction, and
 p_<class> per class (classification) or std, the spread across the copies
 (regression); CSV on standard output, or --out FILE.csv|.parquet.
+
+With --engine ray the same prediction runs as a batch job on Ray (local, or a
+cluster with --address): IMAGES may also be .txt lists of files and Parquet or
+NPZ shards, and --out is a folder of Parquet files (part-NNNNNN.parquet: id,
+label, scores, probs, policy_id), with _manifest.json (the blocks committed)
+and _failures.csv (id, reason). Killed at any moment, the same command run
+again finishes the job, every input exactly once. See docs/scale-out.md.
 """
 
 EPILOG = """\
@@ -67,6 +75,8 @@ examples:
   ttakit predict model.keras photos/ --policy policy.yaml --classes classes.txt --format json
   ttakit predict model.onnx photos/ --model-layout NHWC --device cuda
   ttakit predict model.skops --data new.csv --views policy.json --out preds.parquet
+  ttakit predict model.pt shards/ -r --policy d4 --engine ray --out preds/
+  ttakit predict model.pt shards/ -r --policy d4 --engine ray --address auto --gpus-per-actor 1 --out /nfs/preds/
 """
 
 
@@ -77,7 +87,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="model file: ONNX (.onnx), TorchScript (.pt, .pth, .ts, .torchscript) or Keras (.keras); "
                         "for --data TABLE a scikit-learn model (.skops)")
     p.add_argument("images", metavar="IMAGES", nargs="*",
-                   help="image files, or folders of them (png, jpg, jpeg, bmp, gif, tif, tiff, webp, ppm); "
+                   help="image files, or folders of them (png, jpg, jpeg, bmp, gif, tif, tiff, webp, ppm); with "
+                        "--engine ray also .txt lists of files and .parquet/.npz shards (in folders too); "
                         "or none, with --data TABLE (see 'tables')")
     g = p.add_argument_group("augmentation")
     g.add_argument("--policy", "-p", default="identity + hflip", metavar="SPEC_OR_FILE",
@@ -116,10 +127,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--format", "-f", choices=tuple(writers.WRITERS), default=None,
                    help="output format. Default: json when --out ends in .json, else csv")
     g.add_argument("--out", "-o", default=None, metavar="FILE",
-                   help="write the results to FILE. Default: standard output")
+                   help="write the results to FILE (with --engine ray: to the folder FILE, required). "
+                        "Default: standard output")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar on stderr. Default: on when stderr is a terminal")
+                   help="show a progress bar on stderr (Ray's own with --engine ray). Default: on when stderr "
+                        "is a terminal")
     add_table_options(p, command="predict")
+    predict_ray.add_options(p)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -153,6 +167,11 @@ def run(args: argparse.Namespace) -> int:
         return run_predict(args)
     if not args.images:
         raise UsageError("give IMAGES (files or folders), or --data TABLE with a scikit-learn MODEL")
+    if args.engine == "ray":
+        if args.progress is None:
+            args.progress = sys.stderr.isatty()
+        return predict_ray.run(args)
+    predict_ray.check_options(args)
     fmt = writers.format_for(args.out, args.format)
     if args.out:
         check_out(args.out, args.images, args.recursive)
