@@ -78,19 +78,32 @@ class PairedDense:
 
 
 def paired_segmentation(pred_a, pred_b, gt, num_classes: int, ignore_index: int | None = None,
-                        level: float = 0.95, n_boot: int = 1000, seed: int = 0, tolerance: float = 0.01) -> PairedDense:
-    """Mean IoU of ``pred_b`` minus that of ``pred_a`` on the same images, with a
+                        level: float = 0.95, n_boot: int = 1000, seed: int = 0, tolerance: float = 0.01,
+                        metric: str = "iou", classes=None) -> PairedDense:
+    """Mean IoU (``metric="dice"``: mean Dice) of ``pred_b`` minus that of
+    ``pred_a`` on the same images, over the classes present, or over
+    ``classes`` only (e.g. ``[1]``: a binary task's foreground), with a
     percentile bootstrap CI resampling images (the confusion matrices are
     per image, so each resample is a sum, not a re-run)."""
     pred_a, pred_b, gt = np.asarray(pred_a), np.asarray(pred_b), np.asarray(gt)
     if not (pred_a.shape == pred_b.shape == gt.shape):
         raise InputError(f"label maps must have one shape, got {pred_a.shape}, {pred_b.shape}, {gt.shape}")
+    if metric not in ("iou", "dice"):
+        raise InputError(f"metric must be 'iou' or 'dice', got {metric!r}")
+    chosen = np.ones(num_classes, bool)
+    if classes is not None:
+        chosen = np.zeros(num_classes, bool)
+        bad = [c for c in classes if not 0 <= int(c) < num_classes]
+        if bad or not len(classes):
+            raise InputError(f"classes must be a non-empty list of indices in [0, {num_classes - 1}], got {classes}")
+        chosen[np.asarray(classes, np.int64)] = True
     ca = np.stack([_confusion(pred_a[i], gt[i], num_classes, ignore_index) for i in range(len(gt))])
     cb = np.stack([_confusion(pred_b[i], gt[i], num_classes, ignore_index) for i in range(len(gt))])
 
     def miou(conf):
-        iou, _, present = _iou_dice(conf)
-        return float(np.nanmean(iou[present])) if present.any() else float("nan")
+        iou, dice, present = _iou_dice(conf)
+        present = present & chosen
+        return float(np.nanmean((iou if metric == "iou" else dice)[present])) if present.any() else float("nan")
 
     a, b = miou(ca.sum(0)), miou(cb.sum(0))
     rng = np.random.default_rng(seed)
@@ -101,7 +114,8 @@ def paired_segmentation(pred_a, pred_b, gt, num_classes: int, ignore_index: int 
     lo, hi = np.nanquantile(diffs, [(1 - level) / 2, (1 + level) / 2])
     ia = np.array([miou(c) for c in ca])
     ib = np.array([miou(c) for c in cb])
-    return PairedDense("miou", len(gt), a, b, b - a, float(lo), float(hi),
+    name = ("m" if classes is None or len(classes) > 1 else "") + metric
+    return PairedDense(name, len(gt), a, b, b - a, float(lo), float(hi),
                        int(np.sum(ib - ia > tolerance)), int(np.sum(ia - ib > tolerance)))
 
 
