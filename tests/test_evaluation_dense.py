@@ -34,6 +34,22 @@ def test_paired_segmentation_counts_and_ci():
     assert same.difference == 0 and same.ci_low == same.ci_high == 0
 
 
+def test_paired_segmentation_of_one_class_and_dice_by_hand():
+    gt = np.array([[[0, 0], [1, 1]]])
+    a = np.array([[[0, 1], [1, 1]]])   # class 1: IoU 2/3, Dice 4/5; class 0: IoU 1/2, Dice 2/3
+    b = gt.copy()                      # perfect
+    iou = paired_segmentation(a, b, gt, 2, n_boot=10, classes=[1])
+    assert (iou.metric, iou.a, iou.b) == ("iou", pytest.approx(2 / 3), 1.0)
+    dice = paired_segmentation(a, b, gt, 2, n_boot=10, metric="dice", classes=[1])
+    assert (dice.metric, dice.a, dice.difference) == ("dice", pytest.approx(0.8), pytest.approx(0.2))
+    both = paired_segmentation(a, b, gt, 2, n_boot=10, metric="dice")
+    assert (both.metric, both.a) == ("mdice", pytest.approx((0.8 + 2 / 3) / 2))
+    with pytest.raises(InputError, match="classes"):
+        paired_segmentation(a, b, gt, 2, classes=[2])
+    with pytest.raises(InputError, match="metric"):
+        paired_segmentation(a, b, gt, 2, metric="f1")
+
+
 @pytest.fixture
 def coco_gt():
     pytest.importorskip("pycocotools")

@@ -194,3 +194,13 @@ def test_d4_detector_equals_a_naive_loop():
         assert np.allclose(naive.scores[order], res.scores[i][ours], atol=1e-6)
         assert np.allclose(naive.boxes[order], res.boxes[i][ours], atol=1e-4)
         assert np.array_equal(naive.labels[order], res.labels[i][ours])
+
+
+def test_reproduce_membranes_quick_writes_its_report(tmp_path, capsys):
+    from ttakit.interfaces import cli
+
+    code = cli.main(["reproduce", "membranes", "--quick", "--shared", str(SHARED), "--cache", str(tmp_path / "w"),
+                     "--test-limit", "1", "--out", str(tmp_path / "out")])
+    assert code == 0 and list((tmp_path / "w").glob("isbi-unet-*.pt"))
+    text = (tmp_path / "out" / "membranes.md").read_text()
+    assert "| D4 | 8 |" in text and "slices 20" in text

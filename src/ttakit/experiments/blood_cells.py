@@ -16,6 +16,7 @@ by more than 0.01). Time per image is the wall time of the whole run.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +26,7 @@ import torch
 
 from ..files import write_atomic
 from .detection import map_table
-from .membranes import _minutes, _verdict
-from .trained import cached_model, shared_folder, weights_folder
+from .trained import cached_model, shared_folder, timing_note, training_words, verdict, weights_folder
 
 NMS = ("nms", {"iou_thr": 0.5})
 SOFT = ("soft_nms", {"method": "gaussian", "sigma": 0.5})
@@ -104,7 +104,7 @@ def run(cfg: BloodCellsConfig, log=print) -> dict:
     base = ARMS[0][0]
     for r in results[1:]:
         r["paired"] = paired_detection(gt, dets[base], dets[r["arm"]], n_boot=cfg.n_boot, seed=cfg.seed).as_dict()
-    return {"config": asdict(cfg), "weights": weights_path(cfg).name, "trained_now": fresh, "training": note,
+    return {"config": asdict(cfg), "load_average": os.getloadavg(), "weights": weights_path(cfg).name, "trained_now": fresh, "training": note,
             "n_images": len(test), "arms": results}
 
 
@@ -114,15 +114,14 @@ def render(summary: dict) -> str:
         "# Detection TTA where orientation does not matter: a CenterNet on BCCD blood cells", "",
         f"`ttakit reproduce blood-cells`: a small CenterNet (width {cfg['width']}, stride 4) trained by ttakit on "
         f"the {summary['training'].get('train_images', '?')} images of BCCD's train split, downscaled by "
-        f"{cfg['scale']:g} to 320x240 ({tr.get('steps', '?')} steps of {cfg['batch_size']} images, each under a "
-        f"random flip/quarter turn; seed {cfg['seed']}; {_minutes(tr.get('seconds'))} on {tr.get('threads', '?')} "
-        "thread(s) of a shared 2-core machine), evaluated through `ttakit.Detector` on the "
+        f"{cfg['scale']:g} to 320x240 (batches of {cfg['batch_size']} images, each under a random flip/quarter "
+        f"turn, seed {cfg['seed']}; {training_words(cfg, tr)}), evaluated through `ttakit.Detector` on the "
         f"{summary['n_images']} images of the test split; boxes scaled back to 640x480 and scored by pycocotools "
         "(mAP@[.5:.95], AP50) against `coco_test.json`. *Difference*: paired against no TTA on the same images, "
         f"95% bootstrap CI over images ({cfg['n_boot']} resamples); *helped/hurt*: images whose own mAP "
         "rose/fell by more than 0.01. Merges: NMS IoU 0.5, soft-NMS Gaussian sigma 0.5, WBF IoU 0.55 `avg`.", "",
         *map_table(summary["arms"])]
-    lines += ["", _verdict(summary["arms"], "map", "mAP@[.5:.95]")]
+    lines += ["", verdict(summary["arms"], "map", "mAP@[.5:.95]"), "", timing_note(summary)]
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ slices and the slices whose own score rose/fell by more than 0.005.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from ..files import write_atomic
-from .trained import cached_model, shared_folder, weights_folder
+from .trained import cached_model, shared_folder, timing_note, training_words, verdict, weights_folder
 
 #: (name, policy)
 ARMS = [("no TTA", "identity"), ("hflip", "hflips"), ("flips", "flips"), ("D4", "d4")]
@@ -98,7 +99,7 @@ def run(cfg: MembranesConfig, log=print) -> dict:
         r["paired"] = {m: paired_segmentation(preds[base], preds[r["arm"]], masks, 2, n_boot=cfg.n_boot, seed=cfg.seed,
                                               tolerance=TOLERANCE, metric=m, classes=[1]).as_dict()
                        for m in ("iou", "dice")}
-    return {"config": asdict(cfg), "weights": weights_path(cfg).name, "trained_now": fresh, "training": note,
+    return {"config": asdict(cfg), "load_average": os.getloadavg(), "weights": weights_path(cfg).name, "trained_now": fresh, "training": note,
             "test_slices": test, "n_images": len(test), "arms": results}
 
 
@@ -108,10 +109,9 @@ def render(summary: dict) -> str:
     lines = [
         "# Segmentation TTA where orientation does not matter: a U-Net on ISBI 2012 EM membranes", "",
         f"`ttakit reproduce membranes`: a U-Net (width {cfg['width']}, depth 3) trained by ttakit on slices 0-19 "
-        f"of `data/isbi2012-membrane` ({tr.get('steps', '?')} steps of {cfg['batch_size']} random "
-        f"{cfg['crop']}x{cfg['crop']} crops at full resolution, each under a random flip/quarter turn; seed "
-        f"{cfg['seed']}; {_minutes(tr.get('seconds'))} on {tr.get('threads', '?')} thread(s) of a shared "
-        "2-core machine), evaluated through `ttakit.Segmenter` (mean of the views' probabilities) on the "
+        f"of `data/isbi2012-membrane` (batches of {cfg['batch_size']} random {cfg['crop']}x{cfg['crop']} crops at "
+        f"full resolution, each under a random flip/quarter turn, seed {cfg['seed']}; {training_words(cfg, tr)}), "
+        "evaluated through `ttakit.Segmenter` (mean of the views' probabilities) on the "
         f"{summary['n_images']} whole 512x512 held-out slices {_span(summary['test_slices'])}. Scores: the "
         "membrane class's IoU and Dice, pixels of all held-out slices pooled. *Difference*: paired against no "
         f"TTA on the same slices, 95% bootstrap CI over slices ({cfg['n_boot']} resamples); *helped/hurt*: "
@@ -126,7 +126,7 @@ def render(summary: dict) -> str:
         hh = "" if p is None else f"{p['iou']['improved']}/{p['iou']['worsened']}"
         lines.append(f"| {r['arm']} | {r['views']} | {r['iou']:.4f} | {iou_d} | {hh} | {r['dice']:.4f} | {dice_d} | "
                      f"{r['ms_per_image']:.0f} | {r['ms_per_image'] / base['ms_per_image']:.1f}x |")
-    lines += ["", _verdict(summary["arms"], "iou", "membrane IoU")]
+    lines += ["", verdict(summary["arms"], "iou", "membrane IoU"), "", timing_note(summary)]
     return "\n".join(lines) + "\n"
 
 
@@ -136,28 +136,6 @@ def _diff(p: dict) -> str:
 
 def _span(slices: list) -> str:
     return f"{slices[0]}-{slices[-1]}" if len(slices) > 1 else str(slices[0])
-
-
-def _minutes(seconds) -> str:
-    return "? min" if seconds is None else f"{seconds / 60:.1f} min"
-
-
-def _verdict(arms: list[dict], key: str, label: str, points: float = 100) -> str:
-    """One plain sentence per TTA arm: helps (CI above 0), hurts (below) or
-    no difference the CI can tell from zero."""
-    base = arms[0]
-    parts = []
-    for r in arms[1:]:
-        p = r["paired"][key] if key in r["paired"] else r["paired"]
-        d = f"{points * p['difference']:+.2f} points"
-        if p["ci_low"] > 0:
-            word = f"helps ({d}, CI above zero)"
-        elif p["ci_high"] < 0:
-            word = f"hurts ({d}, CI below zero)"
-        else:
-            word = f"does not help measurably ({d}, CI includes zero)"
-        parts.append(f"{r['arm']} {word} at {r['ms_per_image'] / base['ms_per_image']:.1f}x the time")
-    return f"On {label}: " + "; ".join(parts) + "."
 
 
 def write(summary: dict, out) -> Path:

@@ -53,3 +53,42 @@ def cached_model(path: Path, build: Callable[[], torch.nn.Module], train: Callab
     write_atomic(note_path, json.dumps(note, indent=1) + "\n")
     log(f"saved weights {path}")
     return model, note, True
+
+
+def minutes(seconds) -> str:
+    return "? min" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def training_words(cfg: dict, tr: dict) -> str:
+    """How the training went, in words: steps done of those asked, wall time, threads, CPU share."""
+    steps = f"{tr.get('steps', '?')} steps" + (f" of the {cfg['steps']} asked: stopped by the "
+                                              f"{cfg['max_minutes']:g}-minute cap" if tr.get("stopped_by_time") else "")
+    cpu = f", {tr['cpu_seconds'] / 60:.1f} min of CPU" if tr.get("cpu_seconds") else ""
+    return (f"{steps}; {minutes(tr.get('seconds'))} wall{cpu} on {tr.get('threads', '?')} torch thread(s) of a "
+            "2-core machine shared with other jobs")
+
+
+def verdict(arms: list[dict], key: str, label: str, points: float = 100) -> str:
+    """One plain sentence per TTA arm: helps (CI above 0), hurts (below) or
+    no difference the CI can tell from zero."""
+    base = arms[0]
+    parts = []
+    for r in arms[1:]:
+        p = r["paired"][key] if key in r["paired"] else r["paired"]
+        d = f"{points * p['difference']:+.2f} points"
+        if p["ci_low"] > 0:
+            word = f"helps ({d}, CI above zero)"
+        elif p["ci_high"] < 0:
+            word = f"hurts ({d}, CI below zero)"
+        else:
+            word = f"does not help measurably ({d}, CI includes zero)"
+        parts.append(f"{r['arm']} {word} at {r['ms_per_image'] / base['ms_per_image']:.1f}x the time")
+    return f"On {label}: " + "; ".join(parts) + "."
+
+
+def timing_note(summary: dict) -> str:
+    """What the time per image means on the machine the run had."""
+    load = summary.get("load_average")
+    at = f" (load average {load[0]:.1f} over 1 minute at the end of the run)" if load else ""
+    return (f"Times: wall time of each arm's whole run on {summary['config']['threads']} torch thread(s), the arms "
+            f"one after the other on a 2-core machine shared with other jobs{at}; the ratios are rough.")

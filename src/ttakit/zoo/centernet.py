@@ -35,8 +35,8 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class CenterNet(nn.Module):
-    """``width`` channels at stride 2, doubled per stage (width 16: about
-    0.4 M parameters); ``num_classes`` heatmaps."""
+    """``width`` channels at stride 2, doubled per stage (width 16: 0.49 M
+    parameters); ``num_classes`` heatmaps."""
 
     def __init__(self, num_classes: int = 3, width: int = 16, neck: int = 64):
         super().__init__()

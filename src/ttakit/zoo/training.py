@@ -23,6 +23,7 @@ class TrainLog:
     losses: list = field(default_factory=list)
     steps: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0   #: CPU time of the process: below seconds x threads on a busy machine
     threads: int = 1
     stopped_by_time: bool = False
 
@@ -31,7 +32,7 @@ class TrainLog:
 
     def as_dict(self) -> dict:
         n = max(1, min(20, len(self.losses) // 5))
-        return {"steps": self.steps, "seconds": self.seconds, "threads": self.threads,
+        return {"steps": self.steps, "seconds": self.seconds, "cpu_seconds": self.cpu_seconds, "threads": self.threads,
                 "stopped_by_time": self.stopped_by_time,
                 "loss_first": self.mean_loss(0, n) if self.losses else None,
                 "loss_last": self.mean_loss(-n) if self.losses else None}
@@ -52,7 +53,7 @@ def train_steps(model: torch.nn.Module, batch: Callable[[np.random.Generator], t
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     out = TrainLog(threads=torch.get_num_threads())
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model.train()
     for step in range(steps):
         elapsed = time.perf_counter() - t0
@@ -73,7 +74,7 @@ def train_steps(model: torch.nn.Module, batch: Callable[[np.random.Generator], t
         if log is not None and (step + 1) % every == 0:
             log(f"step {step + 1}/{steps}: loss {np.mean(out.losses[-every:]):.4f} "
                 f"({time.perf_counter() - t0:.0f} s)")
-    out.seconds = time.perf_counter() - t0
+    out.seconds, out.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     model.eval()
     return out
 
