@@ -68,3 +68,40 @@ def test_coco_map_perfect_and_shifted(coco_gt):
     assert m["map"] < 0.2 and m["ap50"] == 0.0
     r = paired_detection(coco_gt, off, perfect, n_boot=20)
     assert r.difference > 0.8 and r.ci_low > 0.5 and r.improved == 6 and r.worsened == 0
+
+
+def test_paired_detection_resamples_equal_cocoeval_rerun_on_the_resampled_set():
+    """The bootstrap re-accumulates matched images; re-running COCOeval on a
+    resampled data set (repeats as new image ids) must give the same mAP."""
+    pytest.importorskip("pycocotools")
+    from ttakit.evaluation.dense import _map_of, _matched, load_coco_ground_truth
+
+    rng = np.random.default_rng(1)
+    images = [{"id": i, "width": 200, "height": 200} for i in range(1, 9)]
+    anns, dets = [], []
+    for img in images:
+        for _ in range(rng.integers(0, 5)):
+            x, y, w, h = (float(v) for v in rng.uniform([0, 0, 5, 5], [150, 150, 50, 50]))
+            cat = int(rng.integers(1, 3))
+            anns.append({"id": len(anns) + 1, "image_id": img["id"], "category_id": cat, "bbox": [x, y, w, h],
+                         "area": w * h, "iscrowd": 0})
+            if rng.random() < 0.8:
+                dets.append({"image_id": img["id"], "category_id": cat, "score": float(rng.random()),
+                             "bbox": [x + float(rng.normal(0, 3)), y + float(rng.normal(0, 3)), w, h]})
+        for _ in range(rng.integers(0, 3)):  # false positives
+            dets.append({"image_id": img["id"], "category_id": int(rng.integers(1, 3)), "score": float(rng.random()),
+                         "bbox": [float(v) for v in rng.uniform([0, 0, 5, 5], [150, 150, 50, 50])]})
+    cats = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    gt = load_coco_ground_truth({"images": images, "annotations": anns, "categories": cats})
+    ids = sorted(gt.getImgIds())
+    ev = _matched(gt, dets, ids)
+    for pick in ([0, 0, 3, 5, 5, 5, 7, 2], [1], list(range(8)), [4, 4]):
+        new_images, new_anns, new_dets = [], [], []
+        for new_id, pos in enumerate(pick, 1):
+            old = ids[pos]
+            new_images.append({"id": new_id, "width": 200, "height": 200})
+            new_anns += [dict(a, id=len(new_anns) + k + 1, image_id=new_id)
+                         for k, a in enumerate(x for x in anns if x["image_id"] == old)]
+            new_dets += [dict(d, image_id=new_id) for d in dets if d["image_id"] == old]
+        rerun = coco_map({"images": new_images, "annotations": new_anns, "categories": cats}, new_dets)["map"]
+        assert 0.05 < rerun < 1 and _map_of(ev, pick) == pytest.approx(rerun, abs=1e-12)

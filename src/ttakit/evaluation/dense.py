@@ -13,6 +13,7 @@ images each change helped or hurt.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from dataclasses import asdict, dataclass
 
@@ -181,40 +182,59 @@ def coco_map(ground_truth, detections: list[dict], image_ids=None) -> dict:
 def paired_detection(ground_truth, dets_a: list[dict], dets_b: list[dict], level: float = 0.95,
                      n_boot: int = 200, seed: int = 0) -> PairedDense:
     """mAP of ``dets_b`` minus that of ``dets_a``, with a bootstrap CI over
-    images (a resample repeats images: each copy gets a new image id)."""
+    images (a resample repeats images, as if each copy were a new image).
+
+    COCOeval matches detections to ground truth per image and category, so
+    each side is matched once (``COCOeval.evaluate``) and a resample, or one
+    image's own mAP, only re-accumulates the matched images it picks: the
+    same numbers as re-running COCOeval on the resampled set, at a fraction
+    of the cost."""
     gt = ground_truth if hasattr(ground_truth, "getImgIds") else load_coco_ground_truth(ground_truth)
     ids = sorted(gt.getImgIds())
-    a, b = coco_map(gt, dets_a, ids)["map"], coco_map(gt, dets_b, ids)["map"]
-    by_img_a, by_img_b = _by_image(dets_a), _by_image(dets_b)
+    ev_a, ev_b = _matched(gt, dets_a, ids), _matched(gt, dets_b, ids)
+    everything = np.arange(len(ids))
+    a, b = _map_of(ev_a, everything), _map_of(ev_b, everything)
     rng = np.random.default_rng(seed)
     diffs = np.empty(n_boot)
     for j in range(n_boot):
-        pick = rng.choice(ids, len(ids))
-        g, da, db = _resampled(gt, pick, by_img_a, by_img_b)
-        diffs[j] = coco_map(g, db)["map"] - coco_map(g, da)["map"]
+        pick = rng.integers(0, len(ids), len(ids))
+        diffs[j] = _map_of(ev_b, pick) - _map_of(ev_a, pick)
     lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    per_a = np.array([coco_map(gt, dets_a, [i])["map"] for i in ids])
-    per_b = np.array([coco_map(gt, dets_b, [i])["map"] for i in ids])
+    per_a = np.array([_map_of(ev_a, [i]) for i in everything])
+    per_b = np.array([_map_of(ev_b, [i]) for i in everything])
     return PairedDense("map", len(ids), a, b, b - a, float(lo), float(hi),
                        int(np.sum(per_b - per_a > 0.01)), int(np.sum(per_a - per_b > 0.01)))
 
 
-def _by_image(dets):
-    out: dict[int, list] = {}
-    for d in dets:
-        out.setdefault(int(d["image_id"]), []).append(d)
-    return out
+def _matched(gt, dets: list[dict], ids: list):
+    """A COCOeval that has matched ``dets`` on the images ``ids`` (None without detections)."""
+    _, COCOeval = _coco()
+    dets = [d for d in dets if d["image_id"] in set(ids)]
+    if not dets:
+        return None
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+        ev.params.imgIds = list(ids)
+        ev.evaluate()
+    return ev
 
 
-def _resampled(gt, pick, by_a, by_b):
-    images, anns, da, db = [], [], [], []
-    for new_id, old in enumerate(pick, 1):
-        img = dict(gt.imgs[int(old)], id=new_id)
-        images.append(img)
-        for a in gt.imgToAnns.get(int(old), []):
-            anns.append(dict(a, id=len(anns) + 1, image_id=new_id))
-        da += [dict(d, image_id=new_id) for d in by_a.get(int(old), [])]
-        db += [dict(d, image_id=new_id) for d in by_b.get(int(old), [])]
-    g = load_coco_ground_truth({"images": images, "annotations": anns,
-                                "categories": list(gt.cats.values())})
-    return g, da, db
+def _map_of(ev, positions) -> float:
+    """AP@[.5:.95] (all areas, 100 detections) of the matched images at
+    ``positions`` of ``ev``'s image list, repeats counted as new images;
+    0 where COCO has nothing to score, as :func:`coco_map`."""
+    if ev is None:
+        return 0.0
+    pe = ev._paramsEval
+    n_img, n_area = len(pe.imgIds), len(pe.areaRng)
+    sub = copy.copy(ev)
+    sub.params, sub._paramsEval = copy.copy(ev.params), copy.copy(pe)
+    sub.params.imgIds = sub._paramsEval.imgIds = list(range(len(positions)))
+    sub.evalImgs = [ev.evalImgs[k * n_area * n_img + a * n_img + int(i)]
+                    for k in range(len(pe.catIds)) for a in range(n_area) for i in positions]
+    with contextlib.redirect_stdout(io.StringIO()):
+        sub.accumulate()
+    area = sub.params.areaRngLbl.index("all")
+    prec = sub.eval["precision"][:, :, :, area, sub.params.maxDets.index(100)]
+    valid = prec[prec > -1]
+    return float(max(valid.mean(), 0.0)) if valid.size else 0.0
