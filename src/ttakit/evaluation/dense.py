@@ -227,14 +227,19 @@ def _map_of(ev, positions) -> float:
         return 0.0
     pe = ev._paramsEval
     n_img, n_area = len(pe.imgIds), len(pe.areaRng)
+    area = pe.areaRngLbl.index("all")
     sub = copy.copy(ev)
     sub.params, sub._paramsEval = copy.copy(ev.params), copy.copy(pe)
     sub.params.imgIds = sub._paramsEval.imgIds = list(range(len(positions)))
-    sub.evalImgs = [ev.evalImgs[k * n_area * n_img + a * n_img + int(i)]
-                    for k in range(len(pe.catIds)) for a in range(n_area) for i in positions]
+    # accumulate only what AP@[.5:.95] reads: the "all" area range (read at offset 0), 100 detections
+    sub.params.areaRng, sub.params.areaRngLbl, sub.params.maxDets = [pe.areaRng[area]], ["all"], [100]
+    sub.evalImgs = [None] * (len(pe.catIds) * n_area * len(positions))
+    for k in range(len(pe.catIds)):
+        for j, i in enumerate(positions):
+            sub.evalImgs[k * n_area * len(positions) + j] = \
+                ev.evalImgs[k * n_area * n_img + area * n_img + int(i)]
     with contextlib.redirect_stdout(io.StringIO()):
         sub.accumulate()
-    area = sub.params.areaRngLbl.index("all")
-    prec = sub.eval["precision"][:, :, :, area, sub.params.maxDets.index(100)]
+    prec = sub.eval["precision"][:, :, :, 0, 0]
     valid = prec[prec > -1]
     return float(max(valid.mean(), 0.0)) if valid.size else 0.0
