@@ -106,14 +106,17 @@ def render(summary: dict) -> str:
 def map_table(arms: list[dict]) -> list[str]:
     """Markdown rows (header first) of detection arms, each paired against ``arms[0]``."""
     base = arms[0]
-    lines = ["| arm | views | mAP | AP50 | mAP difference [95% CI] | helped/hurt | ms/image | time vs no TTA |",
+    key = "cpu_ms_per_image" if "cpu_ms_per_image" in base else "ms_per_image"
+    unit = "CPU ms" if key == "cpu_ms_per_image" else "ms"
+    lines = [f"| arm | views | mAP | AP50 | mAP difference [95% CI] | helped/hurt | {unit}/image | "
+             f"{unit.replace(' ms', ' time').replace('ms', 'time')} vs no TTA |",
              "|---|---:|---:|---:|---|---|---:|---:|"]
     for r in arms:
         p = r.get("paired")
         diff = "(baseline)" if p is None else f"{p['difference']:+.4f} [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]"
         hh = "" if p is None else f"{p['improved']}/{p['worsened']}"
         lines.append(f"| {r['arm']} | {r['views']} | {r['map']:.4f} | {r['ap50']:.4f} | {diff} | {hh} | "
-                     f"{r['ms_per_image']:.0f} | {r['ms_per_image'] / base['ms_per_image']:.2f}x |")
+                     f"{r[key]:.0f} | {r[key] / base[key]:.2f}x |")
     return lines
 
 

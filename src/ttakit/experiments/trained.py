@@ -82,13 +82,15 @@ def verdict(arms: list[dict], key: str, label: str, points: float = 100) -> str:
             word = f"hurts ({d}, CI below zero)"
         else:
             word = f"does not help measurably ({d}, CI includes zero)"
-        parts.append(f"{r['arm']} {word} at {r['ms_per_image'] / base['ms_per_image']:.1f}x the time")
+        t = "cpu_ms_per_image" if "cpu_ms_per_image" in r else "ms_per_image"
+        parts.append(f"{r['arm']} {word} at {r[t] / base[t]:.1f}x the {'CPU ' if t.startswith('cpu') else ''}time")
     return f"On {label}: " + "; ".join(parts) + "."
 
 
 def timing_note(summary: dict) -> str:
     """What the time per image means on the machine the run had."""
     load = summary.get("load_average")
-    at = f" (load average {load[0]:.1f} over 1 minute at the end of the run)" if load else ""
-    return (f"Times: wall time of each arm's whole run on {summary['config']['threads']} torch thread(s), the arms "
-            f"one after the other on a 2-core machine shared with other jobs{at}; the ratios are rough.")
+    at = f"; 1-minute load average {load[0]:.1f} at the end of the run" if load else ""
+    return (f"Times: CPU time of this process over each arm's whole run on {summary['config']['threads']} torch "
+            f"thread(s) (wall time, in the JSON as ms_per_image, is meaningless here: the arms ran one after the "
+            f"other on a 2-core machine shared with other jobs{at}).")
