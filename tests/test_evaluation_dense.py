@@ -34,6 +34,22 @@ def test_paired_segmentation_counts_and_ci():
     assert same.difference == 0 and same.ci_low == same.ci_high == 0
 
 
+def test_paired_segmentation_of_one_class_and_dice_by_hand():
+    gt = np.array([[[0, 0], [1, 1]]])
+    a = np.array([[[0, 1], [1, 1]]])   # class 1: IoU 2/3, Dice 4/5; class 0: IoU 1/2, Dice 2/3
+    b = gt.copy()                      # perfect
+    iou = paired_segmentation(a, b, gt, 2, n_boot=10, classes=[1])
+    assert (iou.metric, iou.a, iou.b) == ("iou[1]", pytest.approx(2 / 3), 1.0)
+    dice = paired_segmentation(a, b, gt, 2, n_boot=10, metric="dice", classes=[1])
+    assert (dice.metric, dice.a, dice.difference) == ("dice[1]", pytest.approx(0.8), pytest.approx(0.2))
+    both = paired_segmentation(a, b, gt, 2, n_boot=10, metric="dice")
+    assert (both.metric, both.a) == ("mdice", pytest.approx((0.8 + 2 / 3) / 2))
+    with pytest.raises(InputError, match="classes"):
+        paired_segmentation(a, b, gt, 2, classes=[2])
+    with pytest.raises(InputError, match="metric"):
+        paired_segmentation(a, b, gt, 2, metric="f1")
+
+
 @pytest.fixture
 def coco_gt():
     pytest.importorskip("pycocotools")
@@ -178,3 +194,40 @@ def test_oks_ap_through_pycocotools_and_paired():
     assert r.metric == "oks_ap" and r.difference > 0 and r.b == pytest.approx(1.0)
     with pytest.raises(InputError, match="iou_type"):
         coco_map(data, exact, iou_type="kp")
+
+
+def test_paired_detection_resamples_equal_cocoeval_rerun_on_the_resampled_set():
+    """The bootstrap re-accumulates matched images; re-running COCOeval on a
+    resampled data set (repeats as new image ids) must give the same mAP."""
+    pytest.importorskip("pycocotools")
+    from ttakit.evaluation.dense import _map_of, _matched, load_coco_ground_truth
+
+    rng = np.random.default_rng(1)
+    images = [{"id": i, "width": 200, "height": 200} for i in range(1, 9)]
+    anns, dets = [], []
+    for img in images:
+        for _ in range(rng.integers(0, 5)):
+            x, y, w, h = (float(v) for v in rng.uniform([0, 0, 5, 5], [150, 150, 50, 50]))
+            cat = int(rng.integers(1, 3))
+            anns.append({"id": len(anns) + 1, "image_id": img["id"], "category_id": cat, "bbox": [x, y, w, h],
+                         "area": w * h, "iscrowd": 0})
+            if rng.random() < 0.8:
+                dets.append({"image_id": img["id"], "category_id": cat, "score": float(rng.random()),
+                             "bbox": [x + float(rng.normal(0, 3)), y + float(rng.normal(0, 3)), w, h]})
+        for _ in range(rng.integers(0, 3)):  # false positives
+            dets.append({"image_id": img["id"], "category_id": int(rng.integers(1, 3)), "score": float(rng.random()),
+                         "bbox": [float(v) for v in rng.uniform([0, 0, 5, 5], [150, 150, 50, 50])]})
+    cats = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    gt = load_coco_ground_truth({"images": images, "annotations": anns, "categories": cats})
+    ids = sorted(gt.getImgIds())
+    ev = _matched(gt, dets, ids)
+    for pick in ([0, 0, 3, 5, 5, 5, 7, 2], [1], list(range(8)), [4, 4]):
+        new_images, new_anns, new_dets = [], [], []
+        for new_id, pos in enumerate(pick, 1):
+            old = ids[pos]
+            new_images.append({"id": new_id, "width": 200, "height": 200})
+            new_anns += [dict(a, id=len(new_anns) + k + 1, image_id=new_id)
+                         for k, a in enumerate(x for x in anns if x["image_id"] == old)]
+            new_dets += [dict(d, image_id=new_id) for d in dets if d["image_id"] == old]
+        rerun = coco_map({"images": new_images, "annotations": new_anns, "categories": cats}, new_dets)["map"]
+        assert 0.05 < rerun < 1 and _map_of(ev, pick) == pytest.approx(rerun, abs=1e-12)

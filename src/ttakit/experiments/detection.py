@@ -90,14 +90,7 @@ def render(summary: dict) -> str:
         "`ttakit.Detector` with `ttakit.zoo.yolox`'s decode; mAP@[.5:.95] and AP50 by pycocotools. *Difference*: "
         f"paired against no TTA on the same images, 95% bootstrap CI over images ({summary['config']['n_boot']} "
         "resamples); *helped/hurt*: images whose own mAP rose/fell by more than 0.01.", "",
-        "| arm | views | mAP | AP50 | mAP difference [95% CI] | helped/hurt | ms/image | time vs no TTA |",
-        "|---|---:|---:|---:|---|---|---:|---:|"]
-    for r in summary["arms"]:
-        p = r.get("paired")
-        diff = "(baseline)" if p is None else f"{p['difference']:+.4f} [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]"
-        hh = "" if p is None else f"{p['improved']}/{p['worsened']}"
-        lines.append(f"| {r['arm']} | {r['views']} | {r['map']:.4f} | {r['ap50']:.4f} | {diff} | {hh} | "
-                     f"{r['ms_per_image']:.0f} | {r['ms_per_image'] / base['ms_per_image']:.2f}x |")
+        *map_table(summary["arms"])]
     arms = summary["arms"][1:]
     best = max(arms, key=lambda r: r["map"])
     flat = [r["arm"] for r in arms if r["paired"]["ci_low"] <= 0 <= r["paired"]["ci_high"]]
@@ -108,6 +101,23 @@ def render(summary: dict) -> str:
                   "about 3.6x the time; the WBF paper finds WBF better than NMS for merging TTA and ensembles. "
                   + _wbf_sentence(arms)]
     return "\n".join(lines) + "\n"
+
+
+def map_table(arms: list[dict]) -> list[str]:
+    """Markdown rows (header first) of detection arms, each paired against ``arms[0]``."""
+    base = arms[0]
+    key = "cpu_ms_per_image" if "cpu_ms_per_image" in base else "ms_per_image"
+    unit = "CPU ms" if key == "cpu_ms_per_image" else "ms"
+    lines = [f"| arm | views | mAP | AP50 | mAP difference [95% CI] | helped/hurt | {unit}/image | "
+             f"{unit.replace(' ms', ' time').replace('ms', 'time')} vs no TTA |",
+             "|---|---:|---:|---:|---|---|---:|---:|"]
+    for r in arms:
+        p = r.get("paired")
+        diff = "(baseline)" if p is None else f"{p['difference']:+.4f} [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]"
+        hh = "" if p is None else f"{p['improved']}/{p['worsened']}"
+        lines.append(f"| {r['arm']} | {r['views']} | {r['map']:.4f} | {r['ap50']:.4f} | {diff} | {hh} | "
+                     f"{r[key]:.0f} | {r[key] / base[key]:.2f}x |")
+    return lines
 
 
 def _wbf_sentence(arms: list[dict]) -> str:

@@ -1,4 +1,5 @@
-"""``ttakit reproduce tutorial|resnet|tuning|tabular|detection|segmentation|keypoints``: rerun a reference experiment.
+"""``ttakit reproduce EXPERIMENT``: rerun a reference experiment (tutorial, resnet, tuning, tabular,
+detection, segmentation, keypoints, blood-cells, membranes).
 
 The experiments themselves are :mod:`ttakit.experiments`; this module only
 maps options to their configurations."""
@@ -53,7 +54,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                            help="tutorial: the founding Keras CNN experiment; resnet: the published ResNets; "
                                 "tuning: policy search; tabular: row TTA on scikit-learn models; "
                                 "detection: YOLOX-nano on COCO; segmentation: MediaPipe on Penn-Fudan; "
-                                "keypoints: MediaPipe Pose on COCO persons")
+                                "keypoints: MediaPipe Pose on COCO persons; "
+                                "blood-cells, membranes: models trained here, D4 where orientation does not matter")
     sub.required = True
     t = sub.add_parser("tutorial", help="the founding Keras CNN experiment, paired (trains R models)",
                        description="Train the tutorial's Keras CNN R times and evaluate every policy on "
@@ -127,6 +129,63 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_shared_args(kp, "data/coco-val2017-mini", "people", 1000, "keypoints.md and keypoints.json",
                     "results/keypoints")
 
+    add_trained_args(sub)
+
+
+def add_trained_args(sub) -> None:
+    from ...experiments.blood_cells import BloodCellsConfig
+    from ...experiments.membranes import MembranesConfig
+
+    bc = sub.add_parser("blood-cells", help="a CenterNet trained here on BCCD: no TTA vs flips vs D4, NMS, "
+                                            "soft-NMS, WBF",
+                        description="Train (or load from the cache) a small CenterNet on BCCD's train split "
+                                    "(../shared/data/bccd, images at 320x240), then evaluate it through "
+                                    "ttakit.Detector on the test split: no TTA, flips and D4, each merged by NMS, "
+                                    "soft-NMS and WBF; mAP and AP50 by pycocotools, paired against no TTA.")
+    mb = sub.add_parser("membranes", help="a U-Net trained here on ISBI 2012 slices 0-19: no TTA vs flips vs D4 "
+                                          "on slices 20-29",
+                        description="Train (or load from the cache) a small U-Net on ISBI 2012 EM slices 0-19 "
+                                    "(../shared/data/isbi2012-membrane), then evaluate it through "
+                                    "ttakit.Segmenter on slices 20-29: no TTA, hflip, flips and D4; membrane IoU "
+                                    "and Dice, paired against no TTA.")
+    for p, cfg, what in ((bc, BloodCellsConfig(), "blood-cells"), (mb, MembranesConfig(), "membranes")):
+        p.add_argument("--shared", metavar="DIR", default="../shared",
+                       help="the folder holding data/bccd and data/isbi2012-membrane. Default: ../shared")
+        p.add_argument("--cache", metavar="DIR", default=None,
+                       help="folder of the trained weights (a state_dict per configuration, reused when present). "
+                            "Default: ~/.cache/ttakit/trained ($XDG_CACHE_HOME/ttakit/trained)")
+        p.add_argument("--steps", type=int, default=cfg.steps,
+                       help=f"training steps (a new configuration trains anew). Default: {cfg.steps}")
+        p.add_argument("--max-minutes", type=float, default=cfg.max_minutes,
+                       help=f"stop training after this many minutes even if steps remain. Default: {cfg.max_minutes:g}")
+        p.add_argument("--seed", type=int, default=cfg.seed, help=f"seed of weights and batches. Default: {cfg.seed}")
+        p.add_argument("--threads", type=int, default=cfg.threads,
+                       help=f"torch threads for training and evaluation. Default: {cfg.threads}")
+        p.add_argument("--test-limit", type=int, metavar="N", default=None,
+                       help="evaluate on the first N held-out images only. Default: all")
+        p.add_argument("--n-boot", type=int, default=cfg.n_boot,
+                       help=f"bootstrap resamples per comparison. Default: {cfg.n_boot}")
+        p.add_argument("--quick", action="store_true",
+                       help="a seconds-long smoke run: a tiny net, a few steps, a few images (not a result)")
+        p.add_argument("--out", metavar="DIR", default=None,
+                       help=f"folder for {what}.md and {what}.json. Default: results/{what}")
+
+
+def run_trained(args: argparse.Namespace) -> int:
+    from ...experiments import blood_cells, membranes
+
+    module, cls = ((blood_cells, blood_cells.BloodCellsConfig) if args.experiment == "blood-cells"
+                   else (membranes, membranes.MembranesConfig))
+    given = {"shared": args.shared, "cache": args.cache, "seed": args.seed, "threads": args.threads,
+             "out": args.out or f"results/{args.experiment}"}
+    if args.test_limit is not None:
+        given["test_limit"] = args.test_limit
+    if args.quick:
+        cfg = cls.quick(**given)
+    else:
+        cfg = cls(steps=args.steps, max_minutes=args.max_minutes, n_boot=args.n_boot, **given)
+    return run_reported(module, cfg)
+
 
 def run_reported(experiment, cfg) -> int:
     """Run an experiment module (``run``, ``render``, ``write``), logging to
@@ -171,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = keypoints.KeypointsConfig(shared=args.shared, limit=args.limit, n_boot=args.n_boot,
                                         out=args.out or "results/keypoints")
         return run_reported(keypoints, cfg)
+    if args.experiment in ("blood-cells", "membranes"):
+        return run_trained(args)
     if args.experiment == "tabular":
         import sys
 
@@ -204,5 +265,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, tuning, tabular, detection, "
-                  "segmentation, keypoints) and write a report",
+                  "segmentation, keypoints, blood-cells, membranes) and write a report",
                   configure=configure, run=run)
