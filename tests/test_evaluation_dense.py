@@ -231,3 +231,41 @@ def test_paired_detection_resamples_equal_cocoeval_rerun_on_the_resampled_set():
             new_dets += [dict(d, image_id=new_id) for d in dets if d["image_id"] == old]
         rerun = coco_map({"images": new_images, "annotations": new_anns, "categories": cats}, new_dets)["map"]
         assert 0.05 < rerun < 1 and _map_of(ev, pick) == pytest.approx(rerun, abs=1e-12)
+
+
+def test_paired_detection_keypoints_resamples_equal_cocoeval_rerun():
+    """The same re-accumulation for OKS AP (``iou_type="keypoints"``: 20
+    detections per image, area ranges all/medium/large)."""
+    pytest.importorskip("pycocotools")
+    from ttakit.evaluation.dense import _map_of, _matched, load_coco_ground_truth
+
+    rng = np.random.default_rng(2)
+    images = [{"id": i, "width": 300, "height": 300} for i in range(1, 7)]
+    anns, dets = [], []
+    for img in images:
+        for _ in range(rng.integers(1, 4)):
+            x, y = (float(v) for v in rng.uniform(0, 200, 2))
+            w, h = (float(v) for v in rng.uniform(40, 90, 2))
+            pts = np.column_stack([rng.uniform(x, x + w, 17), rng.uniform(y, y + h, 17), np.full(17, 2.0)])
+            anns.append({"id": len(anns) + 1, "image_id": img["id"], "category_id": 1, "bbox": [x, y, w, h],
+                         "area": w * h, "iscrowd": 0, "num_keypoints": 17, "keypoints": pts.ravel().tolist()})
+            noisy = pts.copy()
+            noisy[:, :2] += rng.normal(0, rng.uniform(1, 8), (17, 2))
+            dets.append({"image_id": img["id"], "category_id": 1, "score": float(rng.random()),
+                         "keypoints": noisy.ravel().tolist()})
+    cats = [{"id": 1, "name": "person", "keypoints": [str(k) for k in range(17)], "skeleton": []}]
+    data = {"images": images, "annotations": anns, "categories": cats}
+    gt = load_coco_ground_truth(data)
+    ids = sorted(gt.getImgIds())
+    ev = _matched(gt, dets, ids, "keypoints")
+    for pick in ([0, 0, 3, 5, 5, 2], [1], list(range(6)), [4, 4]):
+        new_images, new_anns, new_dets = [], [], []
+        for new_id, pos in enumerate(pick, 1):
+            old = ids[pos]
+            new_images.append({"id": new_id, "width": 300, "height": 300})
+            new_anns += [dict(a, id=len(new_anns) + k + 1, image_id=new_id)
+                         for k, a in enumerate(x for x in anns if x["image_id"] == old)]
+            new_dets += [dict(d, image_id=new_id) for d in dets if d["image_id"] == old]
+        rerun = coco_map({"images": new_images, "annotations": new_anns, "categories": cats}, new_dets,
+                         iou_type="keypoints")["map"]
+        assert 0.05 < rerun < 1 and _map_of(ev, pick) == pytest.approx(rerun, abs=1e-12)
