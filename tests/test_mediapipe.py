@@ -71,7 +71,7 @@ def test_segmenter_without_tta_is_mediapipe_itself_and_scores_like_the_readme(se
     preds, gts = [], []
     for stem in PENN_STEMS:
         img, gt = penn(stem)
-        res = ttakit.Segmenter(model, "identity", data_layout="NHWC").run(img[None])
+        res = ttakit.Segmenter(model, "identity", data_layout="NHWC", output="probs").run(img[None])
         direct = selfie.process(img).segmentation_mask
         np.testing.assert_allclose(res.probs[0, 1], direct, atol=1e-6)
         np.testing.assert_array_equal(res.labels[0], (direct > 0.5).astype(np.int64))
@@ -84,7 +84,7 @@ def test_segmenter_without_tta_is_mediapipe_itself_and_scores_like_the_readme(se
 def test_flip_tta_equals_a_naive_loop_of_mediapipe_calls(selfie):
     from ttakit.zoo.mediapipe import SelfieSegmentation
 
-    seg = ttakit.Segmenter(SelfieSegmentation(), "identity + hflip", "mean", data_layout="NHWC")
+    seg = ttakit.Segmenter(SelfieSegmentation(), "identity + hflip", "mean", data_layout="NHWC", output="probs")
     for stem in PENN_STEMS[:2]:
         img, _ = penn(stem)
         res = seg.run(img[None])

@@ -143,12 +143,24 @@ def test_binary_maps_labels_only_and_memory_per_chunk():
         return torch.sigmoid(a[:, :1] * 4 - 2)
 
     x = torch.rand(20, 3, 8, 6)
-    res = ttakit.Segmenter(sigmoid_model, "d4", labels_only=True, batch_size=8).run(x)
+    res = ttakit.Segmenter(sigmoid_model, "d4", labels_only=True, batch_size=8, output="probs").run(x)
     assert res.probs is None and res.labels.shape == (20, 8, 6)
     np.testing.assert_array_equal(res.labels, (x[:, 0] > 0.5).numpy().astype(np.int64))
     assert max(sizes) <= 8 and sum(sizes) == 8 * 20  # one view of one chunk per forward
     with pytest.raises(InputError, match="labels_only"):
-        ttakit.Segmenter(sigmoid_model, "hflip", labels_only=True).predict_proba(x)
+        ttakit.Segmenter(sigmoid_model, "hflip", labels_only=True, output="probs").predict_proba(x)
+
+
+def test_auto_output_does_not_guess_a_one_channel_map_inside_0_1():
+    x = torch.rand(4, 3, 8, 6)
+    weak_logits = lambda a: torch.as_tensor(a)[:, :1] * 0.1 + 0.3       # logits that all lie in [0, 1]
+    with pytest.raises(ModelOutputError, match="output='probs' or output='logits'"):
+        ttakit.Segmenter(weak_logits, "identity + hflip").run(x)
+    declared = ttakit.Segmenter(weak_logits, "identity", output="logits").run(x)
+    np.testing.assert_allclose(declared.probs[:, 1], torch.sigmoid(x[:, 0] * 0.1 + 0.3).numpy(), atol=1e-6)
+    wide = lambda a: torch.as_tensor(a)[:, :1] * 8 - 4                   # outside [0, 1]: only logits can be
+    auto = ttakit.Segmenter(wide, "identity").run(x)
+    np.testing.assert_allclose(auto.probs[:, 1], torch.sigmoid(x[:, 0] * 8 - 4).numpy(), atol=1e-6)
 
 
 def test_errors_and_sklearn_conventions():

@@ -75,7 +75,7 @@ def run_mediapipe(cfg: SegmentationConfig, log=print) -> dict:
     stems, images, masks = penn_fudan(Path(cfg.shared), cfg.limit)
     model = SelfieSegmentation(model_selection=0)
     timed = {name: _Timed(model) for name, _ in MEDIAPIPE_ARMS}  # the model's own share of each arm's time
-    segs = {name: Segmenter(timed[name], policy, "mean", data_layout="NHWC") for name, policy in MEDIAPIPE_ARMS}
+    segs = {name: Segmenter(timed[name], policy, "mean", data_layout="NHWC", output="probs") for name, policy in MEDIAPIPE_ARMS}
     segs["no TTA"].run(images[0][None])  # build the MediaPipe graph before timing
     timed["no TTA"].seconds = 0.0
     labels = {name: [] for name in segs}

@@ -155,8 +155,14 @@ class SegmentationRun(TaskRun):
         if self.kind in ("probs", "logits"):
             return self.kind
         if y.shape[1] == 1:
-            looks = bool(y.min() >= -1e-6 and y.max() <= 1 + 1e-6)
-        else:
+            # values outside [0, 1] can only be logits; inside, a weak net's
+            # logits look like probabilities, so that is not guessed
+            if bool(y.min() >= -1e-6 and y.max() <= 1 + 1e-6):
+                raise ModelOutputError(
+                    "a one-channel output with every value in [0, 1] may be probabilities or logits (a weakly "
+                    "trained net's logits can lie there too): say which with output='probs' or output='logits'")
+            looks = False
+        else:  # per-pixel sums of 1 across the classes: reliably probabilities
             looks = bool(y.min() >= -1e-6 and (y.sum(1) - 1).abs().max() <= PROB_TOLERANCE)
         self.kind = "probs" if looks else "logits"
         return self.kind
@@ -275,7 +281,11 @@ class Segmenter(Front):
         class-axis merge (:func:`ttakit.get_merge`), applied per pixel.
     output
         ``"auto"``, ``"probs"``, ``"logits"`` or ``"labels"`` (label maps
-        need ``classes``).
+        need ``classes``). ``"auto"`` decides only where the output shows
+        it: class maps whose pixels sum to 1 are probabilities, otherwise
+        logits; a one-channel map is logits when a value lies outside
+        [0, 1], and an error asks to declare it when every value lies
+        inside (a weak net's logits can).
     output_layout
         ``"NCHW"`` (default) or ``"NHWC"`` for the model's class maps.
     classes

@@ -15,7 +15,7 @@ each wrapper turns every image of the batch back into ``uint8`` RGB, calls
   confidence (all zero where no person was found), for
   :class:`ttakit.KeypointDetector` with ``flip_pairs=COCO_FLIP_PAIRS``.
 
-    >>> seg = ttakit.Segmenter(SelfieSegmentation(), "identity + hflip", data_layout="NHWC")
+    >>> seg = ttakit.Segmenter(SelfieSegmentation(), "identity + hflip", data_layout="NHWC", output="probs")
     >>> person = seg.run(image[None]).labels[0] == 1          # image: uint8 (H, W, 3) RGB
 
 mediapipe is not a dependency of ttakit: install it as
