@@ -182,7 +182,18 @@ def test_tuned_resnet20_is_never_worse_than_no_tta_on_held_out_data():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TTAKitWarning)
         res = tune(model, x[:1000], y[:1000], candidates="hflips, shift(dx=[-2, 2]), harmful", budget=3, **kw)
-    assert not res.fell_back and "hflip" in res.policy.spec
-    rep = evaluate(model, x[1000:], y[1000:], res.policy, **kw)
+    # 300 guard images cannot make hflip's gain significant: the guard keeps no TTA (but says what it saw)
+    assert res.fell_back and res.policy.is_identity
+    assert any(s["view"] == "hflip" and s["guard_accuracy"] > res.guard["identity_accuracy"] for s in res.steps)
+    assert "none with a significant gain" in res.reason
+    hold = PredictionCache(model, x[1000:], **kw)
+    rep = evaluate(model, x[1000:], y[1000:], res.policy, cache=hold)
     assert rep.policy_metrics["accuracy"] >= rep.baseline_metrics["accuracy"]
-    assert rep.policy_metrics["nll"] < rep.baseline_metrics["nll"]
+    assert rep.policy_metrics["nll"] < rep.baseline_metrics["nll"]  # the temperature still calibrates
+    # with the significance test off, the same search keeps its views (the tie rule alone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TTAKitWarning)
+        loose = tune(model, x[:1000], y[:1000], candidates="hflips, shift(dx=[-2, 2]), harmful", budget=3,
+                     guard_alpha=1.0, cache=res.cache, **kw)
+    assert not loose.fell_back and "hflip" in loose.policy.spec
+    assert evaluate(model, x[1000:], y[1000:], loose.policy, cache=hold).paired.lift > 0

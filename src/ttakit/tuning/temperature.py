@@ -15,11 +15,16 @@ def _as_log_probs(probs_or_logp: np.ndarray, log: bool) -> np.ndarray:
     return a if log else np.log(np.clip(a, _TINY, None))
 
 
-def nll_at(logp: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+def per_input_nll(logp: np.ndarray, labels: np.ndarray, temperature: float) -> np.ndarray:
+    """Each input's NLL of ``softmax(logp / temperature)``."""
     z = logp / temperature
     z = z - z.max(1, keepdims=True)
     lse = np.log(np.exp(z).sum(1))
-    return float((lse - z[np.arange(len(labels)), labels]).mean())
+    return lse - z[np.arange(len(labels)), labels]
+
+
+def nll_at(logp: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    return float(per_input_nll(logp, labels, temperature).mean())
 
 
 def fit_temperature(probs: np.ndarray, labels: np.ndarray, *, log: bool = False,
