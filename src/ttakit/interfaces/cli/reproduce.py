@@ -86,6 +86,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                                                        "calibration/test splits. Default: 0")
     cf.add_argument("--n-tune", type=int, default=5000, metavar="N",
                     help="images in the tuning half (the rest are held out). Default: 5000")
+    cf.add_argument("--policy", metavar="SPEC_OR_FILE", default=None,
+                    help="use this policy instead of searching one on the tuning half (its views merged by the "
+                         "mean, a temperature fitted on the tuning half): only its views run, not the 38 "
+                         "candidates. Default: search (standard pool, --budget)")
     add_data_args(cf)
     from ...experiments.tabular import CLASSIFICATION, MODELS, REGRESSION
 
@@ -162,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = conformal.ConformalConfig(models=tuple(args.model or ("resnet20", "resnet32")), weights=args.weights,
                                         data=args.data, alpha=args.alpha, splits=args.splits, budget=args.budget,
                                         seed=args.seed, n_tune=args.n_tune, test_limit=args.test_limit,
-                                        out=args.out or "results/conformal", progress=args.progress)
+                                        out=args.out or "results/conformal", progress=args.progress,
+                                        policy=args.policy)
         summary = conformal.run(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
         print(conformal.render(summary))
         return EXIT_OK
