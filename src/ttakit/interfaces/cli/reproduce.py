@@ -90,6 +90,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                     help="use this policy instead of searching one on the tuning half (its views merged by the "
                          "mean, a temperature fitted on the tuning half): only its views run, not the 38 "
                          "candidates. Default: search (standard pool, --budget)")
+    cf.add_argument("--save-probs", action="store_true",
+                    help="also write the held-out probabilities of every predictor to OUT/probs-MODEL.npz")
     add_data_args(cf)
     from ...experiments.tabular import CLASSIFICATION, MODELS, REGRESSION
 
@@ -167,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                                         data=args.data, alpha=args.alpha, splits=args.splits, budget=args.budget,
                                         seed=args.seed, n_tune=args.n_tune, test_limit=args.test_limit,
                                         out=args.out or "results/conformal", progress=args.progress,
-                                        policy=args.policy)
+                                        policy=args.policy, save_probs=args.save_probs)
         summary = conformal.run(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
         print(conformal.render(summary))
         return EXIT_OK
