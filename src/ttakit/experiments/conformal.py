@@ -88,6 +88,9 @@ def _predictors(cfg: ConformalConfig, name: str, log) -> tuple[dict, np.ndarray,
         "no TTA + temperature": apply_temperature(base, t_id),
         "identity + hflip + temperature": apply_temperature(cache_h.predict(hflip), t_hf),
         label: cache_h.predict(policy),
+        # the same views without a temperature: APS/RAPS sets depend on how sharp the probabilities are
+        label.split(" (")[0].replace(" + temperature", "") + ", plain mean (no temperature)":
+            cache_h.predict(policy, "mean"),
     }
     info = {"policy": policy.spec, "reason": reason, "aggregation": aggregation, "searched": cfg.policy is None,
             "temperatures": {"no TTA": t_id, "identity + hflip": t_hf}, "n_tune": len(y_t), "n_holdout": len(y_h),
