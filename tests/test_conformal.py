@@ -151,8 +151,8 @@ def test_sets_metrics_and_errors():
     assert sets[np.arange(250), p[250:].argmax(1)].all()  # never empty: the top label is always in
     m = set_metrics(sets, y[250:])
     assert m["coverage"] == pytest.approx(sets[np.arange(250), y[250:]].mean())
-    assert sum(b["n"] for b in m["by_size"]) == 250
-    assert coverage_by_size([True, False, True], [1, 1, 7], 10)[0] == {"size": "1", "n": 2, "coverage": 0.5}
+    assert sum(b["n"] for b in m["by_size"]) == 250 and m["by_size"][0]["n"] == 0  # no empty sets
+    assert coverage_by_size([True, False, True], [1, 1, 7], 10)[1] == {"size": "1", "n": 2, "coverage": 0.5}
     with pytest.raises(InputError, match="alpha"):
         SplitConformal("lac", 1.5)
     with pytest.raises(InputError, match="method"):
@@ -164,3 +164,17 @@ def test_sets_metrics_and_errors():
     # too few calibration inputs for this alpha: every label is in every set
     tiny = SplitConformal("lac", 0.01).calibrate(p[:30], y[:30])
     assert tiny.predict_set(p[:4]).all()
+
+
+def test_conformal_experiment_tables_and_report_from_probabilities():
+    from ttakit.experiments.conformal import ConformalConfig, render, tables_for
+
+    p, y = _model_probs(1200, seed=8)
+    probs = {"no TTA": p, "no TTA + temperature": p, "tuned": np.sqrt(p) / np.sqrt(p).sum(1, keepdims=True)}
+    cfg = ConformalConfig(models=("m",), splits=3)
+    tables = tables_for(probs, y, cfg)
+    assert set(tables) == {"lac", "aps", "raps", "aps, top label always in", "aps, class-conditional"}
+    info = {"policy": "identity", "reason": "r", "views": 1, "accuracy": {k: 0.5 for k in probs},
+            "forwards_tune": 1, "forwards_holdout": 1}
+    md = render({"config": vars(cfg), "models": {"m": {"info": info, "tables": tables}}, "seconds": 1.0})
+    assert md.count("| lac |") == 3 and "size 0" in md and "--splits 3" in md

@@ -11,7 +11,7 @@ from ..errors import InputError
 from .predictor import SplitConformal
 
 #: set-size groups of the size-stratified coverage
-SIZE_BINS = ((1, 1), (2, 2), (3, 3), (4, 5), (6, None))
+SIZE_BINS = ((0, 0), (1, 1), (2, 2), (3, 3), (4, 5), (6, None))  # 0: an empty set (randomised APS/RAPS)
 
 
 def _check_sets(sets, labels) -> tuple[np.ndarray, np.ndarray]:
