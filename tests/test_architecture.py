@@ -27,6 +27,7 @@ LAYERS = {
     "engine": 5, "zoo": 5,
     "tasks": 6,
     "evaluation": 7,
+    "conformal": 7.5,
     "tuning": 8,
     "io": 9, "sklearn": 9,
     "experiments": 10,

@@ -144,6 +144,31 @@ def test_evaluate_report_is_consistent_and_written(tmp_path):
         evaluate(_tiny_model(), x, y[:-1], "hflip", data_layout="NHWC")
 
 
+def test_evaluate_gives_calibrated_policies_fair_baselines(tmp_path):
+    x, y = _tiny_data(400)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TTAKitWarning)
+        res = tune(_tiny_model(), x[:200], y[:200], candidates="hflips, vflip", budget=2, aggregation="per_view",
+                   guard_alpha=1.0, data_layout="NHWC")
+    pol = res.policy
+    assert pol.merge is not None  # a temperature or learned weights
+    rep = evaluate(_tiny_model(), x[200:], y[200:], pol, calibration=(x[:200], y[:200]), data_layout="NHWC")
+    names = [r["name"] for r in rep.fair_baselines]
+    assert names[1:] == ["no TTA + temperature", "plain policy (mean of its views) + temperature"]
+    # the calibrated no-TTA row: same accuracy as no TTA, the temperature fitted on the tuning half
+    t = fit_temperature(PredictionCache(_tiny_model(), x[:200], data_layout="NHWC").predict("identity"), y[:200])
+    assert rep.fair_baselines[1]["temperature"] == f"{t:.3f}"
+    assert rep.fair_baselines[1]["accuracy"] == pytest.approx(rep.baseline_metrics["accuracy"])
+    assert rep.fair_baselines[0]["nll"] == pytest.approx(rep.policy_metrics["nll"])
+    md = rep.to_markdown()
+    assert "## Fair baselines" in md and "calibration inputs given" in md and "The last row" in md
+    # without calibration data: cross-fitted on the evaluation data, and said so
+    rep2 = evaluate(_tiny_model(), x[200:], y[200:], pol, data_layout="NHWC")
+    assert "cross-fitted" in rep2.to_markdown() and " / " in rep2.fair_baselines[1]["temperature"]
+    # a plain policy has no calibration of its own: no extra rows
+    assert evaluate(_tiny_model(), x[200:], y[200:], "identity + hflip", data_layout="NHWC").fair_baselines == []
+
+
 def test_tune_and_evaluate_commands(tmp_path, capsys):
     from ttakit.interfaces.cli import main
 
@@ -162,6 +187,10 @@ def test_tune_and_evaluate_commands(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "holdout part (150 of 300" in out and "McNemar" in out
+    assert "## Fair baselines" in out and "cross-fitted" in out  # a tuned policy carries a temperature
+    code = main(["evaluate", str(model), "--data", str(tmp_path / "data.npz"), "--subset", "holdout",
+                 "--policy", str(tmp_path / "p.yaml"), "--calibrate-on", "tune", "--no-progress"])
+    assert code == 0 and "fitted on the 150 calibration inputs" in capsys.readouterr().out
     assert (tmp_path / "rep" / "report.md").exists()
     bad = tmp_path / "bad.yaml"
     bad.write_text("format: ttakit.policy\nversion: 1\nviews:\n  - view: warp\n")
@@ -182,7 +211,18 @@ def test_tuned_resnet20_is_never_worse_than_no_tta_on_held_out_data():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TTAKitWarning)
         res = tune(model, x[:1000], y[:1000], candidates="hflips, shift(dx=[-2, 2]), harmful", budget=3, **kw)
-    assert not res.fell_back and "hflip" in res.policy.spec
-    rep = evaluate(model, x[1000:], y[1000:], res.policy, **kw)
+    # 300 guard images cannot make hflip's gain significant: the guard keeps no TTA (but says what it saw)
+    assert res.fell_back and res.policy.is_identity
+    assert any(s["view"] == "hflip" and s["guard_accuracy"] > res.guard["identity_accuracy"] for s in res.steps)
+    assert "none with a significant gain" in res.reason
+    hold = PredictionCache(model, x[1000:], **kw)
+    rep = evaluate(model, x[1000:], y[1000:], res.policy, cache=hold)
     assert rep.policy_metrics["accuracy"] >= rep.baseline_metrics["accuracy"]
-    assert rep.policy_metrics["nll"] < rep.baseline_metrics["nll"]
+    assert rep.policy_metrics["nll"] < rep.baseline_metrics["nll"]  # the temperature still calibrates
+    # with the significance test off, the same search keeps its views (the tie rule alone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TTAKitWarning)
+        loose = tune(model, x[:1000], y[:1000], candidates="hflips, shift(dx=[-2, 2]), harmful", budget=3,
+                     guard_alpha=1.0, cache=res.cache, **kw)
+    assert not loose.fell_back and "hflip" in loose.policy.spec
+    assert evaluate(model, x[1000:], y[1000:], loose.policy, cache=hold).paired.lift > 0

@@ -55,6 +55,10 @@ class ZooError(TTAKitError, RuntimeError):
     """A zoo model could not be built, found or loaded."""
 
 
+class NotCalibratedError(TTAKitError, RuntimeError):
+    """A conformal predictor was asked for sets before it was calibrated."""
+
+
 class UsageError(TTAKitError, ValueError):
     """A command-line option is missing, malformed or inconsistent."""
 

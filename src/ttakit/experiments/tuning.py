@@ -146,7 +146,16 @@ def render(cfg: TuningConfig, s: dict) -> str:
         lines.append(f"| {r['policy']} | {r['accuracy']:.2%} | {r['nll']:.4f} | {r['ece']:.2%} | "
                      f"{r['lift'] * 100:+.2f} [{r['ci_low'] * 100:+.2f}, {r['ci_high'] * 100:+.2f}] | "
                      f"{r['fixed']}/{r['broken']} | {r['p_value']:.2g} | {r['forwards']} |")
-    lines += ["", "Policies found:", ""]
+    lines += ["", "How to read it. Tuned policies carry a temperature T fitted on the tuning half (and learned weights "
+                  "where named): softmax(log p / T) with T < 1 sharpens the under-confident mean of several views, "
+                  "T > 1 softens an over-confident model. A temperature never changes the top class, so it moves "
+                  "NLL and ECE, not accuracy; learned weights can move accuracy too. Fair comparisons for NLL/ECE "
+                  "are therefore the calibrated rows: no TTA + temperature and identity + hflip + temperature "
+                  "(T fitted on the same tuning half), and, for the learned weights, the same views with the plain "
+                  "mean and a temperature (tuned: standard pool). The plain mean without a temperature is shown "
+                  "too. The guard keeps a prefix only when its gain on the guard split is significant (paired "
+                  "t-test on per-input calibrated NLL, Bonferroni over prefixes, more inputs fixed than broken).",
+              "", "Policies found:", ""]
     for name, p in s["policies"].items():
         lines.append(f"- **{name}**: `{p['spec']}` — {p['reason']}.")
     c = s["search_cost"]

@@ -12,8 +12,16 @@ What happens:
 2. The tuning data is split (``guard_fraction``, seeded): greedy search runs
    on the *fit* part; each prefix of its ordered result is then scored on the
    *guard* part, with a temperature fitted on the fit part.
-3. The best prefix on the guard part is kept only if it beats identity
-   there; otherwise the result is no TTA.
+3. A prefix counts only if its gain on the guard part is *significant*:
+   better guard objective than identity, more guard inputs fixed than
+   broken (a tie in guard accuracy gives no TTA), and a paired test below
+   ``guard_alpha`` (two-sided, Bonferroni-corrected for the number of
+   prefixes tried; default 0.05): a paired t-test on the per-input
+   calibrated NLL for ``objective="nll"``, the exact McNemar test for
+   ``"accuracy"``. The counting prefix with the best guard objective is
+   kept; if none counts, the result is no TTA. On small tuning sets this
+   gives up some real gains (they cannot be told from noise there) to keep
+   the search from adopting views that hurt.
 4. The merge is calibrated: a temperature (``aggregation="mean"``) or
    learned weights and a temperature (``"per_view"``, ``"per_view_class"``),
    kept only if better than the plain merge on the guard part. Final values
@@ -29,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, TTAKitWarning
-from ..evaluation import metrics
+from ..evaluation import mcnemar_exact, metrics, paired_t_pvalue
 from ..tasks.cache import PredictionCache
 from ..merge import LearnedMerge, TemperatureScaled, get_merge
 from ..models import Normalize
@@ -39,9 +47,13 @@ from ..views import View
 from . import aggregation as agg
 from .candidates import candidate_views
 from .greedy import greedy_search, merge_prefix, score
-from .temperature import apply_temperature, fit_temperature, nll_at
+from .temperature import apply_temperature, fit_temperature, nll_at, per_input_nll
 
 AGGREGATIONS = ("mean", "per_view", "per_view_class")
+#: default significance level of the guard's paired test (exact McNemar, two-sided)
+GUARD_ALPHA = 0.05
+#: the guard's paired test for each objective
+TESTS = {"nll": "paired t-test on per-input calibrated NLL", "accuracy": "exact McNemar"}
 MIN_TUNING = 50
 SMALL_TUNING = 1000
 
@@ -67,11 +79,11 @@ class TuneResult:
         lines = [f"Tuned on {self.n_tune} inputs ({self.n_fit} fit, {self.n_guard} guard); "
                  f"{len(self.candidates)} candidate views, {self.forward_passes} forward passes "
                  f"({self.forward_passes / max(1, self.n_tune):.1f} per tuning input), {self.seconds:.1f} s.",
-                 "", "| step | view added | fit objective | guard acc | guard NLL (T from fit) |",
-                 "|---:|---|---:|---:|---:|"]
+                 "", "| step | view added | fit objective | guard acc | guard NLL (T from fit) | guard fixed/broken | p |",
+                 "|---:|---|---:|---:|---:|---:|---:|"]
         for i, s in enumerate(self.steps, 1):
             lines.append(f"| {i} | {s['view']} | {s['fit_objective']:.4f} | {s['guard_accuracy']:.2%} | "
-                         f"{s['guard_nll']:.4f} |")
+                         f"{s['guard_nll']:.4f} | {s['guard_fixed']}/{s['guard_broken']} | {s['guard_p']:.2g} |")
         g = self.guard
         lines += ["", f"Identity on the guard split: accuracy {g['identity_accuracy']:.2%}, "
                       f"NLL {g['identity_nll']:.4f}.",
@@ -82,7 +94,7 @@ class TuneResult:
 
 def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str = "nll",
          merge: str = "mean", aggregation: str = "mean", guard_fraction: float = 0.3, seed: int = 0,
-         cache: PredictionCache | None = None, **classifier_kwargs) -> TuneResult:
+         guard_alpha: float = GUARD_ALPHA, cache: PredictionCache | None = None, **classifier_kwargs) -> TuneResult:
     """Search the policy that helps ``model`` on ``(x, y)``; see the module doc."""
     t0 = time.perf_counter()
     y = metrics.as_labels(y, len(x) if hasattr(x, "__len__") else None)
@@ -99,6 +111,8 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
         raise InputError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     if not 0 < guard_fraction < 1:
         raise InputError(f"guard_fraction must be in (0, 1), got {guard_fraction}")
+    if isinstance(guard_alpha, bool) or not isinstance(guard_alpha, (int, float)) or not 0 < guard_alpha <= 1:
+        raise InputError(f"guard_alpha must be a significance level in (0, 1], got {guard_alpha!r}")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise InputError(f"budget must be a positive integer, got {budget!r}")
     pool = candidate_views(candidates)
@@ -117,31 +131,46 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
     steps = greedy_search(p_fit, y_fit, budget=budget, objective=objective, merge=merge)
     chosen = [s.index for s in steps]
 
-    def guard_scores(idx: list[int]) -> tuple[float, float, float]:
+    def guard_scores(idx: list[int]) -> tuple[float, float, float, np.ndarray, np.ndarray]:
         t = fit_temperature(merge_prefix(p_fit, idx, merge), y_fit)
         merged = merge_prefix(p_guard, idx, merge)
-        acc = float((merged.argmax(1) == y_guard).mean())
-        nll = nll_at(np.log(np.clip(merged, 1e-12, None)), y_guard, t)
+        ok = merged.argmax(1) == y_guard
+        acc = float(ok.mean())
+        losses = per_input_nll(np.log(np.clip(merged, 1e-12, None)), y_guard, t)
+        nll = float(losses.mean())
         obj = nll if objective == "nll" else (1 - acc) + 1e-6 * nll
-        return obj, acc, nll
+        return obj, acc, nll, ok, losses
 
-    id_obj, id_acc, id_nll = guard_scores([0])
+    id_obj, id_acc, id_nll, id_ok, id_losses = guard_scores([0])
     table, best_len, best_obj = [], 0, id_obj
     for L, s in enumerate(steps, 1):
-        obj, acc, nll = guard_scores(chosen[:L])
-        table.append({"view": repr(pool[s.index]), "fit_objective": s.objective, "fit_accuracy": s.accuracy,
-                      "guard_objective": obj, "guard_accuracy": acc, "guard_nll": nll})
-        if obj < best_obj - 1e-9:
+        obj, acc, nll, ok, losses = guard_scores(chosen[:L])
+        fixed, broken = int((ok & ~id_ok).sum()), int((id_ok & ~ok).sum())
+        # the paired test matches the objective: per-input calibrated NLL, or correct/wrong flags
+        p = paired_t_pvalue(id_losses - losses) if objective == "nll" else mcnemar_exact(fixed, broken)
+        p = min(1.0, p * len(steps))  # Bonferroni: every prefix is tested on the same guard inputs
+        significant = fixed > broken and obj < id_obj - 1e-9 and p < guard_alpha
+        table.append({"view": repr(pool[s.index]), "candidate": s.index, "fit_objective": s.objective,
+                      "fit_accuracy": s.accuracy, "guard_objective": obj, "guard_accuracy": acc, "guard_nll": nll,
+                      "guard_fixed": fixed, "guard_broken": broken, "guard_p": p, "significant": significant})
+        if significant and obj < best_obj - 1e-9:
             best_len, best_obj = L, obj
     views = [pool[k] for k in chosen[:best_len]]
     if best_len == 0 or all(v == pool[0] for v in views):
         views, best_len = [pool[0]], 0
         fell_back = True
-        reason = "no prefix of the search beat no TTA on the guard split: using no TTA"
+        beat = [r for r in table if r["guard_objective"] < id_obj - 1e-9]
+        reason = ("no prefix of the search beat no TTA on the guard split: using no TTA" if not beat else
+                  f"{len(beat)} prefix(es) of the search beat no TTA on the guard objective, but none with a "
+                  f"significant gain there ({TESTS[objective]} p < {guard_alpha:g} and more inputs fixed than "
+                  "broken): using no TTA")
     else:
         fell_back = False
+        row = table[best_len - 1]
         reason = (f"the first {best_len} step(s) of the search ({len(set(views))} distinct views) beat no TTA "
-                  f"on the guard split (objective {best_obj:.4f} vs {id_obj:.4f})")
+                  f"on the guard split (objective {best_obj:.4f} vs {id_obj:.4f}; accuracy "
+                  f"{row['guard_accuracy']:.2%} vs {id_acc:.2%}, {row['guard_fixed']} fixed / "
+                  f"{row['guard_broken']} broken, {TESTS[objective]} p = {row['guard_p']:.2g}, Bonferroni-corrected)")
     policy = Policy(views)
     uniq = policy.unique()
     idx = [pool.index(v) for v in uniq.views]

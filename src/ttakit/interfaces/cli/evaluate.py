@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ...errors import UsageError
 from .common import EXIT_FAILED_INPUTS, EXIT_OK, Command, load_policy
 from .model_data import add_model_and_data, load_data, load_model
 from .tables import add_table_options, run_evaluate, wants_table
@@ -21,6 +22,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="what to compare against. Default: identity (no TTA)")
     e.add_argument("--merge", default=None, metavar="NAME",
                    help="merge for the policy. Default: the policy file's own aggregation, else mean")
+    e.add_argument("--calibrate-on", choices=("tune", "holdout"), default=None, metavar="SUBSET",
+                   help="when the policy carries a temperature or learned weights, the report adds no TTA and the "
+                        "plain policy with temperatures of their own, fitted on this part of --data (the part the "
+                        "policy was tuned on: tune). Default: cross-fitted on two halves of the evaluated data")
     e.add_argument("--out", default=None, metavar="DIR",
                    help="write report.md, report.json, lift_vs_views.png and reliability.png here "
                         "(tables: report.md and report.json)")
@@ -35,8 +40,16 @@ def run(args: argparse.Namespace) -> int:
     model, options = load_model(args)
     policy = load_policy(args.policy)
     data = load_data(args, policy)
+    calibration = None
+    if args.calibrate_on:
+        if args.calibrate_on == args.subset:
+            raise UsageError(f"--calibrate-on {args.calibrate_on} is the part being evaluated (--subset); "
+                             "calibrate on the other part")
+        cal = load_data(argparse.Namespace(**{**vars(args), "subset": args.calibrate_on}), policy)
+        calibration = (cal.x, cal.y)
     report = evaluate(model, data.x, data.y, policy, baseline=load_policy(args.baseline),
-                      merge=args.merge, classes=data.classes, out=args.out, data_layout=data.layout, **options)
+                      merge=args.merge, classes=data.classes, out=args.out, calibration=calibration,
+                      data_layout=data.layout, **options)
     print(f"Data: {data.description}\n")
     print(report.to_markdown())
     if args.out:
@@ -49,7 +62,9 @@ COMMAND = Command("evaluate", "does a policy help this model? a paired report on
                   description="Accuracy, top-5, NLL, ECE, Brier of the policy and the baseline on the "
                               "same inputs; the paired lift with a bootstrap CI, predictions fixed and "
                               "broken (overall and per class), an exact McNemar test, cost and "
-                              "throughput, plots of lift against views and calibration. On a table "
+                              "throughput, plots of lift against views and calibration. A policy with a "
+                              "temperature or learned weights is also compared with no TTA and the plain "
+                              "policy, each temperature-scaled (fair baselines). On a table "
                               "(--data FILE.csv|.parquet --target COLUMN, a scikit-learn MODEL): accuracy, "
                               "log-loss, AUC, Brier (classification) or RMSE, MAE, coverage (regression) "
                               "with and without the row views, paired CIs and fixed/broken rows.")

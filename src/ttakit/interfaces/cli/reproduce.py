@@ -1,4 +1,4 @@
-"""``ttakit reproduce EXPERIMENT``: rerun a reference experiment (tutorial, resnet, tuning, tabular,
+"""``ttakit reproduce EXPERIMENT``: rerun a reference experiment (tutorial, resnet, tuning, conformal, tabular,
 detection, segmentation, keypoints, blood-cells, membranes).
 
 The experiments themselves are :mod:`ttakit.experiments`; this module only
@@ -52,7 +52,8 @@ def add_shared_args(p: argparse.ArgumentParser, holding: str, items: str, n_boot
 def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", title="experiments",
                            help="tutorial: the founding Keras CNN experiment; resnet: the published ResNets; "
-                                "tuning: policy search; tabular: row TTA on scikit-learn models; "
+                                "tuning: policy search; conformal: prediction sets with and without TTA; "
+                                "tabular: row TTA on scikit-learn models; "
                                 "detection: YOLOX-nano on COCO; segmentation: MediaPipe on Penn-Fudan; "
                                 "keypoints: MediaPipe Pose on COCO persons; "
                                 "blood-cells, membranes: models trained here, D4 where orientation does not matter")
@@ -83,6 +84,30 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-tune", type=int, default=5000, metavar="N",
                    help="images in the tuning half (the rest are held out). Default: 5000")
     add_data_args(g)
+    cf = sub.add_parser("conformal", help="conformal prediction sets (LAC, APS, RAPS) with and without TTA",
+                        description="Split CIFAR-10's test set by a seed into a tuning half (policy search, "
+                                    "temperatures) and a held-out half; split the held-out half at random "
+                                    "--splits times into calibration and test parts; report coverage, mean "
+                                    "set size, coverage by set size and worst-class coverage for no TTA, "
+                                    "{identity, hflip} and the tuned policy. Each view runs once per image.")
+    cf.add_argument("--model", choices=("resnet20", "resnet32"), action="append", default=None,
+                    help="which ResNet (repeatable). Default: resnet20 and resnet32")
+    cf.add_argument("--weights", metavar="DIR", default=None,
+                    help="folder with the ResNet checkpoints. Default: $TTAKIT_MODELS")
+    cf.add_argument("--alpha", type=float, default=0.1, help="allowed miscoverage (0.1 = 90%% target). Default: 0.1")
+    cf.add_argument("--splits", type=int, default=20, help="random calibration/test splits. Default: 20")
+    cf.add_argument("--budget", type=int, default=8, help="greedy search steps. Default: 8")
+    cf.add_argument("--seed", type=int, default=0, help="seed of the tuning/held-out split and of the "
+                                                       "calibration/test splits. Default: 0")
+    cf.add_argument("--n-tune", type=int, default=5000, metavar="N",
+                    help="images in the tuning half (the rest are held out). Default: 5000")
+    cf.add_argument("--policy", metavar="SPEC_OR_FILE", default=None,
+                    help="use this policy instead of searching one on the tuning half (its views merged by the "
+                         "mean, a temperature fitted on the tuning half): only its views run, not the 38 "
+                         "candidates. Default: search (standard pool, --budget)")
+    cf.add_argument("--save-probs", action="store_true",
+                    help="also write the held-out probabilities of every predictor to OUT/probs-MODEL.npz")
+    add_data_args(cf)
     from ...experiments.tabular import CLASSIFICATION, MODELS, REGRESSION
 
     tb = sub.add_parser("tabular", help="does row TTA help scikit-learn models? paired, over k-fold",
@@ -246,6 +271,19 @@ def run(args: argparse.Namespace) -> int:
         print(res["verdict"] + "\n\n" + res["table"])
         print(f"\nreport: {tabular.write_report(res, args.out or 'results/tabular')}")
         return EXIT_OK
+    if args.experiment == "conformal":
+        import sys
+
+        from ...experiments import conformal
+
+        cfg = conformal.ConformalConfig(models=tuple(args.model or ("resnet20", "resnet32")), weights=args.weights,
+                                        data=args.data, alpha=args.alpha, splits=args.splits, budget=args.budget,
+                                        seed=args.seed, n_tune=args.n_tune, test_limit=args.test_limit,
+                                        out=args.out or "results/conformal", progress=args.progress,
+                                        policy=args.policy, save_probs=args.save_probs)
+        summary = conformal.run(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+        print(conformal.render(summary))
+        return EXIT_OK
     if args.experiment == "tuning":
         from ...experiments import tuning
 
@@ -264,6 +302,6 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, tuning, tabular, detection, "
-                  "segmentation, keypoints, blood-cells, membranes) and write a report",
+COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, tuning, conformal, tabular, "
+                  "detection, segmentation, keypoints, blood-cells, membranes) and write a report",
                   configure=configure, run=run)
