@@ -145,9 +145,10 @@ def coco_detections(image_ids, boxes, scores, labels, category_ids=None, box_for
     return out
 
 
-def coco_map(ground_truth, detections: list[dict], image_ids=None) -> dict:
+def coco_map(ground_truth, detections: list[dict], image_ids=None, iou_type: str = "bbox") -> dict:
     """``{"map": AP@[.5:.95], "ap50": AP@.5}`` of ``detections`` on the images
-    ``image_ids`` (default: all images of the ground truth)."""
+    ``image_ids`` (default: all images of the ground truth); ``iou_type`` is
+    pycocotools' ``bbox``, ``segm`` or ``keypoints`` (OKS)."""
     _, COCOeval = _coco()
     gt = ground_truth if hasattr(ground_truth, "getImgIds") else load_coco_ground_truth(ground_truth)
     ids = list(gt.getImgIds()) if image_ids is None else [int(i) for i in image_ids]
@@ -156,7 +157,7 @@ def coco_map(ground_truth, detections: list[dict], image_ids=None) -> dict:
         return {"map": 0.0, "ap50": 0.0}
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(dets)
-        ev = COCOeval(gt, dt, "bbox")
+        ev = COCOeval(gt, dt, iou_type)
         ev.params.imgIds = ids
         ev.evaluate()
         ev.accumulate()
@@ -168,21 +169,36 @@ def paired_detection(ground_truth, dets_a: list[dict], dets_b: list[dict], level
                      n_boot: int = 200, seed: int = 0) -> PairedDense:
     """mAP of ``dets_b`` minus that of ``dets_a``, with a bootstrap CI over
     images (a resample repeats images: each copy gets a new image id)."""
+    return paired_coco(ground_truth, dets_a, dets_b, level=level, n_boot=n_boot, seed=seed)["map"]
+
+
+def paired_coco(ground_truth, dets_a: list[dict], dets_b: list[dict], iou_type: str = "bbox", level: float = 0.95,
+                n_boot: int = 200, seed: int = 0, tolerance: float = 0.01) -> dict[str, PairedDense]:
+    """``{"map": ..., "ap50": ...}``: each metric of ``dets_b`` minus that of
+    ``dets_a`` (COCOeval ``iou_type``), with one bootstrap over images for
+    both (a resample repeats images: each copy gets a new image id), and the
+    images whose own metric rose / fell by more than ``tolerance``."""
     gt = ground_truth if hasattr(ground_truth, "getImgIds") else load_coco_ground_truth(ground_truth)
     ids = sorted(gt.getImgIds())
-    a, b = coco_map(gt, dets_a, ids)["map"], coco_map(gt, dets_b, ids)["map"]
+    ma, mb = coco_map(gt, dets_a, ids, iou_type), coco_map(gt, dets_b, ids, iou_type)
     by_img_a, by_img_b = _by_image(dets_a), _by_image(dets_b)
     rng = np.random.default_rng(seed)
-    diffs = np.empty(n_boot)
+    diffs = {k: np.empty(n_boot) for k in ma}
     for j in range(n_boot):
         pick = rng.choice(ids, len(ids))
         g, da, db = _resampled(gt, pick, by_img_a, by_img_b)
-        diffs[j] = coco_map(g, db)["map"] - coco_map(g, da)["map"]
-    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    per_a = np.array([coco_map(gt, dets_a, [i])["map"] for i in ids])
-    per_b = np.array([coco_map(gt, dets_b, [i])["map"] for i in ids])
-    return PairedDense("map", len(ids), a, b, b - a, float(lo), float(hi),
-                       int(np.sum(per_b - per_a > 0.01)), int(np.sum(per_a - per_b > 0.01)))
+        ra, rb = coco_map(g, da, iou_type=iou_type), coco_map(g, db, iou_type=iou_type)
+        for k in diffs:
+            diffs[k][j] = rb[k] - ra[k]
+    per_a = [coco_map(gt, dets_a, [i], iou_type) for i in ids]
+    per_b = [coco_map(gt, dets_b, [i], iou_type) for i in ids]
+    out = {}
+    for k in ma:
+        lo, hi = np.quantile(diffs[k], [(1 - level) / 2, (1 + level) / 2]) if n_boot else (np.nan, np.nan)
+        pa, pb = np.array([p[k] for p in per_a]), np.array([p[k] for p in per_b])
+        out[k] = PairedDense(k, len(ids), ma[k], mb[k], mb[k] - ma[k], float(lo), float(hi),
+                             int(np.sum(pb - pa > tolerance)), int(np.sum(pa - pb > tolerance)))
+    return out
 
 
 def _by_image(dets):
