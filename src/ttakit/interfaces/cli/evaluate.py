@@ -6,12 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import dense
+from .dense import add_dense_options, add_task_option
 from .common import EXIT_FAILED_INPUTS, EXIT_OK, Command, load_policy
 from .model_data import add_model_and_data, load_data, load_model
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     add_model_and_data(p)
+    add_task_option(p)
     e = p.add_argument_group("evaluation")
     e.add_argument("--policy", default="identity + hflip", metavar="SPEC_OR_FILE",
                    help="policy to evaluate: a spec or a policy file (e.g. from ttakit tune). "
@@ -21,10 +24,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     e.add_argument("--merge", default=None, metavar="NAME",
                    help="merge for the policy. Default: the policy file's own aggregation, else mean")
     e.add_argument("--out", default=None, metavar="DIR",
-                   help="write report.md, report.json, lift_vs_views.png and reliability.png here")
+                   help="write report.md, report.json, lift_vs_views.png and reliability.png here "
+                        "(--task detect/segment/keypoints: report.md and report.json)")
+    add_dense_options(p, "evaluate")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task != "classify":
+        return dense.evaluate(args)
     from ...evaluation import evaluate
 
     model, options = load_model(args)

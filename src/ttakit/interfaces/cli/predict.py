@@ -16,6 +16,8 @@ from ...errors import UsageError
 from ...io import images, writers
 from ...io.prediction import predict_files
 from ...models.loading import load_model_file
+from . import dense
+from .dense import add_dense_options, add_task_option
 from .common import (
     EXIT_FAILED_INPUTS,
     EXIT_OK,
@@ -59,6 +61,8 @@ examples:
   ttakit predict model.pt a.png b.jpg --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225 --size 224 224
   ttakit predict model.keras photos/ --policy policy.yaml --classes classes.txt --format json
   ttakit predict model.onnx photos/ --model-layout NHWC --device cuda
+  ttakit predict yolox_nano.onnx photos/ --task detect --decode yolox --policy hflips --merge "wbf(iou_thr=0.6)" --out dets/
+  ttakit predict unet.pt scans/ --task segment --input-size 256 256 --policy d4 --out masks/
 """
 
 
@@ -69,6 +73,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="model file: ONNX (.onnx), TorchScript (.pt, .pth, .ts, .torchscript) or Keras (.keras)")
     p.add_argument("images", metavar="IMAGES", nargs="+",
                    help="image files, or folders of them (png, jpg, jpeg, bmp, gif, tif, tiff, webp, ppm)")
+    add_task_option(p)
     g = p.add_argument_group("augmentation")
     g.add_argument("--policy", "-p", default="identity + hflip", metavar="SPEC_OR_FILE",
                    help="the views to run: a spec such as 'd4' or 'identity + hflip + scale(0.9, 1.1)', "
@@ -106,9 +111,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--format", "-f", choices=tuple(writers.WRITERS), default=None,
                    help="output format. Default: json when --out ends in .json, else csv")
     g.add_argument("--out", "-o", default=None, metavar="FILE",
-                   help="write the results to FILE. Default: standard output")
+                   help="write the results to FILE (with --task detect/segment/keypoints: a folder, required). "
+                        "Default: standard output")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar on stderr. Default: on when stderr is a terminal")
+    add_dense_options(p, "predict")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -138,6 +145,8 @@ def _is_under(path: Path, folder: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task != "classify":
+        return dense.predict(args)
     fmt = writers.format_for(args.out, args.format)
     if args.out:
         check_out(args.out, args.images, args.recursive)

@@ -40,7 +40,8 @@ def add_tutorial_args(p: argparse.ArgumentParser, repeats: int, runtime: str = "
 def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", title="experiments",
                            help="tutorial: the founding Keras CNN experiment; resnet: the published ResNets; "
-                                "tuning: policy search; tabular: row TTA on scikit-learn models; detection: YOLOX-nano on COCO")
+                                "tuning: policy search; tabular: row TTA on scikit-learn models; detection: YOLOX-nano on COCO "
+                                "and Penn-Fudan")
     sub.required = True
     t = sub.add_parser("tutorial", help="the founding Keras CNN experiment, paired (trains R models)",
                        description="Train the tutorial's Keras CNN R times and evaluate every policy on "
@@ -84,13 +85,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     tb.add_argument("--seed", type=int, default=0, help="seed of the first repeat. Default: 0")
     tb.add_argument("--out", metavar="DIR", default=None, help="folder for report.md and results.json. "
                     "Default: results/tabular")
-    dt = sub.add_parser("detection", help="YOLOX-nano on COCO val2017 images: no TTA vs flips and scales, "
-                                          "NMS, soft-NMS, WBF",
+    dt = sub.add_parser("detection", help="YOLOX-nano on COCO val2017 and Penn-Fudan images: no TTA vs flips and "
+                                          "scales, NMS, soft-NMS, WBF",
                         description="Run the YOLOX-nano ONNX detector (../shared/models/yolox-nano) on the "
-                                    "COCO val2017 subset (../shared/data/coco-val2017-mini) with each policy and "
-                                    "merge; mAP and AP50 by pycocotools, paired against no TTA.")
+                                    "COCO val2017 subset (../shared/data/coco-val2017-mini) and on Penn-Fudan "
+                                    "(../shared/data/penn-fudan, persons only) with each policy and merge; mAP "
+                                    "and AP50 by pycocotools, paired against no TTA.")
     dt.add_argument("--shared", metavar="DIR", default="../shared",
-                    help="the folder holding models/yolox-nano and data/coco-val2017-mini. Default: ../shared")
+                    help="the folder holding models/yolox-nano, data/coco-val2017-mini and data/penn-fudan. "
+                         "Default: ../shared")
+    dt.add_argument("--datasets", nargs="+", choices=("coco", "penn-fudan"), default=["coco", "penn-fudan"],
+                    metavar="NAME", help="data sets: coco, penn-fudan. Default: both")
     dt.add_argument("--limit", type=int, metavar="N", default=None, help="first N images only. Default: all")
     dt.add_argument("--n-boot", type=int, default=100, help="bootstrap resamples per comparison. Default: 100")
     dt.add_argument("--out", metavar="DIR", default=None, help="folder for detection.md and detection.json. "
@@ -116,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         from ...experiments import detection
 
         cfg = detection.DetectionConfig(shared=args.shared, limit=args.limit, n_boot=args.n_boot,
+                                        datasets=tuple(args.datasets),
                                         out=args.out or "results/detection")
         summary = detection.run(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
         print(detection.render(summary))
