@@ -259,3 +259,37 @@ def test_help_texts_name_what_the_code_does(capsys):
     main(["tune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"'{DENSE_CANDIDATES}'" in text and "--task {classify,detect,segment}" in text
+
+
+class Centroid17(torch.nn.Module):
+    """COCO's 17 keypoints, all at the centroid of the bright pixels (so flips agree)."""
+
+    def forward(self, x):
+        n, _, h, w = x.shape
+        m = (x.mean(1) > 0.5).float()
+        ys = torch.arange(h, dtype=torch.float32).view(1, h, 1) + 0.5
+        xs = torch.arange(w, dtype=torch.float32).view(1, 1, w) + 0.5
+        tot = m.sum((1, 2)).clamp_min(1)
+        c = torch.stack([(m * xs).sum((1, 2)) / tot, (m * ys).sum((1, 2)) / tot], 1)
+        return c[:, None, :].expand(n, 17, 2)
+
+
+def test_evaluate_keypoints_oks(drawn, tmp_path, capsys):
+    root, rects = drawn
+    torch.jit.script(Centroid17()).save(str(tmp_path / "c17.pt"))
+    images, anns = [], []
+    for k, (name, ((h, w), (y0, y1, x0, x1))) in enumerate(sorted(rects.items()), 1):
+        images.append({"id": k, "file_name": f"{name}.png", "height": h, "width": w})
+        kp = [(x0 + x1) / 2, (y0 + y1) / 2, 2] * 17
+        anns.append({"id": k, "image_id": k, "category_id": 1, "keypoints": kp, "num_keypoints": 17, "iscrowd": 0,
+                     "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
+    cats = [{"id": 1, "name": "person", "keypoints": [str(i) for i in range(17)], "skeleton": []}]
+    (tmp_path / "kp.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    rc = main(["evaluate", str(tmp_path / "c17.pt"), "--data", str(root / "imgs"), "--task", "keypoints",
+               "--annotations", str(tmp_path / "kp.json"), "--input-size", "32", "--flip-pairs", "coco",
+               "--n-boot", "10", "--out", str(tmp_path / "r")])
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    # every point lands within a pixel or so of the truth: all found at OKS 0.5
+    assert report["n_images"] == 3 and report["metrics"]["ap50"]["baseline"] == 1.0
+    assert report["metrics"]["ap50"]["policy"] == 1.0 and report["metrics"]["map"]["policy"] > 0.5
