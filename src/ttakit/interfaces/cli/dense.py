@@ -40,8 +40,8 @@ def add_dense_options(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group(
         "dense tasks (--task detect, segment, keypoints)",
         "For evaluate and tune, --data is then a folder of images. The merge (--merge) is a box merge spec for "
-        "detect: wbf (default), nms, soft_nms, with parameters as wbf(iou_thr=0.6, conf_type=max); a class "
-        "merge (mean, default, gmean, max, vote) for segment.")
+        "detect: wbf (the default), nms or soft_nms, with parameters as wbf(iou_thr=0.6, conf_type=max); a "
+        "class merge for segment: mean (the default), gmean, max or vote.")
     g.add_argument("--decode", default="none", metavar="NAME",
                    help="how a detector's raw output becomes boxes: "
                         + "; ".join(f"{n}: {d.summary}" for n, d in DECODERS.items())
@@ -49,8 +49,8 @@ def add_dense_options(p: argparse.ArgumentParser, command: str) -> None:
                           "module, running its code). Default: none")
     g.add_argument("--input-size", type=positive_int, nargs="+", default=None, metavar=("H", "W"),
                    help="the model's input size; images are fitted into it (--fit) and results mapped back to "
-                        "each image's own pixels. Default: the decoder's (yolox: 416), else --size, else what "
-                        "the model declares")
+                        "each image's own pixels. Default: --size (predict), else the decoder's (yolox: 416), "
+                        "else what the model declares")
     g.add_argument("--fit", choices=FITS, default=None,
                    help="letterbox: keep the aspect ratio, paste top-left, pad; stretch: resize to the input "
                         "size. Default: the decoder's (yolox: letterbox), else stretch")
@@ -181,6 +181,10 @@ def predict(args: argparse.Namespace) -> int:
     from ...io import images
     from ...io.dense import predict_dense_files, write_dense
 
+    given = [flag for flag, v in (("--classes", args.classes), ("--top-k", args.top_k), ("--format", args.format))
+             if v is not None]
+    if given:
+        raise UsageError(f"{given[0]} is for --task classify; --task {args.task} writes COCO JSON (and PNG masks)")
     if not args.out:
         raise UsageError(f"--task {args.task} writes a folder (results.json, index.json, masks/): pass --out DIR")
     adapter, options, fitting = model_setup(args)
@@ -215,6 +219,8 @@ def _policy(spec):
 def _common(args: argparse.Namespace) -> dict:
     from ...io.images import MAX_PIXELS
 
+    if args.subset != "all":
+        raise UsageError(f"--subset is for --task classify; use --limit N with --task {args.task}")
     if not args.annotations:
         raise UsageError(f"--task {args.task} needs --annotations (a COCO JSON, or for segment a mask folder)")
     return {"mode": args.mode, "max_pixels": args.max_pixels or MAX_PIXELS, "limit": args.limit}
