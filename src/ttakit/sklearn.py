@@ -17,8 +17,11 @@ style of ``CalibratedClassifierCV``. ``fit``:
 3. runs every candidate (each view family of ``views`` at each ``strength``,
    ``n_copies`` seeded copies averaged) on the held-out rows, and keeps the
    result of a guarded greedy search (:func:`ttakit.tuning.rows.guarded_greedy`:
-   log-loss for classifiers, squared error for regressors); when nothing beats
-   no TTA on the guard split, it falls back to no TTA (``fell_back_``);
+   log-loss for classifiers, squared error for regressors); views are kept
+   only when their gain over no TTA on the guard split is significant (a
+   paired t-test on the per-row loss below ``guard_alpha``, Bonferroni over
+   the prefixes of the search, as for images); otherwise it falls back to no
+   TTA (``fell_back_``);
 4. refits the clone on all the rows (``refit=True``, the default).
 
 Predicting runs the kept views through the one run loop
@@ -56,6 +59,7 @@ from .policy.rows import RowPolicy, save_row_policy
 from .tasks.classification import ClassificationTask
 from .tasks.regression import RegressionTask
 from .tasks.rows import MODEL_ROWS, run_rows
+from .tuning.guard import GUARD_ALPHA, check_guard_alpha
 from .tuning.rows import guarded_greedy, log_loss, split, squared_error
 from .views import identity
 from .views.rows import DEFAULT_STRENGTHS, FeatureStats, copies, family, is_dataframe
@@ -74,8 +78,9 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
     """Shared by :class:`TTAClassifier` and :class:`TTARegressor` (see the module doc)."""
 
     def __init__(self, estimator=None, *, views="auto", n_copies: int = 8, strength="auto", prefit: bool = False,
-                 holdout: float = 0.25, refit: bool = True, budget: int = 3, roles=None, nan: str = "raise",
-                 chunk_rows: int | None = None, on_error: str = "raise", random_state=None):
+                 holdout: float = 0.25, refit: bool = True, budget: int = 3, guard_alpha: float = GUARD_ALPHA,
+                 roles=None, nan: str = "raise", chunk_rows: int | None = None, on_error: str = "raise",
+                 random_state=None):
         self.estimator = estimator
         self.views = views
         self.n_copies = n_copies
@@ -84,6 +89,7 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
         self.holdout = holdout
         self.refit = refit
         self.budget = budget
+        self.guard_alpha = guard_alpha
         self.roles = roles
         self.nan = nan
         self.chunk_rows = chunk_rows
@@ -125,6 +131,7 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
             raise InputError(f"n_copies must be a positive integer, got {self.n_copies!r}")
         if not (isinstance(self.holdout, numbers.Real) and 0 < self.holdout < 1):
             raise InputError(f"holdout must be a fraction in (0, 1), got {self.holdout!r}")
+        check_guard_alpha(self.guard_alpha)
         if self.on_error not in ("raise", "mark"):
             raise InputError(f"on_error must be 'raise' or 'mark', got {self.on_error!r}")
 
@@ -211,7 +218,7 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
             i += len(g)
         names = [f"{n}({s})" if n != "identity" else n for n, s in self.candidates_]
         self.search_ = guarded_greedy(np.stack(preds), target, self._loss_for(model), budget=self.budget, seed=seed,
-                                      strata=strata, names=names)
+                                      guard_alpha=self.guard_alpha, strata=strata, names=names)
         self.fell_back_ = self.search_.fell_back
         self.reason_ = self.search_.reason
         return self.search_.chosen
@@ -286,6 +293,11 @@ class TTAClassifier(ClassifierMixin, TTABase):
         Refit the estimator on all rows after tuning.
     budget
         Greedy steps of the search.
+    guard_alpha
+        Significance level of the guard: views are kept only if a paired
+        t-test on the per-row loss of the guard rows (Bonferroni over the
+        ``budget`` prefixes) finds them better than no TTA at this level
+        (default 0.05, as for images; 1 is the weakest test).
     roles
         Column roles overriding the inferred ones (``{column: role}``).
     nan
@@ -362,9 +374,10 @@ class TTAClassifier(ClassifierMixin, TTABase):
         return self.classes_[(d > 0).astype(int) if d.ndim == 1 else d.argmax(1)]
 
 
-def _decision_error(d: np.ndarray, y: np.ndarray) -> float:
+def _decision_error(d: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Per row: 1 where the decision values pick the wrong class, else 0."""
     pred = (d > 0).astype(int) if d.ndim == 1 else d.argmax(1)
-    return float((pred != y).mean())
+    return (pred != y).astype(np.float64)
 
 
 class TTARegressor(RegressorMixin, TTABase):
@@ -376,11 +389,12 @@ class TTARegressor(RegressorMixin, TTABase):
     """
 
     def __init__(self, estimator=None, *, views="auto", n_copies: int = 8, strength="auto", merge: str = "mean",
-                 prefit: bool = False, holdout: float = 0.25, refit: bool = True, budget: int = 3, roles=None,
-                 nan: str = "raise", chunk_rows: int | None = None, on_error: str = "raise", random_state=None):
+                 prefit: bool = False, holdout: float = 0.25, refit: bool = True, budget: int = 3,
+                 guard_alpha: float = GUARD_ALPHA, roles=None, nan: str = "raise", chunk_rows: int | None = None,
+                 on_error: str = "raise", random_state=None):
         super().__init__(estimator, views=views, n_copies=n_copies, strength=strength, prefit=prefit,
-                         holdout=holdout, refit=refit, budget=budget, roles=roles, nan=nan, chunk_rows=chunk_rows,
-                         on_error=on_error, random_state=random_state)
+                         holdout=holdout, refit=refit, budget=budget, guard_alpha=guard_alpha, roles=roles, nan=nan,
+                         chunk_rows=chunk_rows, on_error=on_error, random_state=random_state)
         self.merge = merge
 
     def _default_estimator(self):

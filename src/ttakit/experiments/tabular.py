@@ -3,7 +3,9 @@
 For every data set x model family, repeated stratified k-fold: fit
 ``TTAClassifier``/``TTARegressor`` on the training folds (views tuned on a
 held-out part of them), then score the test fold with and without TTA (the
-same fitted estimator: ``estimator_`` alone is no TTA). Each cell reports
+same fitted estimator: ``estimator_`` alone is no TTA; views are kept only
+when their gain on the guard rows is significant at ``guard_alpha``, see
+:mod:`ttakit.tuning.rows`). Each cell reports
 the paired difference (TTA - no TTA) of each metric with a t-interval over
 the folds, how often the guard fell back, and every cell is reported,
 including those where TTA hurts.
@@ -19,7 +21,7 @@ Offline data only, from installed packages (no download at run time):
   weather type from precipitation, temperatures and wind, classification)
   and cars (miles per gallon from the engine and body figures, regression).
 
-Call ``run({"datasets": [...], "models": [...], "folds": 5, "repeats": 2})``
+Call ``run({"datasets": [...], "models": [...], "folds": 5, "repeats": 2, "guard_alpha": 0.05})``
 or ``ttakit reproduce tabular``.
 """
 
@@ -32,6 +34,7 @@ import numpy as np
 from ..errors import InputError
 from ..evaluation.paired import mean_ci
 from ..evaluation.rows import classification_scores, regression_scores
+from ..tuning.guard import GUARD_ALPHA
 
 CLASSIFICATION = ("breast_cancer", "wine", "iris", "digits", "penguins_species", "seattle_weather")
 REGRESSION = ("diabetes", "penguins_mass", "cars_mpg")
@@ -39,7 +42,8 @@ PACKAGES = {"penguins_species": "palmerpenguins", "penguins_mass": "palmerpengui
             "seattle_weather": "vega_datasets", "cars_mpg": "vega_datasets"}
 MODELS = ("logistic", "forest", "hgb", "knn")
 DEFAULTS = {"datasets": CLASSIFICATION + REGRESSION, "models": MODELS, "folds": 3, "repeats": 1,
-            "n_copies": 4, "seed": 0}
+            "n_copies": 4, "seed": 0,
+            "guard_alpha": GUARD_ALPHA}
 
 
 def load(name: str):
@@ -128,7 +132,8 @@ def run_cell(dataset: str, family: str, cfg: dict) -> dict:
         split = (KFold if regression else StratifiedKFold)(cfg["folds"], shuffle=True, random_state=seed)
         for train, test in split.split(x, y):
             meta = (TTARegressor if regression else TTAClassifier)(
-                make_model(family, regression, seed), n_copies=cfg["n_copies"], random_state=seed)
+                make_model(family, regression, seed), n_copies=cfg["n_copies"], guard_alpha=cfg["guard_alpha"],
+                random_state=seed)
             meta.fit(x[train], y[train])
             fell_back += bool(meta.fell_back_)
             if regression:
@@ -217,7 +222,9 @@ def write_report(result: dict, out) -> "Path":
         "# Does test-time augmentation help tabular models?", "",
         f"`ttakit reproduce tabular` with {cfg['folds']}-fold cross-validation x {cfg['repeats']} repeat(s), "
         f"{cfg['n_copies']} copies per view, seed {cfg['seed']}. In each fold `TTAClassifier`/`TTARegressor` "
-        "tunes its views on a held-out part of the training folds (guarded: no TTA when nothing beats it); the "
+        "tunes its views on a held-out part of the training folds, guarded: views are kept only when their gain "
+        "over no TTA on the guard rows is significant (paired t-test on the per-row loss, Bonferroni over the "
+        f"prefixes of the search, guard_alpha {cfg.get('guard_alpha', GUARD_ALPHA):g}), else no TTA; the "
         "test fold is scored with and without TTA by the same fitted estimator, so each figure is a paired "
         "difference, with a t-interval over folds.", "",
         result["verdict"], "", result["table"], ""])

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, TTAKitWarning
-from ..evaluation import mcnemar_exact, metrics, paired_t_pvalue
+from ..evaluation import mcnemar_exact, metrics
 from ..tasks.cache import PredictionCache
 from ..merge import LearnedMerge, TemperatureScaled, get_merge
 from ..models import Normalize
@@ -47,11 +47,10 @@ from ..views import View
 from . import aggregation as agg
 from .candidates import candidate_views
 from .greedy import greedy_search, merge_prefix, score
+from .guard import GUARD_ALPHA, bonferroni, check_guard_alpha, paired_gain_p
 from .temperature import apply_temperature, fit_temperature, nll_at, per_input_nll
 
 AGGREGATIONS = ("mean", "per_view", "per_view_class")
-#: default significance level of the guard's paired test (exact McNemar, two-sided)
-GUARD_ALPHA = 0.05
 #: the guard's paired test for each objective
 TESTS = {"nll": "paired t-test on per-input calibrated NLL", "accuracy": "exact McNemar"}
 MIN_TUNING = 50
@@ -111,8 +110,7 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
         raise InputError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
     if not 0 < guard_fraction < 1:
         raise InputError(f"guard_fraction must be in (0, 1), got {guard_fraction}")
-    if isinstance(guard_alpha, bool) or not isinstance(guard_alpha, (int, float)) or not 0 < guard_alpha <= 1:
-        raise InputError(f"guard_alpha must be a significance level in (0, 1], got {guard_alpha!r}")
+    check_guard_alpha(guard_alpha)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise InputError(f"budget must be a positive integer, got {budget!r}")
     pool = candidate_views(candidates)
@@ -147,8 +145,9 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
         obj, acc, nll, ok, losses = guard_scores(chosen[:L])
         fixed, broken = int((ok & ~id_ok).sum()), int((id_ok & ~ok).sum())
         # the paired test matches the objective: per-input calibrated NLL, or correct/wrong flags
-        p = paired_t_pvalue(id_losses - losses) if objective == "nll" else mcnemar_exact(fixed, broken)
-        p = min(1.0, p * len(steps))  # Bonferroni: every prefix is tested on the same guard inputs
+        # Bonferroni: every prefix is tested on the same guard inputs
+        p = (paired_gain_p(id_losses, losses, len(steps)) if objective == "nll"
+             else bonferroni(mcnemar_exact(fixed, broken), len(steps)))
         significant = fixed > broken and obj < id_obj - 1e-9 and p < guard_alpha
         table.append({"view": repr(pool[s.index]), "candidate": s.index, "fit_objective": s.objective,
                       "fit_accuracy": s.accuracy, "guard_objective": obj, "guard_accuracy": acc, "guard_nll": nll,
