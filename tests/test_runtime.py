@@ -276,3 +276,20 @@ def test_cli_predict_runtime(tmp_path, capsys):
     torch.onnx.export(_model(), torch.rand(2, 3, SIZE, SIZE), str(onnx_file), dynamo=False)
     code = cli.main(["predict", str(onnx_file), str(folder), "--runtime", "onnx"])
     assert code != 0 and "is for PyTorch models" in capsys.readouterr().err
+
+
+def test_cli_evaluate_runtime(tmp_path, capsys):
+    torch.manual_seed(0)
+    ts = tmp_path / "cnn.pt"
+    torch.jit.script(_model()).save(str(ts))
+    data = tmp_path / "data.npz"
+    np.savez(data, x=_images(24, seed=4), y=np.random.default_rng(4).integers(0, 5, 24))
+    reports = {}
+    for runtime in ("eager", "onnx"):
+        with _no_fallback():
+            code = cli.main(["evaluate", str(ts), "--data", str(data), "--policy", "d4", "--runtime", runtime,
+                             "--no-progress"])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        reports[runtime] = [line for line in out.splitlines() if "/s)" not in line]  # timings differ
+    assert any("accuracy" in line for line in reports["eager"]) and reports["onnx"] == reports["eager"]
