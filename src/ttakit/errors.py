@@ -71,3 +71,9 @@ def did_you_mean(name: str, valid: Iterable[str]) -> str:
 
 class TTAKitWarning(UserWarning):
     """A result that may not be trustworthy (e.g. a tuning split too small)."""
+
+
+class RuntimeFallbackWarning(TTAKitWarning):
+    """A faster runtime (``runtime="onnx"`` or ``"compile"``) could not be
+    used for a model, or its outputs differed from the eager model's: ttakit
+    runs the eager model instead; the message says why."""

@@ -49,7 +49,7 @@ class TorchModel(ModelAdapter):
         return self._device
 
     @contextlib.contextmanager
-    def _eval(self):
+    def _eval(self, inference: bool = True):
         # Restore every submodule's own flag: a training model may hold frozen
         # (eval-mode) parts, which module.train() would switch back on. Calls
         # from several threads share one eval period: the first in saves the
@@ -60,7 +60,8 @@ class TorchModel(ModelAdapter):
                 self.module.eval()
             self._active += 1
         try:
-            with torch.inference_mode():
+            # no_grad where the graph is traced (an exporter), inference mode to run
+            with torch.inference_mode() if inference else torch.no_grad():
                 yield
         finally:
             with self._lock:
@@ -73,11 +74,28 @@ class TorchModel(ModelAdapter):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return as_tensor(self.forward_raw(x), self._device)
 
-    def forward_raw(self, x: torch.Tensor):
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """The float32 NCHW batch ``x`` as the module takes it (layout,
+        dtype, memory format)."""
         x = to_layout(x, self.layout)
         if self.dtype is not None:
             x = x.to(self.dtype)
         if self.channels_last and self.layout == "NCHW":
             x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def running(self):
+        """The module in eval and inference mode for one call (flags restored after)."""
+        return self._eval()
+
+    @contextlib.contextmanager
+    def tracing(self):
+        """The module in eval mode under ``torch.no_grad`` (not inference
+        mode, which exporters cannot trace), flags restored after."""
+        with self._eval(inference=False):
+            yield self.module
+
+    def forward_raw(self, x: torch.Tensor):
+        x = self.prepare(x)
         with self._eval():
             return self.module(x)

@@ -268,7 +268,7 @@ class _Spread:
 
 
 _PARAMS = ("model", "policy", "merge", "data_layout", "model_layout", "output", "preprocess", "batch_size",
-           "dedupe", "classes", "progress", "device", "model_options", "on_error")
+           "dedupe", "classes", "progress", "device", "model_options", "runtime", "on_error")
 
 
 @dataclass(frozen=True)
@@ -384,6 +384,13 @@ class Classifier:
     device, model_options
         Passed to the adapter (``device="cuda"``; ``model_options={"dtype":
         torch.bfloat16, "channels_last": True}``, ``{"runtime": "onnx"}`` for Keras).
+    runtime
+        For a PyTorch model: ``"eager"`` (default) runs it as it is;
+        ``"onnx"`` exports it once to ONNX Runtime, ``"compile"`` uses
+        ``torch.compile`` -- each checked against the eager model on the
+        first batch (outputs within 1e-4) and given up with a
+        :class:`~ttakit.errors.RuntimeFallbackWarning` where it fails or
+        differs (see :mod:`ttakit.models.runtime`).
 
     The arguments are kept as given (``get_params``/``set_params`` and
     scikit-learn's ``clone`` work); the object holds no state between calls
@@ -395,7 +402,7 @@ class Classifier:
                  model_layout: str | None = None, output: str = "auto", preprocess=None,
                  batch_size: int | None = None, dedupe: bool = True, classes: Sequence[str] | None = None,
                  progress: bool = False, device=None, model_options: dict | None = None,
-                 on_error: str = "raise"):
+                 runtime: str = "eager", on_error: str = "raise"):
         self.model = model
         self.policy = policy
         self.merge = merge
@@ -409,6 +416,7 @@ class Classifier:
         self.progress = progress
         self.device = device
         self.model_options = model_options
+        self.runtime = runtime
         self.on_error = on_error
         self._setup()  # validate the arguments now, so a mistake shows where it is made
 

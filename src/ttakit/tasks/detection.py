@@ -208,7 +208,7 @@ class Detector(Front):
 
     Parameters (besides those :class:`~ttakit.Classifier` shares:
     ``data_layout``, ``model_layout``, ``preprocess``, ``batch_size``,
-    ``dedupe``, ``device``, ``model_options``, ``on_error``):
+    ``dedupe``, ``device``, ``model_options``, ``runtime``, ``on_error``):
 
     merge
         ``"wbf"`` (default), ``"nms"``, ``"soft_nms"`` or a
@@ -232,7 +232,7 @@ class Detector(Front):
                  box_format: str = "xyxy", normalized: bool = False, decode=None, classes=None,
                  data_layout: str = "NCHW", model_layout: str | None = None, preprocess=None,
                  batch_size: int | None = None, dedupe: bool = True, device=None, model_options: dict | None = None,
-                 on_error: str = "raise"):
+                 runtime: str = "eager", on_error: str = "raise"):
         self._init(dict(locals()))
 
     def make_task(self, policy):

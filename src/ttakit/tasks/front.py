@@ -16,12 +16,13 @@ from ..errors import InputError
 from ..inputs import ImageInputs, check_layout
 from ..inputs.rows import RowInputs
 from ..models import CallableModel, as_model
+from ..models.runtime import check_runtime, with_runtime
 from ..policy import Policy
 from .base import check_on_error
 
 #: the arguments every front end takes after its own
 COMMON = ("data_layout", "model_layout", "preprocess", "batch_size", "dedupe", "device", "model_options",
-          "on_error")
+          "runtime", "on_error")
 
 
 #: the ``data_layout`` of tabular rows ``(N, F)`` (see :func:`row_inputs`)
@@ -48,10 +49,11 @@ class Setup:
 
 
 def cached_adapter(owner, data_layout: str, model_layout: str | None):
-    """The adapter ``owner.model`` stands for (with ``owner.device`` and
-    ``owner.model_options``), rebuilt only when one of those arguments
-    changed. Call it under the owner's lock."""
-    key = (id(owner.model), model_layout, id(owner.device), id(owner.model_options), data_layout)
+    """The adapter ``owner.model`` stands for (with ``owner.device``,
+    ``owner.model_options`` and ``owner.runtime``), rebuilt only when one of
+    those arguments changed. Call it under the owner's lock."""
+    runtime = check_runtime(owner.runtime)
+    key = (id(owner.model), model_layout, id(owner.device), id(owner.model_options), data_layout, runtime)
     prev = owner.__dict__.get("_adapter")
     if prev is not None and prev[0] == key:
         return prev[1]
@@ -61,6 +63,8 @@ def cached_adapter(owner, data_layout: str, model_layout: str | None):
     if model_layout is not None:
         opts["layout"] = check_layout(model_layout, "model_layout")
     adapter = as_model(owner.model, default_layout=data_layout, **opts)
+    if runtime != "eager":
+        adapter = with_runtime(adapter, runtime)
     owner.__dict__["_adapter"] = (key, adapter)
     return adapter
 

@@ -168,7 +168,8 @@ class KeypointDetector(Front):
     def __init__(self, model, policy="identity", *, flip_pairs: Sequence = (), normalized: bool = False,
                  weight_by_confidence: bool = True, data_layout: str = "NCHW", model_layout: str | None = None,
                  preprocess=None, batch_size: int | None = None, dedupe: bool = True, device=None,
-                 model_options: dict | None = None, on_error: str = "raise"):
+                 model_options: dict | None = None, runtime: str = "eager",
+                 on_error: str = "raise"):
         self._init(dict(locals()))
 
     def make_task(self, policy):

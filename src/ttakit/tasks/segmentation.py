@@ -279,7 +279,7 @@ class Segmenter(Front):
 
     Parameters (besides those :class:`~ttakit.Classifier` shares:
     ``data_layout``, ``model_layout``, ``preprocess``, ``batch_size``,
-    ``dedupe``, ``device``, ``model_options``, ``on_error``):
+    ``dedupe``, ``device``, ``model_options``, ``runtime``, ``on_error``):
 
     merge
         ``"mean"`` (default), ``"gmean"``, ``"max"``, ``"vote"`` or any
@@ -312,7 +312,8 @@ class Segmenter(Front):
                  output_layout: str = "NCHW", classes=None, labels_only: bool = False, uncertainty: bool = True,
                  background: int | None = 0, data_layout: str = "NCHW", model_layout: str | None = None,
                  preprocess=None, batch_size: int | None = None, dedupe: bool = True, device=None,
-                 model_options: dict | None = None, on_error: str = "raise"):
+                 model_options: dict | None = None, runtime: str = "eager",
+                 on_error: str = "raise"):
         self._init(dict(locals()))
 
     def make_task(self, policy):

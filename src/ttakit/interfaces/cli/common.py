@@ -184,6 +184,17 @@ def add_model_options(g, *, normalize_default: str) -> None:
                    help="per-channel std divided by after subtracting --mean, on pixels in [0, 1]. Default: 1")
 
 
+def add_runtime_option(g) -> None:
+    """``--runtime``, in the argument group ``g``."""
+    from ...models.runtime import RUNTIMES
+
+    g.add_argument("--runtime", choices=RUNTIMES, default="eager",
+                   help="how a PyTorch model (TorchScript, zoo) runs: eager as it is; onnx exported once to "
+                        "ONNX Runtime; compile through torch.compile. Either is checked against eager on the "
+                        "first batch (outputs within 1e-4) and given up with a warning where it fails or "
+                        "differs. Default: eager")
+
+
 def normalize(mean: list[float] | None, std: list[float] | None, mode: str = "RGB"):
     """The :class:`~ttakit.Normalize` that ``--mean``/``--std`` ask for on
     ``mode`` images, or None when neither is given."""
@@ -250,5 +261,6 @@ def check_policy_out(path: str | Path, flag: str = "--out") -> None:
 
 __all__ = ["PROG", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USAGE", "EXIT_FAILED_INPUTS", "EXIT_INTERRUPTED", "Command",
            "FLAGS", "in_flags", "error", "warn", "cli_warnings", "silence_stdout", "write_stdout", "pixels",
-           "positive_int", "fraction", "add_model_options", "normalize", "POLICY_SUFFIXES", "load_policy",
+           "positive_int", "fraction", "add_model_options", "add_runtime_option",
+           "normalize", "POLICY_SUFFIXES", "load_policy",
            "read_classes", "cannot_write", "check_policy_out"]

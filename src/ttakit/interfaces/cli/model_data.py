@@ -11,7 +11,7 @@ from ...errors import UsageError
 from ...io import labelled
 from ...io.images import printable
 from ...models.loading import load_model_file
-from .common import add_model_options, fraction, normalize, read_classes, warn
+from .common import add_model_options, add_runtime_option, fraction, normalize, read_classes, warn
 
 #: model names that stand for the published CIFAR ResNets
 ZOO = ("zoo:resnet20", "zoo:resnet32")
@@ -47,13 +47,15 @@ def add_model_and_data(p: argparse.ArgumentParser) -> None:
     m.add_argument("--weights", metavar="DIR", default=None,
                    help="folder of the zoo ResNet checkpoints. Default: $TTAKIT_MODELS")
     add_model_options(m, normalize_default="none (the zoo ResNets use their own)")
+    add_runtime_option(m)
     p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
 
 
 def load_model(args: argparse.Namespace):
     """``(model, options)``: the model MODEL names and the keyword arguments
     for :func:`ttakit.tune` / :func:`ttakit.evaluate` that the options ask for."""
-    from ...models import Normalize
+    from ...models import Normalize, as_model
+    from ...models.runtime import with_runtime
 
     options: dict = {"output": args.output_kind, "batch_size": args.batch_size, "progress": args.progress}
     norm = normalize(args.mean, args.std)
@@ -65,13 +67,15 @@ def load_model(args: argparse.Namespace):
         if args.model_layout not in (None, "NCHW"):
             raise UsageError(f"--model-layout {args.model_layout}: the zoo ResNets consume NCHW")
         model = load_cifar_resnet(int(args.model.split("resnet")[1]), root=args.weights)
+        if args.runtime != "eager":
+            model = with_runtime(as_model(model), args.runtime)
         options.setdefault("preprocess", Normalize(CIFAR_RESNET_MEAN, CIFAR_RESNET_STD))
         if args.output_kind == "auto":
             options["output"] = "logits"
         return model, options
     if args.model.startswith("zoo:"):
         raise UsageError(f"unknown zoo model {args.model!r}; available: {', '.join(ZOO)}")
-    return load_model_file(args.model, layout=args.model_layout), options
+    return with_runtime(load_model_file(args.model, layout=args.model_layout), args.runtime), options
 
 
 def model_classes(args: argparse.Namespace, policy=None) -> list[str] | None:

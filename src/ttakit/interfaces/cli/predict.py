@@ -16,6 +16,7 @@ from ...errors import UsageError
 from ...io import images, writers
 from ...io.prediction import predict_files
 from ...models.loading import load_model_file
+from ...models.runtime import with_runtime
 from . import predict_ray
 from . import dense
 from .dense import add_dense_options, add_task_option
@@ -24,6 +25,7 @@ from .common import (
     EXIT_OK,
     Command,
     add_model_options,
+    add_runtime_option,
     cannot_write,
     in_flags,
     load_policy,
@@ -109,6 +111,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default=None, metavar="DEVICE",
                    help="where to run: cpu, cuda or cuda:N, for TorchScript and ONNX models. "
                         "Default: TorchScript on cpu, ONNX on CUDA when available, else cpu")
+    add_runtime_option(g)
     g = p.add_argument_group("images")
     g.add_argument("--size", nargs="+", default=None, metavar=("H", "W"),
                    help="resize every image to H x W pixels (bilinear), given as 'H W', 'HxW' or 'N' "
@@ -169,6 +172,9 @@ def _is_under(path: Path, folder: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.runtime != "eager" and (wants_table(args) or args.engine == "ray"):
+        raise UsageError(f"--runtime {args.runtime} is for image files predicted here; it does not apply to "
+                         "--data TABLE or --engine ray")
     if wants_table(args):
         return run_predict(args)
     if not args.images:
@@ -190,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     size = images.parse_size(args.size)
     images.check_size(size, args.max_pixels)
     policy = load_policy(args.policy)
-    adapter = load_model_file(args.model, layout=args.model_layout, device=args.device)
+    adapter = with_runtime(load_model_file(args.model, layout=args.model_layout, device=args.device), args.runtime)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     pred = predict_files(adapter, args.images, policy, args.merge, output_kind=args.output_kind,
                          batch_size=args.batch_size, preprocess=preprocess, size=size, mode=args.mode,
