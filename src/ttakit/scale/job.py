@@ -189,8 +189,11 @@ def run_job(model, data: Sequence[str | Path], out: str | Path, policy="identity
            "inputs": p.inputs, "inputs_digest": p.digest}
     manifest = Manifest.open(out, job, len(p.blocks), p.inputs, p.failures)
     resumed = len(manifest.committed)
-    for tmp in Path(out).glob(".part-*.tmp"):  # left by actors killed mid-write; their blocks are not committed
-        tmp.unlink(missing_ok=True)
+    # temporary files left by writers killed mid-write (actors' parts, whose blocks are not committed, and
+    # the driver's manifest or failures list, whose last complete version is the one on disk)
+    for pattern in (".part-*.tmp", "._manifest.json.*.tmp", "._failures.csv.*.tmp"):
+        for tmp in Path(out).glob(pattern):
+            tmp.unlink(missing_ok=True)
     pending = [b for b in p.blocks if b.index not in manifest.committed]
     startup = 0.0
     if pending:
