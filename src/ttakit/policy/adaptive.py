@@ -224,18 +224,15 @@ class AdaptivePolicy(Policy):
         return cls(stages, rules, source=spec)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"format": FORMAT, "version": ADAPTIVE_VERSION, "stages": []}
+        d = super().to_dict()  # format, source, merge and inputs as a plain policy writes them
+        d["version"] = ADAPTIVE_VERSION
+        del d["views"]
+        d["stages"] = []
         for k, s in enumerate(self._stages):
             entry: dict[str, Any] = {"views": s.to_dict()["views"]}
             if k < len(self._rules):
                 entry["continue_if"] = str(self._rules[k])
             d["stages"].append(entry)
-        if self._source:
-            d["source"] = self._source
-        if self._merge is not None:
-            d["merge"] = self._merge.to_dict()
-        if self._inputs is not None:
-            d["inputs"] = self._inputs.to_dict()
         return d
 
     @classmethod

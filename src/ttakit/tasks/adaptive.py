@@ -143,15 +143,7 @@ def run_adaptive(task: ClassificationTask, adapter, data, policy: AdaptivePolicy
         if whole < len(g):
             pending[k].append(g.take(whole, len(g)))
 
-    first = True
-    for raw, start in inputs.chunks(data, bs):
-        if len(raw) == 0:
-            continue
-        x = inputs.prepare(raw, adapter.device, start)
-        inputs.check_model(x, adapter)
-        if first:
-            inputs.check_range(raw, x, preprocess)
-            first = False
+    for raw, start, x in engine.prepared_chunks(adapter, data, bs, inputs, preprocess):
         rows = torch.arange(start, start + x.shape[0])
         bad = inputs.invalid(x)
         if bad is not None:
