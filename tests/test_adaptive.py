@@ -155,3 +155,66 @@ def test_bad_adaptive_policies():
         Policy.parse("identity @ margin<0.2 | hflip @ margin<0.1")
     with pytest.raises(ttakit.InputError, match="return_views"):
         ttakit.Classifier(Counting(), SPEC).run(images(4), return_views=True)
+
+
+# -- tuning under a cost budget ------------------------------------------------------
+
+def synthetic_views(n=600, v=5, c=4, seed=0):
+    """Views whose mean is better than any one: each is the truth plus its own noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    base = rng.normal(0, 1.0, (n, c)) + 1.5 * np.eye(c)[y] * rng.uniform(0.2, 2, (n, 1))
+    logits = base[None] + rng.normal(0, 1.2, (v, n, c))
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    return p / p.sum(-1, keepdims=True), y
+
+
+@pytest.mark.parametrize("budget", [1.0, 1.3, 1.5, 2.2, 3.0])
+def test_budget_choice_respects_the_budget_and_is_what_it_says(budget):
+    from ttakit.evaluation.adaptive import simulate
+    from ttakit.tuning.adaptive import choose_adaptive
+
+    probs, y = synthetic_views()
+    pol = Policy.parse("identity + hflip + vflip + rot90 + rot270").with_merge(TemperatureScaled(Mean(), 1.2))
+    select = np.arange(0, 600, 2)
+    c = choose_adaptive(pol, probs, y, budget, select=select)
+    assert c.mean_forwards <= budget + 1e-9
+    p, f = simulate(c.policy, probs[:len(c.policy.unique())])
+    assert f.mean() == pytest.approx(c.mean_forwards)  # the stated cost is the policy's cost on these inputs
+    nll = -np.log(p[select, y[select]]).mean()
+    assert nll == pytest.approx(c.nll)
+    if budget > 1:  # more budget never chooses worse, and adapts
+        one = choose_adaptive(pol, probs, y, 1.0, select=select)
+        assert c.objective <= one.objective
+        if budget < 5:
+            assert isinstance(c.policy, AdaptivePolicy) and c.objective < one.objective
+
+
+def test_simulation_on_the_cache_equals_the_run():
+    from ttakit.evaluation.adaptive import simulate
+    from ttakit.tasks.cache import PredictionCache
+
+    model = Counting()
+    x = images(60)
+    pol = AdaptivePolicy.parse(SPEC).with_merge(TemperatureScaled(Mean(), 0.8))
+    res = ttakit.Classifier(model, pol, batch_size=16).run(x)
+    cache = PredictionCache(model, x, batch_size=16)
+    p, f = simulate(pol, cache.stack(pol.unique().views))
+    np.testing.assert_array_equal(f, res.forwards)
+    np.testing.assert_allclose(p, res.probs, atol=1e-5)
+
+
+def test_tune_with_max_forwards():
+    x = images(400, seed=5)
+    m = Counting(seed=3)
+    with torch.no_grad():  # labels the flips agree on: flip TTA helps this model
+        y = (m(x).softmax(1) + m(x.flip(-1)).softmax(1) + m(x.flip(-2)).softmax(1)).argmax(1).numpy()
+    with pytest.warns(ttakit.errors.TTAKitWarning):
+        r = ttakit.tune(m, x, y, candidates="flips", budget=3, max_forwards=1.5)
+    assert len(r.full_policy.unique()) > 1.5 and isinstance(r.policy, AdaptivePolicy)
+    assert r.adaptive["mean_forwards"] <= 1.5
+    res = ttakit.Classifier(Counting(seed=3), r.policy).run(x)
+    assert res.mean_forwards == pytest.approx(r.adaptive["mean_forwards"])
+    assert "forwards per input" in r.summary()
+    with pytest.raises(ttakit.InputError, match="max_forwards"):
+        ttakit.tune(m, x, y, candidates="flips", max_forwards=0.5)

@@ -6,7 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from .common import EXIT_FAILED_INPUTS, EXIT_OK, Command, cannot_write, check_policy_out, fraction, positive_int
+from .common import (EXIT_FAILED_INPUTS, EXIT_OK, Command, at_least_one, cannot_write, check_policy_out, fraction,
+                     positive_int)
 from .model_data import add_model_and_data, load_data, load_model
 
 
@@ -26,6 +27,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     t.add_argument("--guard-fraction", type=fraction, default=0.3, metavar="F",
                    help="share of the tuning data held back to check the search. Default: 0.3")
     t.add_argument("--seed", type=int, default=0, help="seed of the fit/guard split. Default: 0")
+    t.add_argument("--max-forwards", type=at_least_one, default=None, metavar="F",
+                   help="cost budget: mean forward passes per input. When the tuned policy has more distinct "
+                        "views, save its adaptive version (views in stages; only uncertain inputs go on) that "
+                        "does best on the guard split at a mean of at most F on the tuning data, chosen from "
+                        "cached predictions without running the model again. Default: no budget")
     t.add_argument("--out", default="policy.yaml", metavar="FILE",
                    help="where to save the tuned policy (.yaml/.yml or .json). Default: policy.yaml")
 
@@ -38,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(args)
     res = tune(model, data.x, data.y, candidates=args.candidates, budget=args.budget, objective=args.objective,
                aggregation=args.aggregation, guard_fraction=args.guard_fraction, seed=args.seed,
-               data_layout=data.layout, **options)
+               max_forwards=args.max_forwards, data_layout=data.layout, **options)
     save_policy(res.policy, args.out)
     print(f"Data: {data.description}")
     print(res.summary())
