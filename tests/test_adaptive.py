@@ -218,3 +218,18 @@ def test_tune_with_max_forwards():
     assert "forwards per input" in r.summary()
     with pytest.raises(ttakit.InputError, match="max_forwards"):
         ttakit.tune(m, x, y, candidates="flips", max_forwards=0.5)
+
+
+def test_mark_fails_an_input_alone():
+    x = images(40)
+    x[7, 0, 0, 0] = float("nan")
+    x[33, 1, 2, 3] = float("inf")
+    pol = AdaptivePolicy.parse(SPEC)
+    res = ttakit.Classifier(Counting(), pol, batch_size=8, on_error="mark").run(x)
+    assert sorted(res.errors) == [7, 33] and res.failed.sum() == 2 and (res.labels[[7, 33]] == -1).all()
+    keep = np.setdiff1d(np.arange(40), [7, 33])
+    alone = ttakit.Classifier(Counting(), pol, batch_size=8).run(x[keep])
+    np.testing.assert_allclose(res.probs[keep], alone.probs, atol=1e-6)
+    np.testing.assert_array_equal(res.forwards[keep], alone.forwards)
+    with pytest.raises(ttakit.InputError, match="first at index 7"):
+        ttakit.Classifier(Counting(), pol, batch_size=8).run(x)

@@ -48,9 +48,16 @@ class AdaptiveRun(ClassificationRun):
         self.chunk_views = None
 
     def fail(self, rows, reason, error=InputError):
-        idx = rows.nonzero().flatten()
-        if len(idx):
-            raise error(f"{len(idx)} input(s) failed: {reason} (first at index {int(self.rows[idx[0]])})")
+        """As :meth:`TaskRun.fail`, for inputs named by ``self.rows``."""
+        idx = rows.nonzero().flatten().tolist()
+        if not idx:
+            return
+        if self.task.on_error == "raise":
+            raise error(f"{len(idx)} input(s) failed: {reason} (first at index {int(self.rows[idx[0]])}). Pass "
+                        f"on_error='mark' to get the other results and a list of the failed inputs")
+        self.chunk_failed |= rows.to(self.chunk_failed.device)
+        for i in idx:
+            self.errors.setdefault(int(self.rows[i]), reason)
 
     def settle(self, keep: torch.Tensor) -> dict:
         """Write the inputs ``keep`` (a mask over the current rows) out; return the merged results."""
@@ -97,8 +104,6 @@ class _Group:
 def run_adaptive(task: ClassificationTask, adapter, data, policy: AdaptivePolicy, *, inputs,
                  batch_size: int | None = None, preprocess=None, progress=None) -> ClassificationResult:
     """Run ``policy`` stage by stage over ``data`` (see the module doc)."""
-    if task.on_error != "raise":
-        raise InputError("on_error='mark' is not supported with adaptive policies yet; use on_error='raise'")
     if task.keep_views:
         raise InputError("return_views is not available with an adaptive policy (later views do not run for "
                          "every input); run its full policy (policy.full) for per-view outputs")
@@ -111,7 +116,7 @@ def run_adaptive(task: ClassificationTask, adapter, data, policy: AdaptivePolicy
     limit = PENDING_BATCHES * bs
     pending: list[list[_Group]] = [[] for _ in stages]
 
-    def process(k: int, g: _Group) -> None:
+    def process(k: int, g: _Group, bad=None) -> None:
         own = [views[i] for i in stages[k]]
         new: list = [None] * len(own)
         for j, out in engine.forward_views(adapter, g.x, own, bs, preprocess, task.convert_output, inputs):
@@ -119,13 +124,15 @@ def run_adaptive(task: ClassificationTask, adapter, data, policy: AdaptivePolicy
         outs = torch.cat([g.outs, torch.stack(new)]) if len(g.outs) else torch.stack(new)
         run.count(g.rows, len(own))
         run.begin_rows(g.rows, g.x.device)
+        if bad is not None:  # inputs that cannot be used (NaN pixels): they fail alone, or the run stops
+            run.fail(bad[0], bad[1])
         so_far = [i for s in stages[:k + 1] for i in s]
         for j, i in enumerate(so_far):
             run.add(i, outs[j])
         if k == len(stages) - 1:
             run.settle(torch.ones(len(g), dtype=torch.bool))
             return
-        go_on = policy.rules[k].uncertain(run.merged()["probs"]).cpu()
+        go_on = policy.rules[k].uncertain(run.merged()["probs"]).cpu() & ~run.chunk_failed.cpu()
         run.settle(~go_on)
         if go_on.any():
             pending[k + 1].append(_Group(g.rows[go_on], g.x[go_on], outs[:, go_on]))
@@ -147,11 +154,10 @@ def run_adaptive(task: ClassificationTask, adapter, data, policy: AdaptivePolicy
         rows = torch.arange(start, start + x.shape[0])
         bad = inputs.invalid(x)
         if bad is not None:
-            run.begin_rows(rows, x.device)
-            run.fail(bad[0], bad[1])
+            x = x.masked_fill(bad[0].view(-1, *([1] * (x.dim() - 1))), 0.0)
         for v in dict.fromkeys(views):
             v.check_input(x, start)
-        process(0, _Group(rows, x, x.new_empty((0,))))
+        process(0, _Group(rows, x, x.new_empty((0,))), bad)
         if progress is not None:
             progress.update(len(raw))
     for k in range(1, len(stages)):
