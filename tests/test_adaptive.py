@@ -233,3 +233,13 @@ def test_mark_fails_an_input_alone():
     np.testing.assert_array_equal(res.forwards[keep], alone.forwards)
     with pytest.raises(ttakit.InputError, match="first at index 7"):
         ttakit.Classifier(Counting(), pol, batch_size=8).run(x)
+
+
+def test_policy_id_tells_thresholds_apart():
+    from ttakit.tasks.classification import policy_id
+
+    m = Counting()
+    a = policy_id(ttakit.Classifier(m, "identity @ margin<0.2 | hflip"))
+    b = policy_id(ttakit.Classifier(m, "identity @ margin<0.3 | hflip"))
+    full = policy_id(ttakit.Classifier(m, "identity + hflip"))
+    assert len({a, b, full}) == 3

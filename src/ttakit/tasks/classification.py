@@ -573,6 +573,9 @@ def policy_id(classifier: Classifier) -> str:
 
     d = classifier.run_policy.to_dict()
     d.pop("source", None)
+    policy = classifier._setup().policy
+    if isinstance(policy, AdaptivePolicy):  # the stages and their rules are part of what runs
+        d["stages"] = policy.to_dict()["stages"]
     d["merge"] = classifier.effective_merge.to_dict()
     text = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
