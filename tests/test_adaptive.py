@@ -31,6 +31,18 @@ class Counting(torch.nn.Module):
         return (z @ self.w) * (1 + 3 * z[:, :1].abs())
 
 
+class Plain(torch.nn.Module):
+    """Counting's model without the counting (TorchScript can save it)."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(w)
+
+    def forward(self, x):
+        z = x.flatten(1) - 0.5
+        return (z @ self.w) * (1 + 3 * z[:, :1].abs())
+
+
 def images(n, seed=1):
     return torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
 
@@ -243,3 +255,25 @@ def test_policy_id_tells_thresholds_apart():
     b = policy_id(ttakit.Classifier(m, "identity @ margin<0.3 | hflip"))
     full = policy_id(ttakit.Classifier(m, "identity + hflip"))
     assert len({a, b, full}) == 3
+
+
+def test_tune_command_with_max_forwards(tmp_path, capsys):
+    from ttakit.interfaces.cli import main
+
+    x = (images(800, seed=5) * 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    net = torch.jit.script(Plain(Counting(seed=3).w.detach()))
+    # labels the flips agree on: flip TTA helps this model
+    y = ttakit.Classifier(net, "identity + hflip + vflip", data_layout="NHWC").predict(x)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    net.save(str(tmp_path / "m.pt"))
+    code = main(["tune", str(tmp_path / "m.pt"), "--data", str(tmp_path / "data.npz"), "--subset", "tune",
+                 "--candidates", "hflips, vflip", "--budget", "3", "--max-forwards", "1.5",
+                 "--out", str(tmp_path / "p.yaml"), "--no-progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    pol = Policy.load(tmp_path / "p.yaml")
+    assert isinstance(pol, AdaptivePolicy) and "Budget of 1.5 forwards per input" in out
+    res = ttakit.Classifier(str(tmp_path / "m.pt"), pol, data_layout="NHWC").run(x[:300])
+    assert res.mean_forwards <= 1.5 + 0.1
+    assert main(["tune", str(tmp_path / "m.pt"), "--data", str(tmp_path / "data.npz"), "--max-forwards", "0.5"]) == 2
+    assert "expected a number >= 1" in capsys.readouterr().err
