@@ -100,3 +100,11 @@ def png_bytes(img: np.ndarray) -> bytes:
 
 def images(n: int, seed: int = 0, size: int = 32) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def probs_of(entry: dict, c: int = 10) -> np.ndarray:
+    """An answer's probabilities as a vector of ``c`` classes (NaN where its top-k left them out)."""
+    p = np.full(c, np.nan, np.float32)
+    for t in entry["top_k"]:
+        p[t["label"]] = t["prob"]
+    return p

@@ -22,7 +22,7 @@ for _mod in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx"):
 
 import httpx  # noqa: E402
 
-from serve_support import Server, images, png_bytes, tiny_model_file  # noqa: E402
+from serve_support import Server, images, png_bytes, probs_of, tiny_model_file  # noqa: E402
 from ttakit import Classifier  # noqa: E402
 from ttakit.models.loading import load_model_file  # noqa: E402
 
@@ -67,13 +67,6 @@ def slow_server(model_path, tmp_path_factory):
 
 def files(imgs, names=None):
     return [("files", (names[i] if names else f"img{i}.png", png_bytes(im), "image/png")) for i, im in enumerate(imgs)]
-
-
-def probs_of(entry, c=10):
-    p = np.full(c, np.nan, np.float32)
-    for t in entry["top_k"]:
-        p[t["label"]] = t["prob"]
-    return p
 
 
 def concurrent_probs(url, x):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -215,7 +215,17 @@ def paired_detection(ground_truth, dets_a: list[dict], dets_b: list[dict], level
                      n_boot: int = 200, seed: int = 0, iou_type: str = "bbox") -> PairedDense:
     """mAP of ``dets_b`` minus that of ``dets_a``, with a bootstrap CI over
     images (a resample repeats images, as if each copy were a new image).
-    ``iou_type="keypoints"`` compares OKS AP instead (metric ``"oks_ap"``).
+    ``iou_type="keypoints"`` compares OKS AP instead (metric ``"oks_ap"``)."""
+    r = paired_coco(ground_truth, dets_a, dets_b, iou_type=iou_type, level=level, n_boot=n_boot, seed=seed)["map"]
+    return replace(r, metric={"bbox": "map", "segm": "segm_map", "keypoints": "oks_ap"}[iou_type])
+
+
+def paired_coco(ground_truth, dets_a: list[dict], dets_b: list[dict], iou_type: str = "bbox", level: float = 0.95,
+                n_boot: int = 200, seed: int = 0, tolerance: float = 0.01) -> dict[str, PairedDense]:
+    """``{"map": ..., "ap50": ...}``: each metric of ``dets_b`` minus that of
+    ``dets_a`` (COCOeval ``iou_type``), with one bootstrap over images for
+    both (a resample repeats images, as if each copy were a new image), and
+    the images whose own metric rose / fell by more than ``tolerance``.
 
     COCOeval matches detections to ground truth per image and category, so
     each side is matched once (``COCOeval.evaluate``) and a resample, or one
@@ -228,18 +238,23 @@ def paired_detection(ground_truth, dets_a: list[dict], dets_b: list[dict], level
     ids = sorted(gt.getImgIds())
     ev_a, ev_b = _matched(gt, dets_a, ids, iou_type), _matched(gt, dets_b, ids, iou_type)
     everything = np.arange(len(ids))
-    a, b = _map_of(ev_a, everything), _map_of(ev_b, everything)
+    ma, mb = _aps_of(ev_a, everything), _aps_of(ev_b, everything)
     rng = np.random.default_rng(seed)
-    diffs = np.empty(n_boot)
+    diffs = {k: np.empty(n_boot) for k in ma}
     for j in range(n_boot):
         pick = rng.integers(0, len(ids), len(ids))
-        diffs[j] = _map_of(ev_b, pick) - _map_of(ev_a, pick)
-    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    per_a = np.array([_map_of(ev_a, [i]) for i in everything])
-    per_b = np.array([_map_of(ev_b, [i]) for i in everything])
-    name = {"bbox": "map", "segm": "segm_map", "keypoints": "oks_ap"}[iou_type]
-    return PairedDense(name, len(ids), a, b, b - a, float(lo), float(hi),
-                       int(np.sum(per_b - per_a > 0.01)), int(np.sum(per_a - per_b > 0.01)))
+        ra, rb = _aps_of(ev_a, pick), _aps_of(ev_b, pick)
+        for k in diffs:
+            diffs[k][j] = rb[k] - ra[k]
+    per_a = [_aps_of(ev_a, [i]) for i in everything]
+    per_b = [_aps_of(ev_b, [i]) for i in everything]
+    out = {}
+    for k in ma:
+        lo, hi = np.quantile(diffs[k], [(1 - level) / 2, (1 + level) / 2]) if n_boot else (np.nan, np.nan)
+        pa, pb = np.array([p[k] for p in per_a]), np.array([p[k] for p in per_b])
+        out[k] = PairedDense(k, len(ids), ma[k], mb[k], mb[k] - ma[k], float(lo), float(hi),
+                             int(np.sum(pb - pa > tolerance)), int(np.sum(pa - pb > tolerance)))
+    return out
 
 
 def _matched(gt, dets: list[dict], ids: list, iou_type: str = "bbox"):
@@ -255,20 +270,20 @@ def _matched(gt, dets: list[dict], ids: list, iou_type: str = "bbox"):
     return ev
 
 
-def _map_of(ev, positions) -> float:
-    """AP@[.5:.95] (all areas; the most detections: 100 boxes, 20 people)
-    of the matched images at
+def _aps_of(ev, positions) -> dict[str, float]:
+    """``{"map": AP@[.5:.95], "ap50": AP@.5}`` (all areas; the most
+    detections: 100 boxes, 20 people) of the matched images at
     ``positions`` of ``ev``'s image list, repeats counted as new images;
     0 where COCO has nothing to score, as :func:`coco_map`."""
     if ev is None:
-        return 0.0
+        return {"map": 0.0, "ap50": 0.0}
     pe = ev._paramsEval
     n_img, n_area = len(pe.imgIds), len(pe.areaRng)
     area = pe.areaRngLbl.index("all")
     sub = copy.copy(ev)
     sub.params, sub._paramsEval = copy.copy(ev.params), copy.copy(pe)
     sub.params.imgIds = sub._paramsEval.imgIds = list(range(len(positions)))
-    # accumulate only what AP@[.5:.95] reads: the "all" area range (read at offset 0), 100 detections
+    # accumulate only what the two APs read: the "all" area range (read at offset 0), the most detections
     sub.params.areaRng, sub.params.areaRngLbl, sub.params.maxDets = [pe.areaRng[area]], ["all"], [pe.maxDets[-1]]
     sub.evalImgs = [None] * (len(pe.catIds) * n_area * len(positions))
     for k in range(len(pe.catIds)):
@@ -278,8 +293,18 @@ def _map_of(ev, positions) -> float:
     with contextlib.redirect_stdout(io.StringIO()):
         sub.accumulate()
     prec = sub.eval["precision"][:, :, :, 0, 0]
-    valid = prec[prec > -1]
-    return float(max(valid.mean(), 0.0)) if valid.size else 0.0
+    at50 = prec[np.isclose(pe.iouThrs, 0.5)]
+
+    def mean(p):
+        valid = p[p > -1]
+        return float(max(valid.mean(), 0.0)) if valid.size else 0.0
+
+    return {"map": mean(prec), "ap50": mean(at50)}
+
+
+def _map_of(ev, positions) -> float:
+    """AP@[.5:.95] of the matched images at ``positions`` (see :func:`_aps_of`)."""
+    return _aps_of(ev, positions)["map"]
 
 
 # -- keypoints -----------------------------------------------------------------------

@@ -6,7 +6,9 @@ python-multipart, prometheus-client).
   into one engine run (and the naive per-request runner for comparison);
 * :mod:`.decode` -- request payloads to image arrays, one image at a time;
 * :mod:`.app` -- the FastAPI app (:func:`create_app`);
-* :mod:`.schema` -- the OpenAPI shapes.
+* :mod:`.schema` -- the OpenAPI shapes;
+* :mod:`.ray_deployment` -- the same app as a Ray Serve deployment in
+  replicas, batching with ``@serve.batch`` (the ``ray`` extra).
 
 Only :mod:`.batcher` and :mod:`.decode` import without the extra.
 """

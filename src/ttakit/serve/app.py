@@ -100,7 +100,8 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
                timeout_ms: float = 10000, threads: int = DEFAULT_DIRECT_THREADS,
                degrade_depth: int | None = None, degrade_views: int = 1, api_key: str | None = None,
                limits: Limits | None = None, top_k: int = 5, batching: bool = True, model_name: str = "model",
-               warm_up: bool = True, adaptive_wait: bool = True, max_in_flight: int | None = None):
+               warm_up: bool = True, adaptive_wait: bool = True, max_in_flight: int | None = None,
+               runner_factory=None):
     """The FastAPI app serving ``classifier`` (images arrive as ``(H, W, C)``,
     so its ``data_layout`` must be NHWC). ``size`` resizes every file image to
     ``(H, W)`` (and is the warm-up shape); ``batching=False`` runs each request
@@ -114,7 +115,11 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
     (read, decoded, queued or run; default twice ``queue_size``): beyond it a
     request is answered 503 ``overloaded`` at once, before its body is read,
     so that a server starved of CPU holds a bounded backlog, not one that
-    grows with every request the clients send.
+    grows with every request the clients send. ``runner_factory`` replaces
+    the :class:`~ttakit.serve.batcher.Batcher` (it is called with the
+    Batcher's arguments and returns an object with its ``submit``, ``depth``,
+    ``warm_up`` and ``close``): :mod:`ttakit.serve.ray_deployment` batches
+    with Ray Serve's ``@serve.batch`` this way, behind the same routes.
 
     With ``$PROMETHEUS_MULTIPROC_DIR`` set (several worker processes),
     ``/metrics`` adds up every worker's counters and histograms from that
@@ -157,7 +162,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
 
     @asynccontextmanager
     async def lifespan(app):
-        runner_cls, extra = (Batcher, {}) if batching else (DirectRunner, {"threads": threads})
+        runner_cls, extra = (runner_factory or Batcher, {}) if batching else (DirectRunner, {"threads": threads})
         runner = runner_cls(classifier, **extra, max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size,
                             degrade_depth=degrade_depth, degrade_views=degrade_views, on_batch=on_batch,
                             expect=(lambda: state["receiving"]) if adaptive_wait else None)

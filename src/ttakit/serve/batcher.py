@@ -130,26 +130,75 @@ class _Stats:
         self.images = 0
         self.forward_passes = 0
 
+    def record(self, n: int, forward_passes: int, secs: float, on_batch=None) -> None:
+        """Count one engine run of ``n`` images and tell ``on_batch`` (n, forward passes, seconds)."""
+        self.batches += 1
+        self.images += n
+        self.forward_passes += forward_passes
+        if on_batch is not None:
+            try:
+                on_batch(n, forward_passes, secs)
+            except Exception:  # metrics must never break predictions
+                pass
 
-class Batcher:
-    """See the module docstring. ``classifier`` must use ``on_error="mark"``
-    so that one bad input fails only itself (it is copied with that setting
-    otherwise)."""
 
-    def __init__(self, classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
-                 max_wait_ms: float = DEFAULT_MAX_WAIT_MS, queue_size: int = 512,
-                 degrade_depth: int | None = None, degrade_views: int = 1, on_batch=None, expect=None):
+def model_failure(e: Exception) -> ServeError:
+    """What every request of an engine run that raised ``e`` fails with."""
+    return e if isinstance(e, ServeError) else ServeError(f"the model failed: {e}", code="model_error", status=500)
+
+
+def split_run(res, sizes: list[int], waits: list[float], *, degraded: bool, secs: float) -> list[Batch]:
+    """One engine run's result ``res`` cut back into each request's
+    :class:`Batch`, in order: ``sizes`` are their image counts, ``waits``
+    their seconds in the queue."""
+    out, start, total = [], 0, sum(sizes)
+    for n, wait in zip(sizes, waits):
+        sl = slice(start, start + n)
+        errs = {i - start: msg for i, msg in res.errors.items() if start <= i < start + n}
+        out.append(Batch(probs=res.probs[sl], labels=res.labels[sl], entropy=res.entropy[sl],
+                         agreement=res.agreement[sl], failed=res.failed[sl], errors=errs, views=len(res.views),
+                         degraded=degraded, batch_images=total, queue_seconds=wait, model_seconds=secs))
+        start += n
+    return out
+
+
+class _BatchingRunner:
+    """What the batching runners share: the classifier (copied with
+    ``on_error="mark"``, so that one bad input fails only itself), the
+    limits, the shorter classifier for degrading, the counters, warm-up."""
+
+    def __init__(self, classifier: Classifier, *, max_batch: int, queue_size: int, degrade_depth: int | None,
+                 degrade_views: int, on_batch):
         if classifier.on_error != "mark":
             classifier = Classifier(**{**classifier.get_params(), "on_error": "mark"})
         self.classifier = classifier
         self.max_batch = max(1, int(max_batch))
-        self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
         self.queue_size = max(1, int(queue_size))
         self.degrade_depth = degrade_depth
         self.views = len(classifier.run_policy)
         self.degraded = (_degraded_classifier(classifier, degrade_views)
                          if degrade_depth is not None else None)
         self.on_batch = on_batch  #: called (n_images, forward_passes, seconds) after each run
+        self.stats = _Stats()
+
+    def warm_up(self, shape: tuple[int, ...]) -> None:
+        """Run one blank input of ``shape`` ``(H, W, C)`` through every
+        classifier the runner uses (first calls allocate and compile)."""
+        blank = np.zeros((1, *shape), np.uint8)
+        for clf in (self.classifier, self.degraded):
+            if clf is not None:
+                clf.run(blank)
+
+
+class Batcher(_BatchingRunner):
+    """See the module docstring."""
+
+    def __init__(self, classifier: Classifier, *, max_batch: int = DEFAULT_MAX_BATCH,
+                 max_wait_ms: float = DEFAULT_MAX_WAIT_MS, queue_size: int = 512,
+                 degrade_depth: int | None = None, degrade_views: int = 1, on_batch=None, expect=None):
+        super().__init__(classifier, max_batch=max_batch, queue_size=queue_size, degrade_depth=degrade_depth,
+                         degrade_views=degrade_views, on_batch=on_batch)
+        self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
         #: how many requests are on their way to submit() (being read or decoded); while none are,
         #: a batch does not wait for company (a lone request is not delayed by max_wait_ms)
         self.expect = expect
@@ -158,7 +207,6 @@ class Batcher:
         self._cv = threading.Condition()
         self._closing = False
         self._model_free_since = 0.0  # time.monotonic() when the last run ended
-        self.stats = _Stats()
         self._thread = threading.Thread(target=self._loop, name="ttakit-batcher", daemon=True)
         self._thread.start()
 
@@ -190,14 +238,6 @@ class Batcher:
             self._closing = True
             self._cv.notify_all()
         self._thread.join(timeout)
-
-    def warm_up(self, shape: tuple[int, ...]) -> None:
-        """Run one blank input of ``shape`` ``(H, W, C)`` through every
-        classifier the batcher uses (first calls allocate and compile)."""
-        blank = np.zeros((1, *shape), np.uint8)
-        for clf in (self.classifier, self.degraded):
-            if clf is not None:
-                clf.run(blank)
 
     # -- the batching thread -----------------------------------------------------------------
     def _take(self) -> tuple[list[_Item], int] | None:
@@ -264,33 +304,18 @@ class Batcher:
             try:
                 res = clf.run(x)
             except Exception as e:  # the model failed for the whole batch: every request in it fails
-                err = e if isinstance(e, ServeError) else ServeError(
-                    f"the model failed: {e}", code="model_error", status=500)
+                err = model_failure(e)
                 for it in live:
                     it.future.set_exception(err)
                 continue
             finally:
                 self._model_free_since = time.monotonic()
             secs = time.perf_counter() - t0
-            views = len(res.views)
-            self.stats.batches += 1
-            self.stats.images += len(x)
-            self.stats.forward_passes += res.forward_passes
-            if self.on_batch is not None:
-                try:
-                    self.on_batch(len(x), res.forward_passes, secs)
-                except Exception:  # metrics must never break predictions
-                    pass
-            start = 0
-            for it in live:
-                n = len(it.images)
-                sl = slice(start, start + n)
-                errs = {i - start: msg for i, msg in res.errors.items() if start <= i < start + n}
-                it.future.set_result(Batch(
-                    probs=res.probs[sl], labels=res.labels[sl], entropy=res.entropy[sl],
-                    agreement=res.agreement[sl], failed=res.failed[sl], errors=errs, views=views,
-                    degraded=degraded, batch_images=len(x), queue_seconds=now - it.enqueued, model_seconds=secs))
-                start += n
+            self.stats.record(len(x), res.forward_passes, secs, self.on_batch)
+            parts = split_run(res, [len(it.images) for it in live], [now - it.enqueued for it in live],
+                              degraded=degraded, secs=secs)
+            for it, part in zip(live, parts):
+                it.future.set_result(part)
 
 
 class DirectRunner:

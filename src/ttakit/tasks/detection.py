@@ -111,6 +111,14 @@ def parse_detections(raw, n: int) -> list:
     return [_record(r, k) for k, r in enumerate(raw)]
 
 
+def view_ordered(parts: list) -> tuple:
+    """``(boxes, scores, labels, view index)`` of one image, concatenated in
+    view order (whatever order the forward batches came in), so that a merge
+    sees the same input however the views were batched."""
+    ordered = [p for _, p in sorted(parts, key=lambda p: p[0])]
+    return tuple(np.concatenate(a) for a in zip(*ordered))
+
+
 class DetectionTask(Task):
     output_structure = "records"
 
@@ -168,7 +176,7 @@ class DetectionRun(TaskRun):
             back = np.asarray(view.invert_boxes(xyxy, self.size), dtype=np.float64)
             back = np.concatenate([np.clip(back[:, :2], 0, [w, h]), np.clip(back[:, 2:], 0, [w, h])], 1)
             inside = (back[:, 2] > back[:, 0]) & (back[:, 3] > back[:, 1])
-            self.parts[k].append((back[inside], s[inside], lab[inside], np.full(int(inside.sum()), i)))
+            self.parts[k].append((i, (back[inside], s[inside], lab[inside], np.full(int(inside.sum()), i))))
 
     def end(self):
         h, w = self.size
@@ -176,8 +184,7 @@ class DetectionRun(TaskRun):
         for k, parts in enumerate(self.parts):
             bad = failed is not None and bool(failed[k])
             if parts and not bad:
-                b, s, lab, v = (np.concatenate(a) for a in zip(*parts))
-                merged = self.task.merge(b, s, lab, v, self.weights)
+                merged = self.task.merge(*view_ordered(parts), self.weights)
             else:
                 merged = BoxSet.empty()
             boxes = from_xyxy(merged.boxes, self.task.box_format)

@@ -167,13 +167,18 @@ class SegmentationRun(TaskRun):
         self.kind = "probs" if looks else "logits"
         return self.kind
 
-    def add(self, i, out):
+    def back(self, i, out) -> tuple[torch.Tensor, str, torch.Tensor | None]:
+        """View ``i``'s output on the input grid, its kind, and the view's
+        coverage mask (None: every pixel); inputs with non-finite outputs fail."""
         bad = ~torch.isfinite(out.reshape(out.shape[0], -1)).all(1)
         if bad.any():
             self.fail(bad, f"the model returned NaN or infinite values (view {self.views[i]!r})", ModelOutputError)
             out = out.masked_fill(bad.view(-1, *([1] * (out.ndim - 1))), 0.0)
         back, kind = self._scores(i, out)
-        mask = self._mask(i, back.device)
+        return back, kind, self._mask(i, back.device)
+
+    def add(self, i, out):
+        back, kind, mask = self.back(i, out)
         if self.acc is None:
             self.acc = self.task.merge.start(self.views, self.weights, kind, dim=1)
             self.out_kind = kind

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from ...errors import UsageError
+from . import dense
+from .dense import add_dense_options, add_task_option
 from .common import EXIT_FAILED_INPUTS, EXIT_OK, Command, load_policy
 from .model_data import add_model_and_data, load_data, load_model
 from .tables import add_table_options, run_evaluate, wants_table
@@ -14,6 +16,7 @@ from .tables import add_table_options, run_evaluate, wants_table
 
 def configure(p: argparse.ArgumentParser) -> None:
     add_model_and_data(p)
+    add_task_option(p)
     e = p.add_argument_group("evaluation")
     e.add_argument("--policy", default="identity + hflip", metavar="SPEC_OR_FILE",
                    help="policy to evaluate: a spec or a policy file (e.g. from ttakit tune). "
@@ -28,11 +31,14 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "policy was tuned on: tune). Default: cross-fitted on two halves of the evaluated data")
     e.add_argument("--out", default=None, metavar="DIR",
                    help="write report.md, report.json, lift_vs_views.png and reliability.png here "
-                        "(tables: report.md and report.json)")
+                        "(tables, --task detect/segment/keypoints: report.md and report.json)")
     add_table_options(p, command="evaluate")
+    add_dense_options(p, "evaluate")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task != "classify":
+        return dense.evaluate(args)
     from ...evaluation import evaluate
 
     if wants_table(args):

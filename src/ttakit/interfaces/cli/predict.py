@@ -17,6 +17,8 @@ from ...io import images, writers
 from ...io.prediction import predict_files
 from ...models.loading import load_model_file
 from . import predict_ray
+from . import dense
+from .dense import add_dense_options, add_task_option
 from .common import (
     EXIT_FAILED_INPUTS,
     EXIT_OK,
@@ -77,6 +79,8 @@ examples:
   ttakit predict model.skops --data new.csv --views policy.json --out preds.parquet
   ttakit predict model.pt shards/ -r --policy d4 --engine ray --out preds/
   ttakit predict model.pt shards/ -r --policy d4 --engine ray --address auto --gpus-per-actor 1 --out /nfs/preds/
+  ttakit predict yolox_nano.onnx photos/ --task detect --decode yolox --policy hflips --merge "wbf(iou_thr=0.6)" --out dets/
+  ttakit predict unet.pt scans/ --task segment --input-size 256 256 --policy d4 --out masks/
 """
 
 
@@ -90,6 +94,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="image files, or folders of them (png, jpg, jpeg, bmp, gif, tif, tiff, webp, ppm); with "
                         "--engine ray also .txt lists of files and .parquet/.npz shards (in folders too); "
                         "or none, with --data TABLE (see 'tables')")
+    add_task_option(p)
     g = p.add_argument_group("augmentation")
     g.add_argument("--policy", "-p", default="identity + hflip", metavar="SPEC_OR_FILE",
                    help="the views to run: a spec such as 'd4' or 'identity + hflip + scale(0.9, 1.1)', "
@@ -127,12 +132,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--format", "-f", choices=tuple(writers.WRITERS), default=None,
                    help="output format. Default: json when --out ends in .json, else csv")
     g.add_argument("--out", "-o", default=None, metavar="FILE",
-                   help="write the results to FILE (with --engine ray: to the folder FILE, required). "
-                        "Default: standard output")
+                   help="write the results to FILE (with --engine ray, or --task detect/segment/keypoints: to "
+                        "the folder FILE, required). Default: standard output")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar on stderr (Ray's own with --engine ray). Default: on when stderr "
                         "is a terminal")
     add_table_options(p, command="predict")
+    add_dense_options(p, "predict")
     predict_ray.add_options(p)
 
 
@@ -167,6 +173,10 @@ def run(args: argparse.Namespace) -> int:
         return run_predict(args)
     if not args.images:
         raise UsageError("give IMAGES (files or folders), or --data TABLE with a scikit-learn MODEL")
+    if args.task != "classify":
+        if args.engine == "ray":
+            raise UsageError(f"--engine ray runs classification only; --task {args.task} runs locally")
+        return dense.predict(args)
     if args.engine == "ray":
         if args.progress is None:
             args.progress = sys.stderr.isatty()

@@ -54,7 +54,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                            help="tutorial: the founding Keras CNN experiment; resnet: the published ResNets; "
                                 "tuning: policy search; conformal: prediction sets with and without TTA; "
                                 "tabular: row TTA on scikit-learn models; "
-                                "detection: YOLOX-nano on COCO; segmentation: MediaPipe on Penn-Fudan; "
+                                "detection: YOLOX-nano on COCO and Penn-Fudan; segmentation: MediaPipe on Penn-Fudan; "
                                 "keypoints: MediaPipe Pose on COCO persons; "
                                 "blood-cells, membranes: models trained here, D4 where orientation does not matter")
     sub.required = True
@@ -124,13 +124,16 @@ def configure(p: argparse.ArgumentParser) -> None:
     tb.add_argument("--seed", type=int, default=0, help="seed of the first repeat. Default: 0")
     tb.add_argument("--out", metavar="DIR", default=None, help="folder for report.md and results.json. "
                     "Default: results/tabular")
-    dt = sub.add_parser("detection", help="YOLOX-nano on COCO val2017 images: no TTA vs flips and scales, "
-                                          "NMS, soft-NMS, WBF",
+    dt = sub.add_parser("detection", help="YOLOX-nano on COCO val2017 and Penn-Fudan images: no TTA vs flips and "
+                                          "scales, NMS, soft-NMS, WBF",
                         description="Run the YOLOX-nano ONNX detector (../shared/models/yolox-nano) on the "
-                                    "COCO val2017 subset (../shared/data/coco-val2017-mini) with each policy and "
-                                    "merge; mAP and AP50 by pycocotools, paired against no TTA.")
-    add_shared_args(dt, "models/yolox-nano and data/coco-val2017-mini", "images", 100,
+                                    "COCO val2017 subset (../shared/data/coco-val2017-mini) and on Penn-Fudan "
+                                    "(../shared/data/penn-fudan, persons only) with each policy and merge; mAP "
+                                    "and AP50 by pycocotools, paired against no TTA.")
+    add_shared_args(dt, "models/yolox-nano, data/coco-val2017-mini and data/penn-fudan", "images", 100,
                     "detection.md and detection.json", "results/detection")
+    dt.add_argument("--datasets", nargs="+", choices=("coco", "penn-fudan"), default=["coco", "penn-fudan"],
+                    metavar="NAME", help="data sets: coco, penn-fudan. Default: both")
     from ...experiments.segmentation import SECTIONS
 
     sg = sub.add_parser("segmentation", help="MediaPipe selfie segmentation on Penn-Fudan: no TTA vs flips and "
@@ -240,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         from ...experiments import detection
 
         cfg = detection.DetectionConfig(shared=args.shared, limit=args.limit, n_boot=args.n_boot,
+                                        datasets=tuple(args.datasets),
                                         out=args.out or "results/detection")
         return run_reported(detection, cfg)
     if args.experiment == "segmentation":

@@ -13,6 +13,7 @@ import tempfile
 
 from ...errors import UsageError
 from .common import Command, add_model_options, load_policy, normalize, positive_int, read_classes
+from . import serve_ray
 from .model_data import ZOO
 
 DESCRIPTION = """\
@@ -27,12 +28,17 @@ idle model waits at most --max-wait-ms for more, a busy one runs what queued
 as soon as it is free), off the event loop. GET /v1/policy, /healthz,
 /readyz, /metrics (Prometheus) and /docs (OpenAPI) are there too. Errors are
 JSON {"error": {"code": ..., "message": ...}}; logs are JSON lines on stderr.
+
+With --engine ray the same API runs as a Ray Serve deployment of --replicas
+replicas (each batching with @serve.batch) behind Serve's HTTP proxy on
+--host:--port; /metrics and the queue limits are then per replica.
 """
 
 EPILOG = """\
 examples:
   ttakit serve zoo:resnet20 --policy "identity + hflip"
   curl -s -F files=@cat.png http://127.0.0.1:8000/v1/predict
+  ttakit serve zoo:resnet20 --policy d4 --engine ray --replicas 4 --address auto --host 0.0.0.0
   ttakit serve model.onnx --policy policy.yaml --classes classes.txt --size 224 --mean 0.485 0.456 0.406 \\
       --std 0.229 0.224 0.225 --port 8080 --api-key "$KEY"
 """
@@ -107,6 +113,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "for benchmarks)")
     s.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="level of the JSON log lines on stderr. Default: info")
+    serve_ray.add_options(p)
     p.set_defaults(progress=False)
 
 
@@ -126,8 +133,9 @@ def torch_threads(args: argparse.Namespace) -> int:
     return max(1, cores_per_worker(args.workers) - 1)
 
 
-def build_app(args: argparse.Namespace):
-    """The app the options describe (loads the model)."""
+def build_app(args: argparse.Namespace, runner_factory=None):
+    """The app the options describe (loads the model); ``runner_factory``
+    replaces the batcher (see :func:`ttakit.serve.app.create_app`)."""
     import torch
 
     from ...io.images import parse_size
@@ -166,7 +174,7 @@ def build_app(args: argparse.Namespace):
                       api_key=args.api_key or os.environ.get("TTAKIT_API_KEY") or None, limits=limits,
                       top_k=args.top_k, batching=args.batching, model_name=args.model,
                       adaptive_wait=args.adaptive_wait, threads=cores_per_worker(args.workers),
-                      max_in_flight=args.max_in_flight)
+                      max_in_flight=args.max_in_flight, runner_factory=runner_factory)
 
 
 def app_from_env():
@@ -197,6 +205,9 @@ def shared_metrics_folder():
 
 
 def run(args: argparse.Namespace) -> int:
+    serve_ray.check_options(args)
+    if args.engine == "ray":
+        return serve_ray.run(args, build_app)
     try:
         import uvicorn
 

@@ -6,6 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
+from . import dense
+from .dense import DENSE_CANDIDATES, add_dense_options, add_task_option
+from ...errors import UsageError
 from .common import (EXIT_FAILED_INPUTS, EXIT_OK, Command, at_least_one, cannot_write, check_policy_out, fraction,
                      positive_int)
 from .model_data import add_model_and_data, load_data, load_model
@@ -13,10 +16,12 @@ from .model_data import add_model_and_data, load_data, load_model
 
 def configure(p: argparse.ArgumentParser) -> None:
     add_model_and_data(p)
+    add_task_option(p, ("classify", "detect", "segment"))
     t = p.add_argument_group("search")
-    t.add_argument("--candidates", default="standard", metavar="POOLS",
+    t.add_argument("--candidates", default=None, metavar="POOLS",
                    help="candidate views: pool names (standard, flips, harmful) and/or view specs, "
-                        "comma-separated; identity is always included. Default: standard")
+                        "comma-separated; identity is always included. Default: standard; with --task detect "
+                        f"or segment: '{DENSE_CANDIDATES}'")
     t.add_argument("--budget", type=positive_int, default=8, metavar="K",
                    help="greedy steps (views, repeats count). Default: 8")
     t.add_argument("--objective", choices=("nll", "accuracy"), default="nll",
@@ -31,18 +36,23 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="cost budget: mean forward passes per input. When the tuned policy has more distinct "
                         "views, save its adaptive version (views in stages; only uncertain inputs go on) that "
                         "does best on the guard split at a mean of at most F on the tuning data, chosen from "
-                        "cached predictions without running the model again. Default: no budget")
+                        "cached predictions without running the model again (--task classify). Default: no budget")
     t.add_argument("--out", default="policy.yaml", metavar="FILE",
                    help="where to save the tuned policy (.yaml/.yml or .json). Default: policy.yaml")
+    add_dense_options(p, "tune")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task != "classify":
+        if args.max_forwards is not None:
+            raise UsageError("--max-forwards (adaptive policies) is for --task classify only")
+        return dense.tune(args)
     from ...tuning import tune
 
     check_policy_out(args.out)
     model, options = load_model(args)
     data = load_data(args)
-    res = tune(model, data.x, data.y, candidates=args.candidates, budget=args.budget, objective=args.objective,
+    res = tune(model, data.x, data.y, candidates=args.candidates or "standard", budget=args.budget, objective=args.objective,
                aggregation=args.aggregation, guard_fraction=args.guard_fraction, seed=args.seed,
                max_forwards=args.max_forwards, data_layout=data.layout, **options)
     save_policy(res.policy, args.out)

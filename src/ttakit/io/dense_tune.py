@@ -1,0 +1,96 @@
+"""Tune a policy and a merge for detection or segmentation on image files:
+what ``ttakit tune --task detect|segment`` does but parsing options.
+
+The images are read and fitted once; a prediction cache
+(:mod:`ttakit.tasks.dense_cache`) runs every candidate view once per image,
+and :func:`ttakit.tuning.dense.greedy_dense` compares views and merges on
+the cached outputs (mAP or AP50 against COCO boxes; mean IoU against label
+maps), with the guarded fallback to no TTA.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from ..tuning.dense import DETECTION_MERGES, SEGMENTATION_MERGES, DenseTuneResult, greedy_dense
+from .dense import fit_images, labels_back, read_files
+from .dense_eval import IGNORE, NO_MERGE, _ground_truth, _read_coco, _stack, coco_images, mask_pairs, parse_merge_spec, \
+    read_mask
+from .images import MAX_PIXELS
+
+#: objectives of detection tuning (COCO AP@[.5:.95] or AP@.5)
+DETECTION_OBJECTIVES = ("map", "ap50")
+
+
+def tune_detection_files(model, folder, annotations, candidates="flips", merges=DETECTION_MERGES, *,
+                         size: tuple[int, int], fit: str = "letterbox", pad_value: int = 0, objective: str = "map",
+                         budget: int = 3, guard_fraction: float = 0.3, seed: int = 0, category_ids=None,
+                         baseline_merge: str = NO_MERGE, mode: str = "RGB", max_pixels: int = MAX_PIXELS,
+                         limit: int | None = None, **detector_options) -> DenseTuneResult:
+    """Greedy search of views and box merges on the images of the COCO file
+    ``annotations`` found in ``folder`` (labels as in
+    :func:`~ttakit.io.dense_eval.evaluate_detection_files`)."""
+    from ..evaluation.dense import coco_map
+    from ..tasks.dense_cache import DetectionCache
+    from .dense import DensePredictions, detection_records
+
+    if objective not in DETECTION_OBJECTIVES:
+        raise InputError(f"objective must be one of {', '.join(DETECTION_OBJECTIVES)}, got {objective!r}")
+    data, listed = coco_images(annotations, folder)
+    arrays, images, paths, _ = _read_coco(data, listed, mode, max_pixels, limit)
+    cats = list(category_ids) if category_ids is not None else sorted(c["id"] for c in data["categories"])
+    f = fit_images(arrays, size, fit, pad_value)
+    cache = DetectionCache(model, f.x, data_layout="NHWC", on_error="mark", **detector_options)
+    ids = np.array([im["id"] for im in images])
+    gt = _ground_truth(data, list(ids))
+
+    def score(res, idx) -> float:
+        pred = DensePredictions("detect", paths, list(ids), f.sizes,
+                                [{"boxes": b / np.r_[s, s], "scores": sc, "labels": lab}
+                                 for b, s, sc, lab in zip(res.boxes, f.scales, res.scores, res.labels)], [])
+        return coco_map(gt, detection_records(pred, cats), ids[idx])[objective]
+
+    res = greedy_dense(cache.run, score, len(ids), candidates, merges, parse_merge_spec(baseline_merge), budget,
+                       guard_fraction, seed, objective, ensure=cache.ensure)
+    res.forward_passes = cache.forward_passes
+    return res
+
+
+def tune_segmentation_files(model, images, masks, candidates="flips", merges=SEGMENTATION_MERGES, *,
+                            size: tuple[int, int], fit: str = "stretch", pad_value: int = 0, budget: int = 3,
+                            guard_fraction: float = 0.3, seed: int = 0, mask_suffix: str = "",
+                            binary_masks: bool = False, mode: str = "RGB", max_pixels: int = MAX_PIXELS,
+                            limit: int | None = None, max_bytes: int | None = None,
+                            **segmenter_options) -> DenseTuneResult:
+    """Greedy search of views and class merges on mean IoU (each image at its
+    own resolution) against the label maps in ``masks``; the cache of
+    per-view score maps is bounded by ``max_bytes``."""
+    from ..evaluation.dense import segmentation_scores
+    from ..tasks.dense_cache import SEGMENTATION_CACHE_BYTES, SegmentationCache
+
+    imgs, mask_paths, _ = mask_pairs(images, masks, mask_suffix)
+    imgs, mask_paths = imgs[:limit], mask_paths[:limit]
+    arrays, good, _ = read_files(imgs, mode, max_pixels)
+    keep = set(good)
+    gts = [read_mask(m, binary_masks) for p, m in zip(imgs, mask_paths) if str(p) in keep]
+    f = fit_images(arrays, size, fit, pad_value)
+    cache = SegmentationCache(model, f.x, data_layout="NHWC", on_error="mark",
+                              max_bytes=max_bytes or SEGMENTATION_CACHE_BYTES, **segmenter_options)
+    k = max(int(g.max()) for g in gts) + 1
+
+    def run(policy, name, options):
+        return cache.run(policy, name)
+
+    def score(labels, idx) -> float:
+        preds = [labels_back(labels[i], f.sizes[i], f.scales[i], fit) for i in idx]
+        kk = max(k, max(int(p.max()) for p in preds) + 1)
+        return segmentation_scores(_stack(preds, 0), _stack([gts[i] for i in idx], IGNORE), kk, IGNORE)["miou"]
+
+    res = greedy_dense(run, score, len(gts), candidates, merges, ("mean", {}), budget, guard_fraction, seed,
+                       "miou", ensure=cache.ensure)
+    res.forward_passes = cache.forward_passes
+    return res
+
+
+__all__ = ["DETECTION_OBJECTIVES", "tune_detection_files", "tune_segmentation_files"]
