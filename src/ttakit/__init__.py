@@ -16,7 +16,7 @@ views, which weights, which merge), ``inputs`` (validation per modality) ->
 from .errors import InputError, ModelLoadError, ModelOutputError, PolicyError, TTAKitError
 from .merge import get_merge, register_merge
 from .models import Normalize, as_model
-from .policy import Policy
+from .policy import AdaptivePolicy, Policy
 from .tasks import (ClassificationResult, Classifier, DetectionResult, Detector, KeypointDetector, KeypointResult,
                     SegmentationResult, Segmenter)
 from .evaluation import EvaluationReport, evaluate
@@ -27,7 +27,7 @@ from .version import __version__
 
 __all__ = [
     "Classifier", "ClassificationResult", "Segmenter", "SegmentationResult", "Detector",
-    "DetectionResult", "KeypointDetector", "KeypointResult", "Policy", "evaluate", "EvaluationReport", "tune", "TuneResult", "Normalize",
+    "DetectionResult", "KeypointDetector", "KeypointResult", "Policy", "AdaptivePolicy", "evaluate", "EvaluationReport", "tune", "TuneResult", "Normalize",
     "as_model", "get_merge", "register_merge", "register_view",
     "TTAKitError", "InputError", "PolicyError", "ModelOutputError", "ModelLoadError", "__version__",
 ]

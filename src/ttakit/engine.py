@@ -92,15 +92,7 @@ def run(task, adapter, data, views: Sequence, weights: Sequence[float], *, input
     bs = check_batch_size(batch_size) or default_batch_size(adapter.device)
     views = list(views)
     task_run = task.start(views, list(weights), inputs.count(data))
-    first = True
-    for raw, start in inputs.chunks(data, bs):
-        if len(raw) == 0:
-            continue
-        x = inputs.prepare(raw, adapter.device, start)
-        inputs.check_model(x, adapter)
-        if first:
-            inputs.check_range(raw, x, preprocess)
-            first = False
+    for raw, start, x in prepared_chunks(adapter, data, bs, inputs, preprocess):
         task_run.begin(x, start)
         bad = inputs.invalid(x)
         if bad is not None:  # those inputs fail alone (or the run stops, as the task's on_error says)
@@ -119,6 +111,23 @@ def run(task, adapter, data, views: Sequence, weights: Sequence[float], *, input
         if progress is not None:
             progress.update(len(raw))
     return task_run.finish()
+
+
+def prepared_chunks(adapter, data, batch_size: int, inputs: Inputs, preprocess=None):
+    """Yield ``(raw, start, x)`` for each non-empty chunk of at most
+    ``batch_size`` inputs: as given, the index of its first input, and
+    prepared on the model's device (checked against the model; the first
+    chunk's value range against ``preprocess``)."""
+    first = True
+    for raw, start in inputs.chunks(data, batch_size):
+        if len(raw) == 0:
+            continue
+        x = inputs.prepare(raw, adapter.device, start)
+        inputs.check_model(x, adapter)
+        if first:
+            inputs.check_range(raw, x, preprocess)
+            first = False
+        yield raw, start, x
 
 
 def forward_views(adapter, x: torch.Tensor, views: Sequence, batch_size: int, preprocess=None,

@@ -28,6 +28,8 @@ from . import spec as _spec
 
 FORMAT = "ttakit.policy"
 VERSION = 2  # 2: the merge is saved as an object keyed by view (1: a positional "aggregation")
+#: the newest file version read (3: adaptive policies, see :mod:`ttakit.policy.adaptive`)
+NEWEST_VERSION = 3
 
 
 class Policy:
@@ -125,7 +127,14 @@ class Policy:
     # -- construction ---------------------------------------------------
     @classmethod
     def parse(cls, spec: str) -> "Policy":
-        """Build a policy from a spec string (see :mod:`ttakit.policy.spec`)."""
+        """Build a policy from a spec string (see :mod:`ttakit.policy.spec`);
+        a spec with stages (``identity @ margin<0.2 | hflip``) gives an
+        :class:`~ttakit.policy.adaptive.AdaptivePolicy`."""
+        if cls is Policy and "|" in spec:
+            from .adaptive import AdaptivePolicy, is_adaptive_spec
+
+            if is_adaptive_spec(spec):
+                return AdaptivePolicy.parse(spec)
         return _spec.parse(spec, _build_call, _count_call, cls.concat).with_source(spec)
 
     @classmethod
@@ -304,9 +313,13 @@ class Policy:
         version = d.get("version", VERSION)
         if isinstance(version, bool) or not isinstance(version, int):
             raise PolicyError(f"policy file version must be an integer, got {version!r}")
-        if version > VERSION:
+        if version > NEWEST_VERSION:
             raise PolicyError(f"policy file version {d['version']} is newer than this ttakit "
-                              f"understands ({VERSION}); upgrade ttakit")
+                              f"understands ({NEWEST_VERSION}); upgrade ttakit")
+        if "stages" in d:
+            from .adaptive import AdaptivePolicy
+
+            return AdaptivePolicy.from_dict(d)
         entries = d.get("views")
         if not isinstance(entries, list) or not entries:
             raise PolicyError("a policy file needs a non-empty 'views' list")

@@ -156,6 +156,19 @@ class ResultBuffer:
         self.data[idx] = values
         self.length = max(self.length, end)
 
+    def write_at(self, indices, values) -> None:
+        """Write ``values`` at positions ``indices`` (any order) of the growing axis."""
+        values = values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        indices = np.asarray(indices, dtype=np.int64)
+        if indices.size == 0:
+            return
+        end = int(indices.max()) + 1
+        if end > self.capacity:
+            self.write(end - 1, np.zeros(self._shape(1), self.dtype))  # grows the buffer
+        idx = (slice(None),) * len(self.lead) + (indices,)
+        self.data[idx] = values
+        self.length = max(self.length, end)
+
     def result(self) -> np.ndarray:
         idx = (slice(None),) * len(self.lead) + (slice(0, self.length),)
         out = self.data[idx]

@@ -16,7 +16,7 @@ from ..errors import InputError, ModelOutputError
 from ..inputs import ImageInputs, check_layout
 from ..merge import Mean, Merge, get_merge, normalise, to_probs
 from ..models import Normalize
-from ..policy import Policy
+from ..policy import AdaptivePolicy, Policy
 from .front import ROWS, cached_adapter, row_inputs
 from .base import check_on_error, ResultBuffer, Task, TaskRun
 
@@ -45,6 +45,21 @@ class ClassificationResult:
     failed: np.ndarray | None = None
     #: input index -> why it failed
     errors: dict = field(default_factory=dict)
+    #: (N,) forward passes spent on each input (an adaptive policy stops early
+    #: on confident inputs); None: every input got every view
+    forwards: np.ndarray | None = None
+
+    @property
+    def forwards_per_input(self) -> np.ndarray:
+        """(N,) forward passes spent on each input."""
+        if self.forwards is not None:
+            return self.forwards
+        return np.full(len(self), len(self.views), dtype=np.int64)
+
+    @property
+    def mean_forwards(self) -> float:
+        """Mean forward passes per input."""
+        return self.forward_passes / len(self) if len(self) else float("nan")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -137,6 +152,12 @@ class ClassificationRun(TaskRun):
             self.chunk_views[i] = p
 
     def end(self):
+        self._write(self.start_index, self.merged())
+        self.n_seen += self.n
+        self.acc = self.stats = self.chunk_views = None
+
+    def merged(self) -> dict:
+        """The chunk's merged results so far (tensors, one row per input)."""
         scores = self.acc.result()
         labels = self.acc.labels(scores)
         probs = scores if self.task.merge.normalised else normalise(scores)
@@ -160,22 +181,27 @@ class ClassificationRun(TaskRun):
             scores = probs if scores is probs else scores.masked_fill(failed[:, None], nan)
             spread, agreement = spread.masked_fill(failed, nan), agreement.masked_fill(failed, nan)
             labels = labels.masked_fill(failed, -1)
-        if self.bufs is None:
-            self._allocate(probs.shape[-1])
-        s = self.start_index
-        b = self.bufs
-        b["probs"].write(s, probs.cpu())
-        if "scores" in b:
-            b["scores"].write(s, scores.cpu())
-        b["labels"].write(s, labels.cpu())
-        b["entropy"].write(s, entropy.cpu())
-        b["spread"].write(s, spread.cpu())
-        b["agreement"].write(s, agreement.cpu())
-        b["failed"].write(s, (failed if failed is not None else torch.zeros(self.n, dtype=torch.bool)).cpu())
+        out = {"probs": probs, "scores": scores, "labels": labels, "entropy": entropy, "spread": spread,
+               "agreement": agreement,
+               "failed": failed if failed is not None else torch.zeros(self.n, dtype=torch.bool)}
         if self.chunk_views is not None:
-            b["views"].write(s, torch.stack(self.chunk_views).cpu())
-        self.n_seen += self.n
-        self.acc = self.stats = self.chunk_views = None
+            out["views"] = torch.stack(self.chunk_views)
+        return out
+
+    def _write(self, where, merged: dict, rows=None) -> None:
+        """Write ``merged`` (from :meth:`merged`) from input ``where`` on, or,
+        with ``where`` an index array, at those inputs (the rows ``rows`` of
+        ``merged`` only, when given)."""
+        if self.bufs is None:
+            self._allocate(merged["probs"].shape[-1])
+        for k, buf in self.bufs.items():
+            v = merged[k].cpu()
+            if rows is not None:
+                v = v[:, rows] if k == "views" else v[rows]
+            if isinstance(where, int):
+                buf.write(where, v)
+            else:
+                buf.write_at(where, v)
 
     def _allocate(self, c: int):
         n = self.n_expected
@@ -343,6 +369,11 @@ class Classifier:
     policy
         Views to run: a spec string (``"identity + hflip"``, ``"d4"``...), a
         :class:`~ttakit.Policy`, a view or a list of views. ``None`` is no TTA.
+        An adaptive policy (``"identity @ margin<0.2 | hflip + vflip"``, an
+        :class:`~ttakit.AdaptivePolicy`) runs in stages: only inputs still
+        uncertain after a stage get the next one's views (``result.forwards``
+        says how many each got); it runs each distinct view once whatever
+        ``dedupe`` says, and ``return_views`` is not available with it.
     merge
         How to merge views: ``"mean"`` (soft voting), ``"sum"``, ``"gmean"``,
         ``"max"``, ``"min"``, ``"vote"``, ``"sharpen"``, ``"logits"``, or a
@@ -506,8 +537,14 @@ class Classifier:
         pol = s.run_policy
         bar = _progress_bar(s.inputs.count(x), self.progress if progress is None else progress)
         try:
-            res = engine.run(task, s.adapter, x, pol.views, pol.weights, inputs=s.inputs,
-                             batch_size=s.batch_size, preprocess=s.preprocess, progress=bar)
+            if isinstance(s.policy, AdaptivePolicy) and len(s.policy.stages) > 1:
+                from .adaptive import run_adaptive
+
+                res = run_adaptive(task, s.adapter, x, s.policy, inputs=s.inputs, batch_size=s.batch_size,
+                                   preprocess=s.preprocess, progress=bar)
+            else:
+                res = engine.run(task, s.adapter, x, pol.views, pol.weights, inputs=s.inputs,
+                                 batch_size=s.batch_size, preprocess=s.preprocess, progress=bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -544,6 +581,9 @@ def policy_id(classifier: Classifier) -> str:
 
     d = classifier.run_policy.to_dict()
     d.pop("source", None)
+    policy = classifier._setup().policy
+    if isinstance(policy, AdaptivePolicy):  # the stages and their rules are part of what runs
+        d["stages"] = policy.to_dict()["stages"]
     d["merge"] = classifier.effective_merge.to_dict()
     text = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -44,7 +44,9 @@ from ..models import Normalize
 from ..policy import Policy
 from ..policy.contract import InputContract
 from ..views import View
+from ..evaluation.adaptive import simulate
 from . import aggregation as agg
+from .adaptive import choose_adaptive
 from .candidates import candidate_views
 from .greedy import greedy_search, merge_prefix, score
 from .guard import GUARD_ALPHA, bonferroni, check_guard_alpha, paired_gain_p
@@ -73,6 +75,10 @@ class TuneResult:
     n_fit: int
     n_guard: int
     cache: PredictionCache | None = field(default=None, repr=False)
+    #: with ``max_forwards``: the tuned policy before the budget (every view for every input)
+    full_policy: Policy | None = None
+    #: with ``max_forwards``: the budgeted choice (mean forwards on the tuning inputs, guard scores)
+    adaptive: dict | None = None
 
     def summary(self) -> str:
         lines = [f"Tuned on {self.n_tune} inputs ({self.n_fit} fit, {self.n_guard} guard); "
@@ -88,13 +94,25 @@ class TuneResult:
                       f"NLL {g['identity_nll']:.4f}.",
                   f"Result: {self.reason}", f"Policy: {self.policy.spec}",
                   f"Aggregation: {self.aggregation}"]
+        if self.adaptive is not None:
+            a = self.adaptive
+            lines += ["", f"Budget of {a['max_forwards']:g} forwards per input (full policy: {a['full_forwards']}): "
+                          f"{a['mean_forwards']:.3f} mean forwards on the tuning inputs, guard accuracy "
+                          f"{a['guard_accuracy']:.2%} (full {a['full_guard_accuracy']:.2%}), guard NLL "
+                          f"{a['guard_nll']:.4f} (full {a['full_guard_nll']:.4f}); {a['candidates']} configurations "
+                          f"scored"]
         return "\n".join(lines)
 
 
 def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str = "nll",
          merge: str = "mean", aggregation: str = "mean", guard_fraction: float = 0.3, seed: int = 0,
-         guard_alpha: float = GUARD_ALPHA, cache: PredictionCache | None = None, **classifier_kwargs) -> TuneResult:
-    """Search the policy that helps ``model`` on ``(x, y)``; see the module doc."""
+         guard_alpha: float = GUARD_ALPHA, cache: PredictionCache | None = None, max_forwards: float | None = None,
+         **classifier_kwargs) -> TuneResult:
+    """Search the policy that helps ``model`` on ``(x, y)``; see the module doc.
+    ``max_forwards``: a cost budget (mean forward passes per input); when the
+    tuned policy has more distinct views, the result is its adaptive version
+    that does best on the guard split within the budget
+    (:mod:`ttakit.tuning.adaptive`; ``result.full_policy`` keeps the full one)."""
     t0 = time.perf_counter()
     y = metrics.as_labels(y, len(x) if hasattr(x, "__len__") else None)
     n = len(y)
@@ -113,6 +131,9 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
     check_guard_alpha(guard_alpha)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise InputError(f"budget must be a positive integer, got {budget!r}")
+    if max_forwards is not None and (isinstance(max_forwards, bool) or not isinstance(max_forwards, (int, float))
+                                     or not max_forwards >= 1):
+        raise InputError(f"max_forwards must be a number >= 1 (forward passes per input), got {max_forwards!r}")
     pool = candidate_views(candidates)
     cache = cache or PredictionCache(model, x, **classifier_kwargs)
     cache.ensure(pool)
@@ -201,8 +222,21 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
     guard = {"identity_accuracy": id_acc, "identity_nll": id_nll,
              "tuned_accuracy": float((final_guard.argmax(1) == y_guard).mean()),
              "tuned_nll_calibrated": mean_guard_nll}
+    full_policy, adaptive = None, None
+    if max_forwards is not None and len(uniq) > max_forwards:
+        full_policy = policy
+        choice = choose_adaptive(policy, probs[idx], y, max_forwards, objective=objective, select=guard_idx)
+        full_guard_p, _ = simulate(policy, probs[idx][:, guard_idx])
+        policy = choice.policy.with_source(f"tuned ({objective}, budget {budget}, max {max_forwards:g} forwards)")
+        adaptive = {"max_forwards": float(max_forwards), "full_forwards": len(uniq),
+                    "mean_forwards": choice.mean_forwards, "guard_accuracy": choice.accuracy,
+                    "guard_nll": choice.nll, "full_guard_accuracy": float((full_guard_p.argmax(1) == y_guard).mean()),
+                    "full_guard_nll": float(-np.log(np.clip(full_guard_p[np.arange(len(y_guard)), y_guard], 1e-12,
+                                                            None)).mean()),
+                    "candidates": choice.candidates, "policy": policy.spec}
     return TuneResult(policy, pool, table, best_len, fell_back, reason, agg_info, guard,
-                      cache.forward_passes, time.perf_counter() - t0, n, len(fit_idx), len(guard_idx), cache)
+                      cache.forward_passes, time.perf_counter() - t0, n, len(fit_idx), len(guard_idx), cache,
+                      full_policy, adaptive)
 
 
 def _contract(cache: PredictionCache) -> InputContract:

@@ -151,6 +151,17 @@ def positive_int(text: str) -> int:
     return v
 
 
+def at_least_one(text: str) -> float:
+    """argparse type: a finite number >= 1 (forward passes per input)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 1 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {text!r}")
+    return v
+
+
 def fraction(text: str) -> float:
     """argparse type: a number strictly between 0 and 1."""
     try:

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from . import dense
 from .dense import DENSE_CANDIDATES, add_dense_options, add_task_option
-from .common import EXIT_FAILED_INPUTS, EXIT_OK, Command, cannot_write, check_policy_out, fraction, positive_int
+from ...errors import UsageError
+from .common import (EXIT_FAILED_INPUTS, EXIT_OK, Command, at_least_one, cannot_write, check_policy_out, fraction,
+                     positive_int)
 from .model_data import add_model_and_data, load_data, load_model
 
 
@@ -30,6 +32,11 @@ def configure(p: argparse.ArgumentParser) -> None:
     t.add_argument("--guard-fraction", type=fraction, default=0.3, metavar="F",
                    help="share of the tuning data held back to check the search. Default: 0.3")
     t.add_argument("--seed", type=int, default=0, help="seed of the fit/guard split. Default: 0")
+    t.add_argument("--max-forwards", type=at_least_one, default=None, metavar="F",
+                   help="cost budget: mean forward passes per input. When the tuned policy has more distinct "
+                        "views, save its adaptive version (views in stages; only uncertain inputs go on) that "
+                        "does best on the guard split at a mean of at most F on the tuning data, chosen from "
+                        "cached predictions without running the model again (--task classify). Default: no budget")
     t.add_argument("--out", default="policy.yaml", metavar="FILE",
                    help="where to save the tuned policy (.yaml/.yml or .json). Default: policy.yaml")
     add_dense_options(p, "tune")
@@ -37,6 +44,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.task != "classify":
+        if args.max_forwards is not None:
+            raise UsageError("--max-forwards (adaptive policies) is for --task classify only")
         return dense.tune(args)
     from ...tuning import tune
 
@@ -45,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(args)
     res = tune(model, data.x, data.y, candidates=args.candidates or "standard", budget=args.budget, objective=args.objective,
                aggregation=args.aggregation, guard_fraction=args.guard_fraction, seed=args.seed,
-               data_layout=data.layout, **options)
+               max_forwards=args.max_forwards, data_layout=data.layout, **options)
     save_policy(res.policy, args.out)
     print(f"Data: {data.description}")
     print(res.summary())
