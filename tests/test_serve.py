@@ -12,9 +12,11 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 for _mod in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx"):
     pytest.importorskip(_mod, reason=f"the server tests need the serve extra and httpx ({_mod} is missing): "
@@ -266,3 +268,27 @@ def test_two_worker_processes_answer_correctly_share_metrics_and_stop_cleanly(mo
     log = [json.loads(line) for line in s.log.read_text().splitlines() if line.startswith("{")]
     assert sum(1 for e in log if e["msg"] == "ready") == 2  # one model and batcher per worker
     assert sum(1 for e in log if e["msg"] == "stopped") == 2
+
+
+def test_serve_builds_the_zoo_model_and_a_file_with_runtime_options(tmp_path, monkeypatch):
+    """``ttakit serve``'s own argument path for a zoo model (it shares
+    ``load_model`` with evaluate/tune, which reads ``--runtime``) and for a
+    model file with ``--runtime onnx``: the apps build and describe their
+    policy."""
+    from fastapi.testclient import TestClient
+
+    from ttakit.interfaces.cli import build_parser
+    from ttakit.interfaces.cli.serve import build_app
+
+    models = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "cifar10-resnet"
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    pt = tmp_path / "tiny.pt"
+    torch.jit.trace(net.eval(), torch.rand(1, 3, 8, 8)).save(str(pt))
+    argvs = [["serve", str(pt), "--policy", "identity + hflip", "--size", "8", "8", "--runtime", "onnx"]]
+    if models.is_dir():
+        monkeypatch.setenv("TTAKIT_MODELS", str(models))
+        argvs.append(["serve", "zoo:resnet20", "--policy", "identity + hflip"])
+    for argv in argvs:
+        args = build_parser().parse_args(argv)
+        with TestClient(build_app(args)) as client:
+            assert client.get("/v1/policy").status_code == 200

@@ -182,12 +182,16 @@ class _BatchingRunner:
         self.stats = _Stats()
 
     def warm_up(self, shape: tuple[int, ...]) -> None:
-        """Run one blank input of ``shape`` ``(H, W, C)`` through every
-        classifier the runner uses (first calls allocate and compile)."""
-        blank = np.zeros((1, *shape), np.uint8)
+        """Run blank batches of ``shape`` ``(H, W, C)`` through every
+        classifier the runner uses, one of each size from 1 to ``max_batch``:
+        first calls allocate and compile, and a model meets every batch size
+        it will see here, so its allocator's pools are sized at start rather
+        than growing in steps under load (resident memory stays flat)."""
+        blank = np.zeros((self.max_batch, *shape), np.uint8)
         for clf in (self.classifier, self.degraded):
             if clf is not None:
-                clf.run(blank)
+                for n in range(1, self.max_batch + 1):
+                    clf.run(blank[:n])
 
 
 class Batcher(_BatchingRunner):

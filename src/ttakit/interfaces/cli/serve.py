@@ -12,7 +12,8 @@ import os
 import tempfile
 
 from ...errors import UsageError
-from .common import Command, add_model_options, load_policy, normalize, positive_int, read_classes
+from .common import (Command, add_model_options, add_runtime_option, load_policy, normalize, positive_int,
+                     read_classes)
 from . import serve_ray
 from .model_data import ZOO
 
@@ -61,6 +62,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="how to merge the views. Default: the policy file's own, else mean")
     g = p.add_argument_group("model")
     add_model_options(g, normalize_default="0, no normalisation (the zoo ResNets use their own)")
+    add_runtime_option(g)
     g.add_argument("--weights", metavar="DIR", default=None,
                    help="folder of the zoo ResNet checkpoints. Default: $TTAKIT_MODELS")
     g.add_argument("--device", default=None, metavar="DEVICE", help="cpu, cuda or cuda:N. Default: cpu")
@@ -156,7 +158,9 @@ def build_app(args: argparse.Namespace, runner_factory=None):
         if args.device:
             options["device"] = args.device
     else:
-        model = load_model_file(args.model, layout=args.model_layout, device=args.device)
+        from ...models.runtime import with_runtime
+
+        model = with_runtime(load_model_file(args.model, layout=args.model_layout, device=args.device), args.runtime)
         options = {"output": args.output_kind, "batch_size": args.batch_size}
         norm = normalize(args.mean, args.std, args.mode)
         if norm is not None:
