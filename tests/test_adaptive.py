@@ -277,3 +277,59 @@ def test_tune_command_with_max_forwards(tmp_path, capsys):
     assert res.mean_forwards <= 1.5 + 0.1
     assert main(["tune", str(tmp_path / "m.pt"), "--data", str(tmp_path / "data.npz"), "--max-forwards", "0.5"]) == 2
     assert "expected a number >= 1" in capsys.readouterr().err
+    # evaluate draws the cost curve of the adaptive policy and its full version
+    assert main(["evaluate", str(tmp_path / "m.pt"), "--data", str(tmp_path / "data.npz"), "--subset", "holdout",
+                 "--policy", str(tmp_path / "p.yaml"), "--out", str(tmp_path / "rep"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "## Cost: accuracy against forward passes" in out and "| policy | `" in out
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert 1 <= rep["forwards_per_input"] <= 1.6 and (tmp_path / "rep" / "forwards_curve.png").exists()
+
+
+def test_evaluate_runs_an_adaptive_policy_as_the_classifier_does(tmp_path):
+    x = images(200, seed=5)
+    m = Counting(seed=3)
+    with torch.no_grad():
+        y = (m(x).softmax(1) + m(x.flip(-1)).softmax(1)).argmax(1).numpy()
+    pol = AdaptivePolicy.parse(SPEC).with_merge(TemperatureScaled(Mean(), 0.8))
+    res = ttakit.Classifier(m, pol, batch_size=32).run(x)
+    rep = ttakit.evaluate(m, x, y, pol, out=tmp_path)
+    # the headline is what the stages give, not the full policy
+    assert rep.policy_metrics["accuracy"] == pytest.approx((res.labels == y).mean())
+    assert rep.forwards_per_input == pytest.approx(res.mean_forwards)
+    assert rep.forwards_per_input < len(pol.unique())
+    counts = np.bincount(res.forwards)
+    assert rep.forwards_histogram == {str(k): int(n) for k, n in enumerate(counts) if n}
+    kinds = [r["kind"] for r in rep.forwards_curve]
+    assert kinds.count("full") == len(pol.unique()) and kinds.count("policy") == 1
+    # every row is what the Classifier gives with that policy (each run here for real)
+    own = next(r for r in rep.forwards_curve if r["kind"] == "policy")
+    assert own["forwards"] == pytest.approx(res.mean_forwards)
+    for r in rep.forwards_curve:
+        if r["kind"] == "adaptive" and r["policy"].startswith("margin<0.2 "):
+            p = AdaptivePolicy(pol.stages, [Rule("margin", 0.2)] * 2, merge=pol.merge)
+            run = ttakit.Classifier(m, p, batch_size=32).run(x)
+            assert r["forwards"] == pytest.approx(run.mean_forwards)
+            assert r["accuracy"] == pytest.approx((run.labels == y).mean())
+        if r["policy"] == "first 3 view(s)":
+            run = ttakit.Classifier(m, Policy(pol.unique().views[:3]).with_merge(pol.merge)).run(x)
+            assert r["accuracy"] == pytest.approx((run.labels == y).mean())
+            assert r["nll"] == pytest.approx(float(-np.log(run.probs[np.arange(200), y]).mean()), rel=1e-4)
+    md = (tmp_path / "report.md").read_text()
+    assert "## Cost: accuracy against forward passes" in md and "(estimated)" in md
+    assert (tmp_path / "forwards_curve.png").stat().st_size > 1000
+
+
+def test_evaluate_draws_adaptive_versions_of_a_plain_policy():
+    x = images(150, seed=2)
+    m = Counting(seed=1)
+    y = np.arange(150) % 5
+    rep = ttakit.evaluate(m, x, y, "identity + hflip + vflip")
+    full = [r for r in rep.forwards_curve if r["kind"] == "full"]
+    ada = [r for r in rep.forwards_curve if r["kind"] == "adaptive"]
+    assert [r["forwards"] for r in full] == [1.0, 2.0, 3.0] and not rep.forwards_histogram
+    assert full[-1]["accuracy"] == pytest.approx(rep.policy_metrics["accuracy"])
+    # first view, then the rest: 1 or 3 forwards per input, more as the threshold rises
+    fw = [r["forwards"] for r in ada]
+    assert all(1 <= f <= 3 for f in fw) and fw == sorted(fw) and fw[-1] > fw[0]
+    assert ttakit.evaluate(m, x, y, "identity").forwards_curve == []

@@ -4,7 +4,10 @@ One pass per distinct view (through the prediction cache), then: accuracy,
 top-k, NLL, ECE, Brier for the policy and the baseline (no TTA by default);
 the paired lift with a bootstrap CI; predictions fixed and broken, overall
 and per class; an exact McNemar test; forward passes per input and
-throughput; the lift as views are added; a reliability diagram.
+throughput; the lift as views are added; a reliability diagram; accuracy
+and NLL against forward passes per input (prefixes and adaptive versions of
+the policy). An adaptive policy is scored as its stages run: the rules
+decide, on the cached outputs, which inputs go on.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..policy import Policy
+from ..merge import get_merge
+from ..policy import AdaptivePolicy, Policy
 from . import metrics
+from .adaptive import cost_curve, simulate
 from ..tasks.cache import PredictionCache
 from ..tasks.classification import contracted_options
 from .paired import PairedResult, paired_accuracy
@@ -46,6 +51,11 @@ class EvaluationReport:
     #: temperature of its own (the fair comparison); empty otherwise
     fair_baselines: list[dict] = field(default_factory=list)
     calibration_note: str = ""
+    #: accuracy and NLL against mean forwards per input: prefixes of the policy's views, adaptive versions
+    #: (a grid of margin thresholds) and an adaptive policy itself (:func:`~ttakit.evaluation.adaptive.cost_curve`)
+    forwards_curve: list[dict] = field(default_factory=list)
+    #: an adaptive policy: how many inputs stopped after each number of forward passes ({forwards: inputs})
+    forwards_histogram: dict = field(default_factory=dict)
 
     @property
     def helps(self) -> bool:
@@ -79,7 +89,8 @@ class EvaluationReport:
             rows.append(f"| {k} | {f(bm[k])} | {f(pm[k])} | {ch:+.2f}{' pt' if pct else ''} |")
         rows.append(f"| forward passes per input | {self.baseline_forwards_per_input:g} | "
                     f"{self.forwards_per_input:g} | |")
-        rows.append(f"| throughput (inputs/s) | {self.baseline_throughput:.0f} | {self.throughput:.0f} | |")
+        rows.append(f"| throughput (inputs/s) | {self.baseline_throughput:.0f} | {self.throughput:.0f}"
+                    f"{' (estimated)' if self.forwards_histogram else ''} | |")
         classes = self.classes or [str(i) for i in range(self.n_classes)]
         pc = ["| class | n | baseline acc | policy acc | fixed | broken |", "|---|---:|---:|---:|---:|---:|"]
         for row in self.per_class:
@@ -101,6 +112,7 @@ class EvaluationReport:
             "Distinct views of the policy in order, merged by their mean (learned weights, if any, apply "
             "to the full policy only).", *self._curve_note(), "",
             *curve, "", "![lift against views](lift_vs_views.png)", "",
+            *self._forwards_markdown(),
             "## Calibration", "", "![reliability diagram](reliability.png)", "",
             "## Per class", "", *pc, "",
         ])
@@ -114,6 +126,27 @@ class EvaluationReport:
             return [" The last row is the headline policy's accuracy (a temperature never changes it)."]
         return [f" The last row ({last:.2%}) differs from the headline ({head:.2%}) because the headline uses the "
                 "policy's own aggregation (learned weights or another merge), the rows the plain mean."]
+
+    def _forwards_markdown(self) -> list[str]:
+        if not self.forwards_curve:
+            return []
+        lines = ["## Cost: accuracy against forward passes", ""]
+        if self.forwards_histogram:
+            spread = ", ".join(f"{n} inputs at {k}" for k, n in sorted(self.forwards_histogram.items(),
+                                                                        key=lambda kv: float(kv[0])))
+            lines += [f"The adaptive policy ran {self.forwards_per_input:.3f} forward passes per input on average "
+                      f"({spread}); its throughput above is estimated as the measured cost of one view times "
+                      "that mean (every view was computed once for this report).", ""]
+        lines += ["*full*: the first k distinct views for every input; *adaptive*: an input goes on to the next "
+                  "stage while the margin (top probability minus the second) of its merged prediction is below "
+                  "the threshold, on a fixed grid of thresholds (none picked on these labels). Stages: the "
+                  "policy's own when it is adaptive, else its first view, then the rest. Every row uses the "
+                  "policy's merge (a learned merge: the mean of the views).", "",
+                  "| kind | policy | forwards/input | accuracy | NLL |", "|---|---|---:|---:|---:|"]
+        for r in self.forwards_curve:
+            lines.append(f"| {r['kind']} | `{r['policy']}` | {r['forwards']:.3f} | {r['accuracy']:.2%} | "
+                         f"{r['nll']:.4f} |")
+        return lines + ["", "![accuracy and NLL against forwards per input](forwards_curve.png)", ""]
 
     def _fair_markdown(self) -> list[str]:
         if not self.fair_baselines:
@@ -163,6 +196,24 @@ class EvaluationReport:
         fig.savefig(folder / "lift_vs_views.png", dpi=110)
         plt.close(fig)
 
+        if self.forwards_curve:
+            fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+            styles = {"full": ("-o", "all inputs, first k views"), "adaptive": ("--s", "adaptive (margin grid)"),
+                      "policy": ("*", "this adaptive policy")}
+            for ax, key, label in ((axes[0], "accuracy", "accuracy (%)"), (axes[1], "nll", "NLL")):
+                for kind, (style, name) in styles.items():
+                    pts = sorted((r["forwards"], r[key] * (100 if key == "accuracy" else 1))
+                                 for r in self.forwards_curve if r["kind"] == kind)
+                    if pts:
+                        ax.plot(*zip(*pts), style, ms=9 if kind == "policy" else 4, label=name)
+                ax.set_xlabel("forward passes per input (mean)")
+                ax.set_ylabel(label)
+            axes[0].legend(fontsize=8)
+            fig.suptitle("Accuracy and NLL against cost", fontsize=10)
+            fig.tight_layout()
+            fig.savefig(folder / "forwards_curve.png", dpi=110)
+            plt.close(fig)
+
         fig, ax = plt.subplots(figsize=(4.6, 4.4))
         ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":")
         for name, bins in self.reliability.items():
@@ -182,7 +233,8 @@ class EvaluationReport:
 CALIBRATED_MERGES = ("temperature_scaled", "learned")
 
 
-def _fair_baselines(model, cache, pol, base, y, p_pol, calibration, classifier_kwargs) -> tuple[list[dict], str]:
+def _fair_baselines(model, cache, pol, base, y, p_pol, calibration, classifier_kwargs,
+                    pol_forwards: float) -> tuple[list[dict], str]:
     plain = Policy(pol.unique().views, pol.unique().weights)
     candidates = [("no TTA", base, len(base.unique())), ("plain policy (mean of its views)", plain, len(plain))]
     rows = []
@@ -210,7 +262,7 @@ def _fair_baselines(model, cache, pol, base, y, p_pol, calibration, classifier_k
                 probs[~fit_part] = apply_temperature(raw[~fit_part], t)
                 ts.append(t)
             rows.append(_fair_row(f"{name} + temperature", f"{ts[0]:.3f} / {ts[1]:.3f}", probs, y, fw))
-    rows.insert(0, _fair_row(f"policy as tuned ({pol.merge!r})", "its own", p_pol, y, float(len(pol.unique()))))
+    rows.insert(0, _fair_row(f"policy as tuned ({pol.merge!r})", "its own", p_pol, y, pol_forwards))
     return rows, note
 
 
@@ -252,7 +304,15 @@ def evaluate(model, x, y, policy, *, baseline="identity", merge=None, classes=No
     t_base = time.perf_counter() - t0
     if t_base < 1e-6 * len(y):  # the baseline's views were already computed with the policy's
         t_base = t_policy * len(base_views) / len(pol.unique())
-    p_pol = cache.predict(pol, merge)
+    uniq = pol.unique()
+    histogram = {}
+    if isinstance(pol, AdaptivePolicy):
+        # what each input gets when the stages run: the views' outputs are all cached, the rules decide
+        p_pol, fwd = simulate(pol if merge is None else pol.with_merge(get_merge(merge)), cache.stack(uniq.views))
+        forwards = float(fwd.mean())
+        histogram = {str(int(k)): int(n) for k, n in zip(*np.unique(fwd, return_counts=True))}
+    else:
+        p_pol, forwards = cache.predict(pol, merge), float(len(uniq))
     p_base = cache.predict(base, None)
     n_classes = p_pol.shape[1]
     if y.max() >= n_classes:
@@ -265,7 +325,6 @@ def evaluate(model, x, y, policy, *, baseline="identity", merge=None, classes=No
             per_class.append({"class": c, "n": int(m.sum()), "baseline_accuracy": float(ok_b[m].mean()),
                               "policy_accuracy": float(ok_p[m].mean()), "fixed": int((~ok_b[m] & ok_p[m]).sum()),
                               "broken": int((ok_b[m] & ~ok_p[m]).sum())})
-    uniq = pol.unique()
     curve = []
     base_acc = float(ok_b.mean())
     for k in range(1, len(uniq) + 1):
@@ -278,16 +337,20 @@ def evaluate(model, x, y, policy, *, baseline="identity", merge=None, classes=No
         policy=pol.spec, baseline=base.spec, n=len(y), n_classes=n_classes,
         policy_metrics=_metrics(p_pol, y), baseline_metrics=_metrics(p_base, y),
         paired=paired_accuracy(ok_b, ok_p), per_class=per_class,
-        forwards_per_input=float(len(uniq)), baseline_forwards_per_input=float(len(base.unique())),
-        throughput=len(y) / t_policy if t_policy > 0 else float("nan"),
+        forwards_per_input=forwards, baseline_forwards_per_input=float(len(base.unique())),
+        throughput=len(y) * len(uniq) / (t_policy * forwards) if t_policy > 0 else float("nan"),
         baseline_throughput=len(y) / t_base if t_base > 0 else float("nan"),
         prefix_curve=curve,
         reliability={"baseline": metrics.reliability(p_base, y), "policy": metrics.reliability(p_pol, y)},
         classes=list(classes) if classes is not None else None,
+        forwards_histogram=histogram,
     )
+    if len(uniq) > 1:
+        curve_policy = pol if merge is None else pol.with_merge(get_merge(merge))
+        report.forwards_curve = cost_curve(curve_policy, cache.stack(uniq.views), y)
     if merge is None and pol.merge is not None and getattr(pol.merge, "name", "") in CALIBRATED_MERGES:
         report.fair_baselines, report.calibration_note = _fair_baselines(
-            model, cache, pol, base, y, p_pol, calibration, classifier_kwargs)
+            model, cache, pol, base, y, p_pol, calibration, classifier_kwargs, forwards)
     if out is not None:
         report.save(out)
     return report
