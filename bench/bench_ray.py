@@ -48,6 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="actor counts of the Ray arms")
     p.add_argument("--num-cpus", type=int, default=os.cpu_count(), help="CPUs of the local Ray")
     p.add_argument("--block-size", type=int, default=1024)
+    p.add_argument("--gpus-per-actor", type=float, default=0, help="GPUs per Ray actor (0: CPU actors; else the single process runs on cuda too)")
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--work", default=None, help="folder for the images and outputs (default: a temporary one)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
@@ -122,9 +123,11 @@ def main(argv=None):
     def ray_cmd(src: Path, out: Path, k: int) -> list[str]:
         shutil.rmtree(out, ignore_errors=True)
         return [*base[:5], str(src), *base[5:], "--engine", "ray", "--actors", str(k), "--num-cpus",
-                str(args.num_cpus), "--block-size", str(args.block_size), "--out", str(out)]
+                str(args.num_cpus), "--block-size", str(args.block_size), "--out", str(out),
+                *(["--gpus-per-actor", str(args.gpus_per_actor)] if args.gpus_per_actor else [])]
 
-    arms = {"single": lambda: [*base[:5], str(images), *base[5:], "--out", str(work / "single.csv")]}
+    on_gpu = ["--device", "cuda"] if args.gpus_per_actor else []  # the single process on the GPU too
+    arms = {"single": lambda: [*base[:5], str(images), *base[5:], *on_gpu, "--out", str(work / "single.csv")]}
     for k in args.actors:
         arms[f"ray x{k}"] = (lambda k=k: ray_cmd(images, work / f"ray{k}", k))
         arms[f"ray x{k} fixed"] = (lambda k=k: ray_cmd(tiny, work / f"tiny{k}", k))
