@@ -44,6 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the tune/held-out split and of tune()")
     p.add_argument("--candidates", default="standard", help="candidate pool of tune()")
     p.add_argument("--budget", type=float, default=1.5, help="headline budget: mean forwards per input")
+    p.add_argument("--budget-objective", choices=("nll", "accuracy"), nargs="+", default=["nll", "accuracy"],
+                   help="what tune() chooses the stages and thresholds for (each one a table; the first: timed)")
     p.add_argument("--curve", type=float, nargs="+", default=[1.1, 1.25, 1.5, 2.0, 3.0, 4.0],
                    help="budgets of the forwards curve")
     p.add_argument("--bench-images", type=int, default=2000, help="held-out images timed")
@@ -117,13 +119,14 @@ def main(argv=None) -> int:
     print(f"full policy: {P.spec}  [{K} forwards per input]\n{full.reason}")
     budgets = sorted(set(args.curve) | {args.budget})
     adaptive = {}
-    for b in budgets:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            r = ttakit.tune(model, x[ti], y_t, candidates=args.candidates, budget=8, seed=args.seed,
-                            cache=cache_t, max_forwards=b, **kw)
-        assert r.full_policy is None or r.full_policy == P
-        adaptive[b] = r
+    for obj in args.budget_objective:
+        for b in budgets:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                r = ttakit.tune(model, x[ti], y_t, candidates=args.candidates, budget=8, seed=args.seed,
+                                cache=cache_t, max_forwards=b, budget_objective=obj, **kw)
+            assert r.full_policy is None or r.full_policy == P
+            adaptive[obj, b] = r
 
     hp = cache_h.stack(P.unique().views)
     idp = cache_h.view_probs(Policy.parse("identity").views[0])
@@ -136,41 +139,50 @@ def main(argv=None) -> int:
         return float(-np.log(np.clip(p[np.arange(len(y_h)), y_h], 1e-12, None)).mean())
 
     rows = []
-    for b, r in adaptive.items():
+    for (obj, b), r in adaptive.items():
         k = len(r.policy.unique())
         p, f = simulate(r.policy, hp[:k])
         acc = float((p.argmax(1) == y_h).mean())
         share = (acc - acc_id) / (acc_full - acc_id) if acc_full != acc_id else float("nan")
-        rows.append({"budget": b, "policy": r.policy.spec, "tune_forwards": (r.adaptive or {}).get("mean_forwards", k),
+        rows.append({"objective": obj, "budget": b, "policy": r.policy.spec, "tune_forwards": (r.adaptive or {}).get("mean_forwards", k),
                      "holdout_forwards": float(f.mean()), "accuracy": acc, "nll": nll(p), "lift_kept": share})
     print(f"\nheld out ({len(y_h)} images): no TTA {acc_id:.2%} (NLL {nll(idp):.4f}), full policy {acc_full:.2%} "
           f"(NLL {nll(p_full):.4f}, {K} forwards), lift {100 * (acc_full - acc_id):+.2f} points")
-    print(C.table([[f"{r['budget']:g}", f"{r['tune_forwards']:.3f}", f"{r['holdout_forwards']:.3f}",
+    print(C.table([[r["objective"], f"{r['budget']:g}", f"{r['tune_forwards']:.3f}", f"{r['holdout_forwards']:.3f}",
                     f"{r['accuracy']:.2%}", f"{r['nll']:.4f}", f"{r['lift_kept']:.0%}", r["policy"]] for r in rows],
-                  ["budget F", "fwd/img tune", "fwd/img held out", "accuracy", "NLL", "lift kept", "policy"]))
-    curve = forwards_curve(P, cache_t.stack(P.unique().views), y_t, hp, y_h, budgets)
+                  ["chosen for", "budget F", "fwd/img tune", "fwd/img held out", "accuracy", "NLL", "lift kept",
+                   "policy"]))
+    curve = []
+    for obj in args.budget_objective:
+        for c in forwards_curve(P, cache_t.stack(P.unique().views), y_t, hp, y_h, budgets, objective=obj):
+            if c["kind"] == "adaptive" or obj == args.budget_objective[0]:
+                curve.append({**c, "objective": obj if c["kind"] == "adaptive" else ""})
     print("\nforwards curve (held out; adaptive chosen on all tuning images):")
-    print(C.table([[c["kind"], f"{c['budget']:g}", f"{c['forwards']:.3f}", f"{c['accuracy']:.2%}",
-                    f"{c['nll']:.4f}"] for c in curve], ["kind", "budget", "fwd/img", "accuracy", "NLL"]))
+    print(C.table([[c["kind"], c["objective"], f"{c['budget']:g}", f"{c['forwards']:.3f}", f"{c['accuracy']:.2%}",
+                    f"{c['nll']:.4f}"] for c in curve], ["kind", "chosen for", "budget", "fwd/img", "accuracy", "NLL"]))
 
     # -- wall time, side by side -------------------------------------------------------
-    head = adaptive[args.budget].policy
+    heads = {f"adaptive ({obj})": adaptive[obj, args.budget].policy for obj in args.budget_objective}
     xb = x[hi][:args.bench_images]
-    arms = {"full": Classifier(model, P, **kw), "adaptive": Classifier(model, head, **kw),
+    arms = {"full": Classifier(model, P, **kw), **{n: Classifier(model, h, **kw) for n, h in heads.items()},
             "no TTA": Classifier(model, "identity", **kw)}
     res = {n: c.run(xb) for n, c in arms.items()}  # warm-up, and the check below
-    kb = len(head.unique())
-    p_sim, f_sim = simulate(head, hp[:kb, :args.bench_images])
-    assert np.array_equal(res["adaptive"].forwards_per_input, f_sim), "run and cache disagree on forwards"
-    gap = float(np.abs(res["adaptive"].probs - p_sim).max())
+    gap = 0.0
+    for n, head in heads.items():
+        kb = len(head.unique())
+        p_sim, f_sim = simulate(head, hp[:kb, :args.bench_images])
+        assert np.array_equal(res[n].forwards_per_input, f_sim), "run and cache disagree on forwards"
+        gap = max(gap, float(np.abs(res[n].probs - p_sim).max()))
     times = C.interleave({n: (lambda c=c: c.run(xb)) for n, c in arms.items()}, args.repeats)
     ips = {n: [len(xb) / t for t in ts] for n, ts in times.items()}
-    speed = C.summary(C.ratios(ips["adaptive"], ips["full"]))
+    speed = {n: C.summary(C.ratios(ips[n], ips["full"])) for n in heads}
     print(f"\nwall time on {len(xb)} held-out images, {args.repeats} interleaved rounds, {args.threads} threads:")
     for n in arms:
-        print(f"  {n:9s} {np.median(ips[n]):8.0f} images/s  ({res[n].mean_forwards:.3f} forwards per image)")
-    print(f"  adaptive / full images/s: {C.fmt_ratio(speed, 2)}; forwards ratio "
-          f"{res['full'].mean_forwards / res['adaptive'].mean_forwards:.2f}; run vs cache max |dp| {gap:.1e}")
+        print(f"  {n:20s} {np.median(ips[n]):8.0f} images/s  ({res[n].mean_forwards:.3f} forwards per image)")
+    for n in heads:
+        print(f"  {n} / full images/s: {C.fmt_ratio(speed[n], 2)}; forwards ratio "
+              f"{res['full'].mean_forwards / res[n].mean_forwards:.2f}")
+    print(f"  run vs cache max |dp| {gap:.1e}")
     C.write_json(args.out, {
         "machine": C.machine(), "args": vars(args), "full_policy": P.spec, "full_forwards": K,
         "tune_reason": full.reason, "accuracy_no_tta": acc_id, "accuracy_full": acc_full, "nll_no_tta": nll(idp),

@@ -230,6 +230,14 @@ def test_tune_with_max_forwards():
     assert "forwards per input" in r.summary()
     with pytest.raises(ttakit.InputError, match="max_forwards"):
         ttakit.tune(m, x, y, candidates="flips", max_forwards=0.5)
+    # the budget chosen for accuracy: the same full policy, the best guard accuracy of the candidates
+    with pytest.warns(ttakit.errors.TTAKitWarning):
+        a = ttakit.tune(m, x, y, candidates="flips", budget=3, max_forwards=1.5, budget_objective="accuracy")
+    assert a.full_policy == r.full_policy and a.adaptive["objective"] == "accuracy"
+    assert a.adaptive["mean_forwards"] <= 1.5 and a.adaptive["guard_accuracy"] >= r.adaptive["guard_accuracy"]
+    assert "chosen for accuracy" in a.summary() and "chosen for nll" in r.summary()
+    with pytest.raises(ttakit.InputError, match="budget_objective"):
+        ttakit.tune(m, x, y, candidates="flips", max_forwards=1.5, budget_objective="auc")
 
 
 def test_mark_fails_an_input_alone():
@@ -267,12 +275,14 @@ def test_tune_command_with_max_forwards(tmp_path, capsys):
     np.savez(tmp_path / "data.npz", x=x, y=y)
     net.save(str(tmp_path / "m.pt"))
     code = main(["tune", str(tmp_path / "m.pt"), "--data", str(tmp_path / "data.npz"), "--subset", "tune",
-                 "--candidates", "hflips, vflip", "--budget", "3", "--max-forwards", "1.5",
+                 "--candidates", "hflips, vflip", "--budget", "3", "--max-forwards", "1.5", "--budget-objective",
+                 "accuracy",
                  "--out", str(tmp_path / "p.yaml"), "--no-progress"])
     assert code == 0
     out = capsys.readouterr().out
     pol = Policy.load(tmp_path / "p.yaml")
     assert isinstance(pol, AdaptivePolicy) and "Budget of 1.5 forwards per input" in out
+    assert "chosen for accuracy" in out
     res = ttakit.Classifier(str(tmp_path / "m.pt"), pol, data_layout="NHWC").run(x[:300])
     assert res.mean_forwards <= 1.5 + 0.1
     assert main(["tune", str(tmp_path / "m.pt"), "--data", str(tmp_path / "data.npz"), "--max-forwards", "0.5"]) == 2

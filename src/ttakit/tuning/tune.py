@@ -100,19 +100,20 @@ class TuneResult:
                           f"{a['mean_forwards']:.3f} mean forwards on the tuning inputs, guard accuracy "
                           f"{a['guard_accuracy']:.2%} (full {a['full_guard_accuracy']:.2%}), guard NLL "
                           f"{a['guard_nll']:.4f} (full {a['full_guard_nll']:.4f}); {a['candidates']} configurations "
-                          f"scored"]
+                          f"scored, chosen for {a.get('objective', 'nll')}"]
         return "\n".join(lines)
 
 
 def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str = "nll",
          merge: str = "mean", aggregation: str = "mean", guard_fraction: float = 0.3, seed: int = 0,
          guard_alpha: float = GUARD_ALPHA, cache: PredictionCache | None = None, max_forwards: float | None = None,
-         **classifier_kwargs) -> TuneResult:
+         budget_objective: str | None = None, **classifier_kwargs) -> TuneResult:
     """Search the policy that helps ``model`` on ``(x, y)``; see the module doc.
     ``max_forwards``: a cost budget (mean forward passes per input); when the
     tuned policy has more distinct views, the result is its adaptive version
     that does best on the guard split within the budget
-    (:mod:`ttakit.tuning.adaptive`; ``result.full_policy`` keeps the full one)."""
+    (:mod:`ttakit.tuning.adaptive`; ``result.full_policy`` keeps the full one),
+    judged by ``budget_objective`` (``"nll"`` or ``"accuracy"``; default: ``objective``)."""
     t0 = time.perf_counter()
     y = metrics.as_labels(y, len(x) if hasattr(x, "__len__") else None)
     n = len(y)
@@ -131,6 +132,10 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
     check_guard_alpha(guard_alpha)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise InputError(f"budget must be a positive integer, got {budget!r}")
+    if budget_objective is None:
+        budget_objective = objective
+    if budget_objective not in ("nll", "accuracy"):
+        raise InputError(f"budget_objective must be 'nll' or 'accuracy', got {budget_objective!r}")
     if max_forwards is not None and (isinstance(max_forwards, bool) or not isinstance(max_forwards, (int, float))
                                      or not max_forwards >= 1):
         raise InputError(f"max_forwards must be a number >= 1 (forward passes per input), got {max_forwards!r}")
@@ -225,10 +230,10 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
     full_policy, adaptive = None, None
     if max_forwards is not None and len(uniq) > max_forwards:
         full_policy = policy
-        choice = choose_adaptive(policy, probs[idx], y, max_forwards, objective=objective, select=guard_idx)
+        choice = choose_adaptive(policy, probs[idx], y, max_forwards, objective=budget_objective, select=guard_idx)
         full_guard_p, _ = simulate(policy, probs[idx][:, guard_idx])
         policy = choice.policy.with_source(f"tuned ({objective}, budget {budget}, max {max_forwards:g} forwards)")
-        adaptive = {"max_forwards": float(max_forwards), "full_forwards": len(uniq),
+        adaptive = {"max_forwards": float(max_forwards), "full_forwards": len(uniq), "objective": budget_objective,
                     "mean_forwards": choice.mean_forwards, "guard_accuracy": choice.accuracy,
                     "guard_nll": choice.nll, "full_guard_accuracy": float((full_guard_p.argmax(1) == y_guard).mean()),
                     "full_guard_nll": float(-np.log(np.clip(full_guard_p[np.arange(len(y_guard)), y_guard], 1e-12,

@@ -37,6 +37,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "views, save its adaptive version (views in stages; only uncertain inputs go on) that "
                         "does best on the guard split at a mean of at most F on the tuning data, chosen from "
                         "cached predictions without running the model again (--task classify). Default: no budget")
+    t.add_argument("--budget-objective", choices=("nll", "accuracy"), default=None,
+                   help="with --max-forwards: what the stages and thresholds are chosen for on the guard split "
+                        "(accuracy: keep the full policy's predictions; nll: its calibrated probabilities). "
+                        "Default: --objective")
     t.add_argument("--out", default="policy.yaml", metavar="FILE",
                    help="where to save the tuned policy (.yaml/.yml or .json). Default: policy.yaml")
     add_dense_options(p, "tune")
@@ -44,8 +48,8 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.task != "classify":
-        if args.max_forwards is not None:
-            raise UsageError("--max-forwards (adaptive policies) is for --task classify only")
+        if args.max_forwards is not None or args.budget_objective is not None:
+            raise UsageError("--max-forwards and --budget-objective (adaptive policies) are for --task classify only")
         return dense.tune(args)
     from ...tuning import tune
 
@@ -54,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     data = load_data(args)
     res = tune(model, data.x, data.y, candidates=args.candidates or "standard", budget=args.budget, objective=args.objective,
                aggregation=args.aggregation, guard_fraction=args.guard_fraction, seed=args.seed,
-               max_forwards=args.max_forwards, data_layout=data.layout, **options)
+               max_forwards=args.max_forwards, budget_objective=args.budget_objective, data_layout=data.layout,
+               **options)
     save_policy(res.policy, args.out)
     print(f"Data: {data.description}")
     print(res.summary())
