@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Tabular TTA cost: 100,000 rows x 16 copies through ttakit.sklearn.
 
-For each estimator (HistGradientBoosting and LogisticRegression by default,
-all arms of both interleaved in one run), on the same rows and the same
+For each estimator (HistGradientBoosting, a random forest, an MLP and
+LogisticRegression by default, all arms of all of them interleaved in one
+run), on the same rows and the same
 fitted estimator:
 
 - ``tta``: ``TTAClassifier.predict_proba`` with 16 seeded noise copies (every
@@ -35,7 +36,8 @@ def parse_args(argv=None):
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--features", type=int, default=16)
     p.add_argument("--copies", type=int, default=16)
-    p.add_argument("--estimators", nargs="+", choices=["hgb", "logistic"], default=["hgb", "logistic"])
+    p.add_argument("--estimators", nargs="+", choices=["hgb", "forest", "mlp", "logistic"],
+                   default=["hgb", "forest", "mlp", "logistic"])
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="write results here")
@@ -48,8 +50,9 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
     import numpy as np
     import torch
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
 
     from ttakit.policy import Policy
     from ttakit.sklearn import TTAClassifier
@@ -60,6 +63,9 @@ def main(argv=None):
     x = rng.normal(size=(args.rows, args.features))
     y = (x[:, 0] + 0.5 * x[:, 1] ** 2 + rng.normal(0, 0.5, args.rows) > 0.5).astype(int)
     make = {"hgb": lambda: HistGradientBoostingClassifier(max_iter=50, random_state=0),
+            "forest": lambda: RandomForestClassifier(n_estimators=50, max_depth=12, n_jobs=args.threads,
+                                                     random_state=0),
+            "mlp": lambda: MLPClassifier((64, 64), max_iter=50, random_state=0),
             "logistic": lambda: LogisticRegression()}
     arms, diffs = {}, {}
     for name in args.estimators:
@@ -86,7 +92,10 @@ def main(argv=None):
         arms.update({f"{name}:tta": lambda clf=clf: clf.predict_proba(x),
                      f"{name}:naive": naive, f"{name}:plain": lambda model=model, big=big: model.predict_proba(big),
                      f"{name}:copies": only_copies})
-    times = C.interleave(arms, args.repeats)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(args.threads):  # BLAS and OpenMP (HistGradientBoosting) as torch: --threads
+        times = C.interleave(arms, args.repeats)
     print(f"bench_rows: {args.rows} rows x {args.features} features x {args.copies} copies, "
           f"{args.threads} thread(s), {args.repeats} interleaved rounds (all arms of all estimators)")
     rows, out = [], {}

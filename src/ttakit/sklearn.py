@@ -57,6 +57,7 @@ from .merge import Mean
 from .policy import Policy
 from .policy.rows import RowPolicy, save_row_policy
 from .tasks.classification import ClassificationTask
+from .tasks.linear_rows import shortcut_proba
 from .tasks.regression import RegressionTask
 from .tasks.rows import MODEL_ROWS, run_rows
 from .tuning.guard import GUARD_ALPHA, check_guard_alpha
@@ -342,11 +343,23 @@ class TTAClassifier(ClassifierMixin, TTABase):
 
     @available_if(_has_proba)
     def predict_proba(self, X) -> np.ndarray:
-        """The weighted mean of the estimator's probabilities over the copies."""
-        res = self._run(X, "predict_proba", ClassificationTask(Mean(), output="probs", on_error=self.on_error,
-                                                                  spread=False))
-        p = res.probs.astype(np.float64)
-        return p / p.sum(1, keepdims=True)
+        """The weighted mean of the estimator's probabilities over the copies.
+        (A ``LogisticRegression`` with noise views takes a shortcut for the
+        rows no copy pushes out of the training range: the same result without
+        writing the copies, see :mod:`ttakit.tasks.linear_rows`.)"""
+        check_is_fitted(self)
+        X, _ = self._validate(X, reset=False)
+        rows, decoder = self.stats_.encode(X)
+        views, weights = self.policy_.views, self.policy_.weights
+        task = ClassificationTask(Mean(), output="probs", on_error=self.on_error, spread=False)
+
+        def loop(r, decoder=decoder):
+            p = self._engine(self.estimator_, r, decoder, "predict_proba", task, views, weights).probs
+            p = p.astype(np.float64)
+            return p / p.sum(1, keepdims=True)
+
+        fast = shortcut_proba(self.estimator_, rows, views, weights, loop) if decoder is None else None
+        return loop(rows) if fast is None else fast
 
     @available_if(_has_proba)
     def predict_log_proba(self, X) -> np.ndarray:

@@ -10,6 +10,7 @@ rows, decoded back to a DataFrame first when ``decoder`` is given.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from ..policy import Policy
 from ..views import identity
 from .classification import ClassificationTask
 from .front import row_inputs
+from .linear_rows import shortcut_proba
 from .regression import RegressionTask
 
 #: rows the model receives per call (copies x chunk rows), unless chunk_rows is given
@@ -85,12 +87,21 @@ def predict_rows(model, rows: np.ndarray, policy: Policy | None, *, decoder=None
     opts = dict(decoder=decoder, nan=nan, fill=fill, chunk_rows=chunk_rows)
     if task == "classification":
         probs_only = ClassificationTask(Mean(), output="probs", spread=False)
-        res = run_rows(probs_only, model.predict_proba, rows, views, weights, **opts)
-        probs = res.probs.astype(np.float64)
-        probs /= probs.sum(1, keepdims=True)
+        t0, counted = time.perf_counter(), []
+
+        def loop(r):
+            res = run_rows(probs_only, model.predict_proba, r, views, weights, **opts)
+            counted.append(res.forward_passes)
+            p = res.probs.astype(np.float64)
+            return p / p.sum(1, keepdims=True)
+
+        fast = shortcut_proba(model, rows, views, weights, loop) if decoder is None else None
+        probs = loop(rows) if fast is None else fast
         classes = np.asarray(model.classes_)
-        return RowPrediction(task, classes[probs.argmax(1)], probs, classes, seconds=res.seconds,
-                             forward_passes=res.forward_passes)
+        # forward passes: model inputs evaluated, a copy through the shortcut counting as one
+        forwards = sum(counted) if fast is None else len(views) * len(rows)
+        return RowPrediction(task, classes[probs.argmax(1)], probs, classes, seconds=time.perf_counter() - t0,
+                             forward_passes=forwards)
     res = run_rows(RegressionTask(merge), model.predict, rows, views, weights, **opts)
     return RowPrediction(task, res.pred, std=res.std, seconds=res.seconds, forward_passes=res.forward_passes)
 
