@@ -90,6 +90,23 @@ def test_missing_data_gives_a_clear_error(tmp_path):
 
 
 @needs_data
+def test_tuning_experiment_runs_the_tutorial_cnn_through_onnx(monkeypatch):
+    """The tutorial branch of `reproduce tuning` (a Keras model, run by ONNX Runtime)."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    from ttakit.datasets import cifar10
+    from ttakit.evaluation import PredictionCache
+    from ttakit.experiments import tuning, tutorial
+
+    real = tutorial.train_tutorial_model
+    monkeypatch.setattr(tutorial, "train_tutorial_model",
+                        lambda x, y, seed, epochs, batch, verbose=0: real(x[:256], y[:256], seed, 1, batch, verbose=0))
+    model, kw = tuning._model(tuning.TuningConfig(model="tutorial", data=str(DATA), progress=False), lambda m: None)
+    x = cifar10(str(DATA), split="test", progress=False).images[:40]
+    probs = PredictionCache(model, x, data_layout="NHWC", **kw).predict("identity + hflip")
+    assert probs.shape == (40, 10) and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+@needs_data
 def test_tuning_experiment_reports_on_the_held_out_half(tmp_path, monkeypatch):
     import torch
 

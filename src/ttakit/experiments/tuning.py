@@ -48,7 +48,10 @@ def _model(cfg: TuningConfig, log):
         log(f"training the tutorial CNN (seed {cfg.seed}, {cfg.epochs} epochs)")
         model = train_tutorial_model(train.images, train.labels, cfg.seed, cfg.epochs, 128,
                                      verbose=1 if cfg.progress else 0)
-        return model, {"runtime": "onnx", "output": "probs"}
+        from ..models import as_model
+
+        # the trained Keras model exported once to ONNX Runtime, as `reproduce tutorial --runtime onnx` runs it
+        return as_model(model, runtime="onnx"), {"output": "probs"}
     raise InputError(f"unknown model {cfg.model!r}: resnet20, resnet32 or tutorial")
 
 
