@@ -16,9 +16,7 @@ by more than 0.01). Time per image is the wall time of the whole run.
 from __future__ import annotations
 
 import json
-import os
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,8 @@ import torch
 
 from ..files import write_atomic
 from .detection import map_table
-from .trained import cached_model, shared_folder, timing_note, training_words, verdict, weights_folder
+from .trained import (cached_model, shared_folder, summary_head, timed, timing_note, training_words, verdict,
+                      warm_up, weights_folder)
 
 NMS = ("nms", {"iou_thr": 0.5})
 SOFT = ("soft_nms", {"method": "gaussian", "sigma": 0.5})
@@ -87,26 +86,21 @@ def run(cfg: BloodCellsConfig, log=print) -> dict:
     test = load_bccd(root, "test", cfg.scale, cfg.test_limit)
     gt = load_coco_ground_truth(test.coco)
     x = np.moveaxis(test.images, -1, 1).astype(np.float32) / 255
-    with torch.inference_mode():  # a warm-up forward, so the first arm's time is not the allocator's
-        model(torch.from_numpy(x[:1]))
+    warm_up(model, x)
     results, dets = [], {}
     for name, policy, merge, options in ARMS:
         det = Detector(model, policy, merge, merge_options=options, decode=decoder(3), batch_size=8)
-        t0, c0 = time.perf_counter(), time.process_time()
-        res = det.run(x)
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        res, times = timed(lambda: det.run(x), len(test))
         boxes = [b / cfg.scale for b in res.boxes]
         dets[name] = coco_detections(test.image_ids, boxes, res.scores, res.labels, test.category_ids)
         m = coco_map(gt, dets[name])
         results.append({"arm": name, "policy": policy, "merge": merge, "options": options, **m,
-                        "views": len(det.run_policy), "ms_per_image": 1000 * seconds / len(test),
-                        "cpu_ms_per_image": 1000 * cpu / len(test)})
+                        "views": len(det.run_policy), **times})
         log(f"{name}: mAP {m['map']:.4f}, AP50 {m['ap50']:.4f}, {results[-1]['cpu_ms_per_image']:.0f} CPU ms/image")
     base = ARMS[0][0]
     for r in results[1:]:
         r["paired"] = paired_detection(gt, dets[base], dets[r["arm"]], n_boot=cfg.n_boot, seed=cfg.seed).as_dict()
-    return {"config": asdict(cfg), "load_average": os.getloadavg(), "weights": weights_path(cfg).name, "trained_now": fresh, "training": note,
-            "n_images": len(test), "arms": results}
+    return {**summary_head(cfg, weights_path(cfg), fresh, note), "n_images": len(test), "arms": results}
 
 
 def render(summary: dict) -> str:

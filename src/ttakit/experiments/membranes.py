@@ -14,16 +14,15 @@ slices and the slices whose own score rose/fell by more than 0.005.
 from __future__ import annotations
 
 import json
-import os
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..files import write_atomic
-from .trained import cached_model, shared_folder, timing_note, training_words, verdict, weights_folder
+from .trained import (cached_model, shared_folder, summary_head, timed, timing_note, training_words, verdict,
+                      warm_up, weights_folder)
 
 #: (name, policy)
 ARMS = [("no TTA", "identity"), ("hflip", "hflips"), ("flips", "flips"), ("D4", "d4")]
@@ -79,19 +78,16 @@ def run(cfg: MembranesConfig, log=print) -> dict:
     images, masks = load_isbi_membrane(root, test)
     x = images[:, None].astype(np.float32) / 255
     preds, results = {}, []
-    with torch.inference_mode():  # a warm-up forward, so the first arm's time is not the allocator's
-        model(torch.from_numpy(x[:1]))
+    warm_up(model, x)
     for name, policy in ARMS:
         seg = Segmenter(model, policy, "mean", output="logits", classes=["interior", "membrane"], labels_only=True,
                         uncertainty=False, batch_size=2)
-        t0, c0 = time.perf_counter(), time.process_time()
-        res = seg.run(x)
-        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        res, times = timed(lambda: seg.run(x), len(test))
         preds[name] = res.labels
         s = segmentation_scores(res.labels, masks, 2)
         results.append({"arm": name, "policy": policy, "views": len(seg.run_policy),
                         "iou": s["iou_per_class"][1], "dice": s["dice_per_class"][1], "miou": s["miou"],
-                        "ms_per_image": 1000 * seconds / len(test), "cpu_ms_per_image": 1000 * cpu / len(test)})
+                        **times})
         log(f"{name}: membrane IoU {results[-1]['iou']:.4f}, Dice {results[-1]['dice']:.4f}, "
             f"{results[-1]['cpu_ms_per_image']:.0f} CPU ms/image")
     base = ARMS[0][0]
@@ -99,8 +95,8 @@ def run(cfg: MembranesConfig, log=print) -> dict:
         r["paired"] = {m: paired_segmentation(preds[base], preds[r["arm"]], masks, 2, n_boot=cfg.n_boot, seed=cfg.seed,
                                               tolerance=TOLERANCE, metric=m, classes=[1]).as_dict()
                        for m in ("iou", "dice")}
-    return {"config": asdict(cfg), "load_average": os.getloadavg(), "weights": weights_path(cfg).name, "trained_now": fresh, "training": note,
-            "test_slices": test, "n_images": len(test), "arms": results}
+    return {**summary_head(cfg, weights_path(cfg), fresh, note), "test_slices": test, "n_images": len(test),
+            "arms": results}
 
 
 def render(summary: dict) -> str:

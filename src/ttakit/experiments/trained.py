@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..datasets import cache_dir
@@ -29,6 +32,27 @@ def shared_folder(shared: str | os.PathLike, *parts: str) -> Path:
         raise InputError(f"no {path}: pass --shared (the folder holding data/bccd and data/isbi2012-membrane; "
                          "read their READMEs)")
     return path
+
+
+def warm_up(model: torch.nn.Module, x: np.ndarray) -> None:
+    """One forward pass on the first input, so that the first arm's time is not the allocator's."""
+    with torch.inference_mode():
+        model(torch.from_numpy(x[:1]))
+
+
+def timed(run: Callable[[], object], n: int) -> tuple[object, dict]:
+    """``run()`` and its wall and CPU milliseconds per input (``n`` inputs)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    res = run()
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return res, {"ms_per_image": 1000 * seconds / n, "cpu_ms_per_image": 1000 * cpu / n}
+
+
+def summary_head(cfg, weights: Path, fresh: bool, note: dict) -> dict:
+    """The first keys of a trained-model experiment's summary: its config, the machine's load, the
+    weights file and how (and whether, this time) they were trained."""
+    return {"config": asdict(cfg), "load_average": os.getloadavg(), "weights": weights.name, "trained_now": fresh,
+            "training": note}
 
 
 def cached_model(path: Path, build: Callable[[], torch.nn.Module], train: Callable[[], tuple],
