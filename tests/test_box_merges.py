@@ -33,13 +33,17 @@ def case(rng, views=3, n=40, classes=4):
     return bl, sl, ll
 
 
-def same(ref, mine):
+def same(ref, mine, atol=1e-5):
+    """The same boxes, scores and labels in any order: each reference box is matched to one of ours
+    (ensemble-boxes keeps float32 scores, so two near-equal scores may sort either way)."""
     rb, rs, rl = ref
-    o, p = np.lexsort((-rs, rl)), np.lexsort((-mine.scores, mine.labels))
-    assert len(o) == len(p)
-    np.testing.assert_allclose(mine.boxes[p], rb[o], atol=1e-5)
-    np.testing.assert_allclose(mine.scores[p], rs[o], atol=1e-5)
-    np.testing.assert_array_equal(mine.labels[p], rl[o])
+    assert len(rb) == len(mine.boxes)
+    free = np.ones(len(mine.boxes), bool)
+    for b, sc, lab in zip(rb, rs, rl):
+        hit = np.flatnonzero(free & (mine.labels == lab) & (np.abs(mine.scores - sc) <= atol)
+                             & (np.abs(mine.boxes - b) <= atol).all(1))
+        assert len(hit), f"no box of ours for ensemble-boxes' {b} (score {sc}, label {lab})"
+        free[hit[0]] = False
 
 
 def copies(lists):
@@ -139,10 +143,12 @@ def test_empty_and_degenerate_inputs():
 
 # -- WBF against a naive greedy loop: the part split, ties, many boxes per class -------------------
 
-def naive_wbf(b, s, lab, v, w, thr, conf_type):
+def naive_wbf(b, s, lab, v, w, thr, conf_type, margins=None):
     """Weighted Boxes Fusion as a plain loop over each class's boxes (weighted score
     descending, ties in input order), with ttakit's confidences. Returns rows
-    (label, score, x1, y1, x2, y2, support)."""
+    (label, score, x1, y1, x2, y2, support). ``margins`` (a list), when given,
+    receives for every box how far its decision was from going another way: the
+    distance of each IoU from the threshold and of the best IoU from the next."""
     w = np.asarray(w, float)
     ws = s * w[v]
     out = []
@@ -159,6 +165,12 @@ def naive_wbf(b, s, lab, v, w, thr, conf_type):
                 union = (f[2] - f[0]) * (f[3] - f[1]) + (b[i, 2] - b[i, 0]) * (b[i, 3] - b[i, 1]) - inter
                 if inter / union > best:
                     best, pick = inter / union, j
+                if margins is not None:
+                    margins.append(abs(inter / union - thr))
+            if margins is not None and len(clusters) > 1:
+                ious = sorted((_iou(f, b[i]) for _, f, _ in clusters), reverse=True)
+                if ious[0] > thr:
+                    margins.append(ious[0] - ious[1])
             if best <= thr:
                 clusters.append([np.zeros(5), None, []])
                 pick = -1
@@ -175,6 +187,13 @@ def naive_wbf(b, s, lab, v, w, thr, conf_type):
                      "absent_model_aware_avg": sums[4] / (wsum + total - present)}[conf_type]
             out.append([c, score, *fused, len(views)])
     return np.array(out).reshape(-1, 7)
+
+
+def _iou(f, box):
+    iw = max(min(f[2], box[2]) - max(f[0], box[0]), 0.0)
+    ih = max(min(f[3], box[3]) - max(f[1], box[1]), 0.0)
+    inter = iw * ih
+    return inter / ((f[2] - f[0]) * (f[3] - f[1]) + (box[2] - box[0]) * (box[3] - box[1]) - inter)
 
 
 def same_rows(mine, ref):
@@ -229,7 +248,14 @@ def test_merges_equal_ensemble_boxes_with_many_boxes_per_class(seed, objects, vi
         sl.append(rng.random(objects))
         ll.append(labels)
     b, s, lab, v = stack_views(bl, sl, ll)
-    same(eb.weighted_boxes_fusion(bl, sl, ll, iou_thr=thr), wbf(b, s, lab, v, np.ones(views), iou_thr=thr))
+    mine, margins = wbf(b, s, lab, v, np.ones(views), iou_thr=thr), []
+    naive = naive_wbf(b, s, lab, v, np.ones(views), thr, "avg", margins)
+    same_rows(mine, naive)  # always: the same decisions as the plain loop, in float64
+    if min(margins, default=1.0) > 1e-5:
+        # ensemble-boxes works in float32: where an IoU is within 1e-5 of the threshold, or two clusters
+        # are (nearly) equally close, its rounding may decide the other way (14 of 1,500 random cases had
+        # such a near tie; in 2 ensemble-boxes decided differently, and ours equals the float64 loop)
+        same(eb.weighted_boxes_fusion(bl, sl, ll, iou_thr=thr), mine)
     same(eb.nms(copies(bl), copies(sl), ll, iou_thr=thr), nms(b, s, lab, v, iou_thr=thr))
     for code, method in ((1, "linear"), (2, "gaussian")):
         ref = eb.soft_nms(copies(bl), copies(sl), ll, method=code, iou_thr=thr, sigma=0.3, thresh=0.05)
