@@ -86,6 +86,19 @@ def test_no_shortcut_where_it_would_not_be_exact():
     assert not linear_noise_applies(model, x, copies("jitter", numeric, 0.1, 2))
     assert not linear_noise_applies(model, x.astype(np.float32), copies("noise", numeric, 0.1, 2))
 
+    # a model whose probabilities are not softmax/expit of its decision values (one-vs-rest, as older
+    # scikit-learn versions give for some settings): no shortcut
+    y3 = np.arange(300) % 3
+    ovr = LogisticRegression().fit(x, y3)
+    assert linear_noise_applies(ovr, x, copies("noise", numeric, 0.1, 2))
+
+    def one_vs_rest(a):
+        p = 1 / (1 + np.exp(-ovr.decision_function(a)))
+        return p / p.sum(1, keepdims=True)
+
+    ovr.predict_proba = one_vs_rest
+    assert not linear_noise_applies(ovr, x, copies("noise", numeric, 0.1, 2))
+
     class Tweaked(LogisticRegression):
         pass
 

@@ -15,6 +15,7 @@ import torch
 
 from ..merge import Mean, Merge, normalise
 from ..policy import AdaptivePolicy, Policy, Rule
+from . import metrics
 
 
 def stage_probs(view_probs: np.ndarray, weights, stage_sizes, merge: Merge | None, views=None) -> list[np.ndarray]:
@@ -58,8 +59,6 @@ def simulate(policy: Policy, view_probs: np.ndarray) -> tuple[np.ndarray, np.nda
     return probs, forwards
 
 
-
-
 #: margin thresholds of the adaptive versions drawn by :func:`cost_curve` (the top merged probability minus
 #: the second; an input goes on while its margin is below the threshold)
 CURVE_MARGINS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -88,9 +87,8 @@ def cost_curve(policy: Policy, view_probs: np.ndarray, y, *, margins=CURVE_MARGI
 
     def row(kind, label, pol):
         p, f = simulate(pol, view_probs[:len(pol.unique())])
-        rows.append({"kind": kind, "policy": label, "forwards": float(f.mean()),
-                     "accuracy": float((p.argmax(1) == y).mean()),
-                     "nll": float(-np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None)).mean())})
+        rows.append({"kind": kind, "policy": label, "forwards": float(f.mean()), "accuracy": metrics.accuracy(p, y),
+                     "nll": metrics.nll(p, y)})
 
     for k in range(1, len(full) + 1):
         row("full", f"first {k} view(s)", Policy(full.views[:k], full.weights[:k], merge=merge))

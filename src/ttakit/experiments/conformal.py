@@ -102,7 +102,8 @@ def _predictors(cfg: ConformalConfig, name: str, log) -> tuple[dict, np.ndarray,
         probs["policy's views, learned weights per view and class"] = cache_h.predict(plain_views, learned)
     info = {"policy": policy.spec, "reason": reason, "aggregation": aggregation, "searched": cfg.policy is None,
             "temperatures": {"no TTA": t_id, "identity + hflip": t_hf},
-            "learned_temperature": None if learned is None else float(learned.temperature), "n_tune": len(y_t), "n_holdout": len(y_h),
+            "learned_temperature": None if learned is None else float(learned.temperature),
+            "n_tune": len(y_t), "n_holdout": len(y_h),
             "forwards_tune": cache_t.forward_passes, "forwards_holdout": cache_h.forward_passes,
             "views": len(policy.unique()),
             "accuracy": {k: float((p.argmax(1) == y_h).mean()) for k, p in probs.items()}}

@@ -13,9 +13,10 @@ The result is the general run loop's (:func:`~ttakit.tasks.rows.run_rows`)
 up to float rounding, because the shortcut is only taken where the view
 would change nothing else:
 
-- only ``LogisticRegression`` itself (not a subclass or a pipeline), whose
+- only ``LogisticRegression`` itself (not a subclass or a pipeline) whose
   ``predict_proba`` is ``expit`` (two classes) or ``softmax`` of
-  ``x W' + b`` (scikit-learn 1.5 and later);
+  ``x W' + b``: checked on a few of the rows, since older scikit-learn
+  versions normalise one-vs-rest ``expit`` instead for some settings;
 - only row noise views, on numeric features (a view that rounds integer
   features is not linear);
 - only rows that no copy can push out of the training range (the views
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.special import expit, softmax
 
 from ..views.rows import RowNoise, row_patterns
 
@@ -39,6 +41,14 @@ def _is_plain_logistic(model) -> bool:
     cls = type(model)
     return (cls.__name__ == "LogisticRegression" and cls.__module__.startswith("sklearn.linear_model")
             and hasattr(model, "coef_") and hasattr(model, "intercept_") and hasattr(model, "classes_"))
+
+
+def _proba(decision: np.ndarray) -> np.ndarray:
+    """``expit`` (one column: two classes) or ``softmax`` of decision values, as scikit-learn computes them."""
+    if decision.shape[1] == 1:
+        p1 = expit(decision[:, 0])
+        return np.column_stack([1 - p1, p1])
+    return softmax(decision, axis=1)
 
 
 def linear_noise_applies(model, rows: np.ndarray, views) -> bool:
@@ -56,8 +66,13 @@ def linear_noise_applies(model, rows: np.ndarray, views) -> bool:
         return False
     if len(model.classes_) == 2 and coef.shape[0] != 1:
         return False
-    moved = stats.mask("numeric", "integer")
-    return not (stats.mask("integer") & moved).any()
+    if (stats.mask("integer") & stats.mask("numeric", "integer")).any():
+        return False
+    probe = rows[np.isfinite(rows).all(1)][:8]  # the model's own probabilities are expit/softmax of x W' + b
+    if len(probe) == 0:
+        return False
+    ours = _proba(probe @ coef.T + np.asarray(model.intercept_, dtype=np.float64))
+    return bool(np.allclose(model.predict_proba(probe), ours, rtol=1e-9, atol=1e-12))
 
 
 def linear_noise_proba(model, rows: np.ndarray, views, weights) -> tuple[np.ndarray, np.ndarray]:
@@ -90,18 +105,11 @@ def linear_noise_proba(model, rows: np.ndarray, views, weights) -> tuple[np.ndar
         x = rows[part]
         pattern = row_patterns(torch.from_numpy(x)).numpy()
         base = x @ coef.T + intercept
-        acc = np.zeros((len(part), n_classes))
-        for shift, wk in zip(shifts, w):
-            d = base + shift[pattern]
-            if n_classes == 2:
-                p1 = 1.0 / (1.0 + np.exp(-d[:, 0]))
-                acc[:, 0] += wk * (1.0 - p1)
-                acc[:, 1] += wk * p1
-            else:
-                d -= d.max(1, keepdims=True)
-                e = np.exp(d)
-                acc += wk * (e / e.sum(1, keepdims=True))
-        probs[part] = acc / w.sum()
+        if n_classes == 2:  # sum the positive class only: the other is one minus it
+            p1 = sum(wk * expit((base + shift[pattern])[:, 0]) for shift, wk in zip(shifts, w)) / w.sum()
+            probs[part, 0], probs[part, 1] = 1 - p1, p1
+        else:
+            probs[part] = sum(wk * softmax(base + shift[pattern], axis=1) for shift, wk in zip(shifts, w)) / w.sum()
     return probs, done
 
 
