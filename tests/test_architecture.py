@@ -190,3 +190,21 @@ def test_the_library_raises_only_ttakit_errors():
                 if name in builtin and (rel, name) not in PROTOCOL_RAISES:
                     bad.append(f"{rel}:{n.lineno} raises {name}")
     assert not bad, "raise a ttakit error (ttakit.errors) instead:\n" + "\n".join(bad)
+
+
+def test_the_core_imports_without_scipy():
+    """scipy is an extra (`ttakit[stats]`, and it comes with scikit-learn): the run loop, the tasks,
+    evaluation and tuning import without it (a module that needs it imports it where it is used)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'scipy' or name.startswith('scipy.'):\n"
+            "            raise ImportError('scipy blocked')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "import ttakit, ttakit.tasks.rows, ttakit.tasks.linear_rows, ttakit.evaluation, ttakit.tuning\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env={**__import__("os").environ, "PYTHONPATH": str(SRC.parent)}, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]

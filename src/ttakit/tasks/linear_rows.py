@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.special import expit, softmax
 
 from ..views.rows import RowNoise, row_patterns
 
@@ -45,6 +44,8 @@ def _is_plain_logistic(model) -> bool:
 
 def _proba(decision: np.ndarray) -> np.ndarray:
     """``expit`` (one column: two classes) or ``softmax`` of decision values, as scikit-learn computes them."""
+    from scipy.special import expit, softmax  # scipy comes with scikit-learn, the only models taken here
+
     if decision.shape[1] == 1:
         p1 = expit(decision[:, 0])
         return np.column_stack([1 - p1, p1])
@@ -80,6 +81,8 @@ def linear_noise_proba(model, rows: np.ndarray, views, weights) -> tuple[np.ndar
     probabilities over the noise copies of each row where ``done``; the other
     rows (near a bound of the training range, or not finite) are left for the
     general loop (their ``probs`` are 0). Check :func:`linear_noise_applies` first."""
+    from scipy.special import expit, softmax
+
     views = list(views)
     w = np.asarray(weights, dtype=np.float64)
     stats = views[0].stats
