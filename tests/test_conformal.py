@@ -136,7 +136,8 @@ def test_aps_scores_and_quantile_equal_mapie_and_sizes_agree():
     agree = ((above < q) == theirs).all(1).mean()
     assert agree >= 0.995
     # our own randomised APS: same coverage and set size as MAPIE's within sampling noise
-    ours = SplitConformal("aps", 0.1, randomized=True).calibrate(p[:1500], y[:1500]).predict_set(p[1500:])
+    ours = SplitConformal("aps", 0.1, randomized=True, allow_empty=False).calibrate(p[:1500], y[:1500]).predict_set(
+        p[1500:])
     m_ours, m_theirs = set_metrics(ours, y[1500:]), set_metrics(theirs, y[1500:])
     assert abs(m_ours["coverage"] - m_theirs["coverage"]) < 0.03
     assert m_ours["mean_size"] <= m_theirs["mean_size"] + 0.05  # MAPIE's last label only adds
@@ -144,7 +145,7 @@ def test_aps_scores_and_quantile_equal_mapie_and_sizes_agree():
 
 def test_sets_metrics_and_errors():
     p, y = _model_probs(500, seed=7)
-    cp = SplitConformal("raps", 0.2)
+    cp = SplitConformal("raps", 0.2, allow_empty=False)
     with pytest.raises(NotCalibratedError, match="calibrate"):
         cp.predict_set(p)
     sets = cp.calibrate(p[:250], y[:250]).predict_set(p[250:])
@@ -178,3 +179,30 @@ def test_conformal_experiment_tables_and_report_from_probabilities():
             "forwards_tune": 1, "forwards_holdout": 1}
     md = render({"config": vars(cfg), "models": {"m": {"info": info, "tables": tables}}, "seconds": 1.0})
     assert md.count("| lac |") == 3 and "size 0" in md and "--splits 3" in md
+
+
+def _confident_probs(n, c=10, accuracy=0.94, seed=0):
+    """A confident model: float32 softmax of sharp logits, so the top
+    probability rounds to exactly 1.0 for most inputs (as a CIFAR ResNet-56's
+    does), and the true label is the top one for about ``accuracy`` of them."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    top = np.where(rng.random(n) < accuracy, y, (y + rng.integers(1, c, n)) % c)
+    logits = rng.normal(size=(n, c)) + rng.uniform(14, 40, n)[:, None] * np.eye(c)[top]
+    z = (logits - logits.max(1, keepdims=True)).astype(np.float32)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    return p.astype(np.float64), y
+
+
+@pytest.mark.parametrize("method", ["lac", "aps", "raps"])
+def test_default_arguments_give_nominal_coverage_on_a_confident_model(method):
+    p, y = _confident_probs(4000)
+    assert (p[np.arange(len(y)), y] == 1.0).mean() > 0.5     # the case the deterministic APS score fails on
+    res = repeated_splits({"m": p}, y, method=method, alpha=0.1, splits=20)   # default arguments
+    cov = res["results"]["m"]["coverage"]
+    assert 0.89 <= cov["mean"] <= 0.91
+    if method != "lac":
+        # the old default (deterministic, top label always in) over-covers badly here
+        old = repeated_splits({"m": p}, y, method=method, alpha=0.1, splits=5, randomized=False,
+                              allow_empty=False)["results"]["m"]["coverage"]["mean"]
+        assert old > 0.93

@@ -101,7 +101,7 @@ def test_tune_costs_one_forward_per_candidate_per_input_and_round_trips(tmp_path
     pool = "hflips, shift(dx=[-1, 1]), vflip"
     res = tune(_tiny_model(), x, y, candidates=pool, budget=4, aggregation="per_view", data_layout="NHWC")
     assert res.forward_passes == len(candidate_views(pool)) * len(x)
-    assert len(res.steps) == 4
+    assert 1 <= len(res.steps) <= 4 and res.steps[0]["view"] == "identity"
     path = res.policy.save(tmp_path / "policy.yaml")
     loaded = ttakit.Policy.load(path)
     assert loaded == res.policy and loaded.aggregation == res.policy.aggregation
@@ -211,10 +211,10 @@ def test_tuned_resnet20_is_never_worse_than_no_tta_on_held_out_data():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TTAKitWarning)
         res = tune(model, x[:1000], y[:1000], candidates="hflips, shift(dx=[-2, 2]), harmful", budget=3, **kw)
-    # 300 guard images cannot make hflip's gain significant: the guard keeps no TTA (but says what it saw)
-    assert res.fell_back and res.policy.is_identity
-    assert any(s["view"] == "hflip" and s["guard_accuracy"] > res.guard["identity_accuracy"] for s in res.steps)
-    assert "none with a significant gain" in res.reason
+    # cross-fitted, all 1,000 tuning images are evidence: hflip's gain is significant (the single 300-image
+    # guard split of before fell back to no TTA here), and no harmful view comes with it
+    assert not res.fell_back and "hflip" in res.policy.spec
+    assert not any(v in res.policy.spec for v in ("rot90", "vflip", "rotate", "contrast(0.3"))
     hold = PredictionCache(model, x[1000:], **kw)
     rep = evaluate(model, x[1000:], y[1000:], res.policy, cache=hold)
     assert rep.policy_metrics["accuracy"] >= rep.baseline_metrics["accuracy"]

@@ -11,17 +11,19 @@ style of ``CalibratedClassifierCV``. ``fit``:
 1. learns the feature statistics (:class:`~ttakit.views.rows.FeatureStats`:
    column roles inferred or given by ``roles``, robust spread, range, category
    frequencies) from ``X``;
-2. fits a clone of ``estimator`` on ``1 - holdout`` of the rows (stratified
-   for classifiers), or uses ``estimator`` as it is with ``prefit=True``
-   (then every row of ``X`` is a tuning row);
+2. with ``holdout="crossfit"`` (the default), cuts the rows into 5 folds
+   (stratified for classifiers) and fits a clone of ``estimator`` on every
+   four of them, so each row is predicted by a clone that never saw it and
+   every row is a tuning row; with a fraction, fits one clone on ``1 -
+   holdout`` of the rows and tunes on the rest; with ``prefit=True`` uses
+   ``estimator`` as it is (then every row of ``X`` is a tuning row);
 3. runs every candidate (each view family of ``views`` at each ``strength``,
-   ``n_copies`` seeded copies averaged) on the held-out rows, and keeps the
+   ``n_copies`` seeded copies averaged) on the tuning rows, and keeps the
    result of a guarded greedy search (:func:`ttakit.tuning.rows.guarded_greedy`:
    log-loss for classifiers, squared error for regressors); views are kept
-   only when their gain over no TTA on the guard split is significant (a
-   paired t-test on the per-row loss below ``guard_alpha``, Bonferroni over
-   the prefixes of the search, as for images); otherwise it falls back to no
-   TTA (``fell_back_``);
+   only when the cross-fitted evidence passes the guard's fixed-sequence test
+   at ``guard_alpha`` (as for images, :mod:`ttakit.tuning.guard`); otherwise
+   it falls back to no TTA (``fell_back_``);
 4. refits the clone on all the rows (``refit=True``, the default).
 
 Predicting runs the kept views through the one run loop
@@ -60,7 +62,7 @@ from .tasks.classification import ClassificationTask
 from .tasks.linear_rows import shortcut_proba
 from .tasks.regression import RegressionTask
 from .tasks.rows import MODEL_ROWS, run_rows
-from .tuning.guard import GUARD_ALPHA, check_guard_alpha
+from .tuning.guard import GUARD_ALPHA, GUARD_FOLDS, check_guard_alpha, crossfit_folds
 from .tuning.rows import guarded_greedy, log_loss, split, squared_error
 from .views import identity
 from .views.rows import DEFAULT_STRENGTHS, FeatureStats, copies, family, is_dataframe
@@ -79,7 +81,7 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
     """Shared by :class:`TTAClassifier` and :class:`TTARegressor` (see the module doc)."""
 
     def __init__(self, estimator=None, *, views="auto", n_copies: int = 8, strength="auto", prefit: bool = False,
-                 holdout: float = 0.25, refit: bool = True, budget: int = 3, guard_alpha: float = GUARD_ALPHA,
+                 holdout="crossfit", refit: bool = True, budget: int = 3, guard_alpha: float = GUARD_ALPHA,
                  roles=None, nan: str = "raise", chunk_rows: int | None = None, on_error: str = "raise",
                  random_state=None):
         self.estimator = estimator
@@ -130,8 +132,8 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
     def _check_params(self):
         if isinstance(self.n_copies, bool) or not isinstance(self.n_copies, numbers.Integral) or self.n_copies < 1:
             raise InputError(f"n_copies must be a positive integer, got {self.n_copies!r}")
-        if not (isinstance(self.holdout, numbers.Real) and 0 < self.holdout < 1):
-            raise InputError(f"holdout must be a fraction in (0, 1), got {self.holdout!r}")
+        if self.holdout != "crossfit" and not (isinstance(self.holdout, numbers.Real) and 0 < self.holdout < 1):
+            raise InputError(f"holdout must be 'crossfit' or a fraction in (0, 1), got {self.holdout!r}")
         check_guard_alpha(self.guard_alpha)
         if self.on_error not in ("raise", "mark"):
             raise InputError(f"on_error must be 'raise' or 'mark', got {self.on_error!r}")
@@ -169,6 +171,11 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
             check_is_fitted(base)
             self.estimator_ = base
             tune_idx = np.arange(n)
+        elif self.holdout == "crossfit":
+            counts = np.unique(y, return_counts=True)[1] if isinstance(self, ClassifierMixin) else None
+            if n >= max(MIN_TUNING_ROWS, 2 * GUARD_FOLDS) and (counts is None or counts.min() >= GUARD_FOLDS):
+                tune_idx = np.arange(n)
+            first = None
         else:
             n_tune = int(round(n * self.holdout))
             if n_tune >= MIN_TUNING_ROWS and n - n_tune >= 2:
@@ -186,6 +193,8 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
             self.reason_ = ("no view family was asked for" if len(self.candidates_) == 1 else
                             f"too few rows to hold out {MIN_TUNING_ROWS} for tuning: using no TTA")
             chosen = []
+        elif not self.prefit and self.holdout == "crossfit":
+            chosen = self._tune(base, X, y, seed, crossfit=True)
         else:
             model = self.estimator_ if self.prefit else first
             chosen = self._tune(model, _take(X, tune_idx), y[tune_idx], seed)
@@ -209,10 +218,13 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
             return [identity()]
         return copies(name, self.stats_, s, self.n_copies, first_seed=seed + 1000 * k)
 
-    def _tune(self, model, X, y, seed) -> list[int]:
+    def _tune(self, model, X, y, seed, crossfit: bool = False) -> list[int]:
         groups = [self._candidate_views(k, seed) for k in range(len(self.candidates_))]
         flat = [v for g in groups for v in g]
-        per_view, target, strata = self._tuning_outputs(model, X, flat, y)
+        if crossfit:
+            per_view, target, strata = self._crossfit_outputs(model, X, flat, y, seed)
+        else:
+            per_view, target, strata = self._tuning_outputs(model, X, flat, y)
         preds, i = [], 0
         for g in groups:
             preds.append(self._reduce(per_view[i:i + len(g)]))
@@ -223,6 +235,24 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
         self.fell_back_ = self.search_.fell_back
         self.reason_ = self.search_.reason
         return self.search_.chosen
+
+    def _crossfit_outputs(self, base, X, views, y, seed):
+        """Every row's outputs under ``views`` from a clone of ``base`` fitted
+        without the row's fold (:data:`~ttakit.tuning.guard.GUARD_FOLDS` folds)."""
+        strata = y if isinstance(self, ClassifierMixin) else None
+        fold = crossfit_folds(len(y), GUARD_FOLDS, seed + 7, strata)
+        per_view = target = None
+        for f in range(GUARD_FOLDS):
+            held = np.flatnonzero(fold == f)
+            fit = np.flatnonzero(fold != f)
+            model = clone(base).fit(_take(X, fit), y[fit])
+            pv, t, _ = self._tuning_outputs(model, _take(X, held), views, y[held])
+            if per_view is None:
+                per_view = np.empty((pv.shape[0], len(y)) + pv.shape[2:], dtype=np.float64)
+                target = np.empty((len(y),) + np.shape(t)[1:], dtype=np.asarray(t).dtype)
+            per_view[:, held] = pv
+            target[held] = t
+        return per_view, target, (target if strata is not None else None)
 
     def _policy(self, chosen: list[int], seed: int) -> Policy:
         views, weights = [], []
@@ -289,15 +319,17 @@ class TTAClassifier(ClassifierMixin, TTABase):
     prefit
         Use ``estimator`` as fitted; every row of ``X`` then tunes the views.
     holdout
-        Fraction of rows held out to tune the views (when not ``prefit``).
+        ``"crossfit"``: tune on every row, each predicted by a clone fitted
+        without its fold (5 clones); or a fraction of rows held out to tune
+        the views (when not ``prefit``).
     refit
         Refit the estimator on all rows after tuning.
     budget
         Greedy steps of the search.
     guard_alpha
-        Significance level of the guard: views are kept only if a paired
-        t-test on the per-row loss of the guard rows (Bonferroni over the
-        ``budget`` prefixes) finds them better than no TTA at this level
+        Error level of the guard: views are kept only if the cross-fitted
+        per-row losses pass its fixed-sequence test (one-sided paired t-tests
+        from the longest prefix of the search down) at this level
         (default 0.05, as for images; 1 is the weakest test).
     roles
         Column roles overriding the inferred ones (``{column: role}``).
@@ -402,7 +434,7 @@ class TTARegressor(RegressorMixin, TTABase):
     """
 
     def __init__(self, estimator=None, *, views="auto", n_copies: int = 8, strength="auto", merge: str = "mean",
-                 prefit: bool = False, holdout: float = 0.25, refit: bool = True, budget: int = 3,
+                 prefit: bool = False, holdout="crossfit", refit: bool = True, budget: int = 3,
                  guard_alpha: float = GUARD_ALPHA, roles=None, nan: str = "raise", chunk_rows: int | None = None,
                  on_error: str = "raise", random_state=None):
         super().__init__(estimator, views=views, n_copies=n_copies, strength=strength, prefit=prefit,

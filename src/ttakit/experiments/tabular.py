@@ -222,8 +222,9 @@ def write_report(result: dict, out) -> "Path":
         "# Does test-time augmentation help tabular models?", "",
         f"`ttakit reproduce tabular` with {cfg['folds']}-fold cross-validation x {cfg['repeats']} repeat(s), "
         f"{cfg['n_copies']} copies per view, seed {cfg['seed']}. In each fold `TTAClassifier`/`TTARegressor` "
-        "tunes its views on a held-out part of the training folds, guarded: views are kept only when their gain "
-        "over no TTA on the guard rows is significant (paired t-test on the per-row loss, Bonferroni over the "
+        "tunes its views on the training folds (each row predicted by a clone fitted without it), guarded: views "
+        "are kept only when their gain "
+        "over no TTA passes the cross-fitted guard (fixed-sequence one-sided paired t-tests on the per-row loss over the "
         f"prefixes of the search, guard_alpha {cfg.get('guard_alpha', GUARD_ALPHA):g}), else no TTA; the "
         "test fold is scored with and without TTA by the same fitted estimator, so each figure is a paired "
         "difference, with a t-interval over folds.", "",

@@ -141,7 +141,7 @@ def render(cfg: TuningConfig, s: dict) -> str:
     lines = [f"# Tuning on {cfg.model}: search on {s['n_tune']} images, report on {s['n_holdout']} held out", "",
              f"Command: `ttakit reproduce tuning --model {cfg.model} --budget {cfg.budget} --seed {cfg.seed}`", "",
              "CIFAR-10 test set split by a fixed seed. Greedy search on calibrated NLL (budget "
-             f"{cfg.budget}) on the tuning half, with its own guard split; everything below is on the held-out "
+             f"{cfg.budget}) on the tuning half, with its cross-fitted guard; everything below is on the held-out "
              "half, paired against no TTA (95% bootstrap CI, exact McNemar p).", "",
              "| policy | accuracy | NLL | ECE | lift [95% CI] | fixed/broken | p | views |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -156,8 +156,9 @@ def render(cfg: TuningConfig, s: dict) -> str:
                   "are therefore the calibrated rows: no TTA + temperature and identity + hflip + temperature "
                   "(T fitted on the same tuning half), and, for the learned weights, the same views with the plain "
                   "mean and a temperature (tuned: standard pool). The plain mean without a temperature is shown "
-                  "too. The guard keeps a prefix only when its gain on the guard split is significant (paired "
-                  "t-test on per-input calibrated NLL, Bonferroni over prefixes, more inputs fixed than broken).",
+                  "too. The guard keeps a prefix only when its cross-fitted gain passes the fixed-sequence test (one-sided paired "
+                  "t-tests on per-input calibrated NLL from the longest prefix down, at least 3 more inputs fixed than "
+                  "broken).",
               "", "Policies found:", ""]
     for name, p in s["policies"].items():
         lines.append(f"- **{name}**: `{p['spec']}` — {p['reason']}.")

@@ -1,5 +1,5 @@
 """Tuning: greedy policy search, learned aggregation, temperature scaling,
-with a guard split so the result is never worse than no TTA on it."""
+guarded by cross-fitted evidence and a fixed-sequence test (:mod:`ttakit.tuning.guard`)."""
 
 from .aggregation import fit_weights
 from .candidates import POOLS, candidate_views

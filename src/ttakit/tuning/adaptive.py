@@ -9,7 +9,7 @@ consecutive stages, each rule measuring ``margin``, ``maxprob`` or
 tuning inputs (``THRESHOLD_STEPS`` for two stages, ``THRESHOLD_STEPS_3``
 per rule for three). A candidate counts when its mean forwards per input
 over all the tuning inputs are at most the budget; among those the best
-objective on the ``select`` inputs wins (the guard split in
+objective on the ``select`` inputs wins (by default all the tuning inputs in
 :func:`ttakit.tune`), ties to the cheaper. Plain prefixes that fit the
 budget compete too.
 """

@@ -8,16 +8,17 @@ averaged) and the loss is any per-row ``loss(pred, y) -> (N,)`` (lower is
 better): log-loss for classifiers, squared error for regressors.
 
 The same guard as for images (:mod:`ttakit.tuning.guard`): the tuning rows
-are split (seeded); greedy search adds, step by step, the candidate whose
-mean with those chosen so far lowers the mean loss most on the *fit* part;
-every prefix is then scored on the *guard* part. A prefix counts only if its
-gain there is *significant*: mean guard loss below no TTA's by more than
-``margin`` (relative) and a two-sided paired t-test on the per-row guard
-losses below ``guard_alpha``, Bonferroni-corrected for the number of prefixes
-tried. The counting prefix with the lowest guard loss is kept; if none
-counts (a tie included), the result is no TTA. On small tuning sets this
-gives up some real gains (they cannot be told from noise there) to keep the
-search from adopting views that hurt.
+are cut into ``guard_folds`` folds (stratified by ``strata``, seeded); for
+every fold, greedy search adds, step by step, the candidate whose mean with
+those chosen so far lowers the mean loss most on the other folds, and each
+prefix of its path is scored on the held-out fold. The prefixes are tested
+in a fixed sequence from the longest down (one-sided paired t-test on the
+cross-fitted per-row losses at ``guard_alpha``, stopping at the first that
+fails), and a prefix must also beat no TTA's mean loss by more than
+``margin`` (relative). Among those that pass, the lowest cross-fitted loss
+gives the number of candidates ``L``; the search is run again on all the
+tuning rows and its first ``L`` candidates are the result. If none passes,
+the result is no TTA.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from .guard import GUARD_ALPHA, check_guard_alpha, paired_gain_p
+from .guard import GUARD_ALPHA, GUARD_FOLDS, check_guard_alpha, crossfit_folds, decide
 
 _TINY = 1e-12
 
@@ -51,11 +52,11 @@ class GuardedSearch:
     chosen: list[int]            #: candidate indices, repeats count (empty when fell back)
     fell_back: bool
     reason: str
-    identity_guard: float        #: mean loss of no TTA on the guard split
-    best_guard: float            #: mean loss of the result on the guard split
+    identity_guard: float        #: cross-fitted mean loss of no TTA
+    best_guard: float            #: cross-fitted mean loss of the result
     steps: list[dict] = field(default_factory=list)
-    n_fit: int = 0
-    n_guard: int = 0
+    n_rows: int = 0
+    folds: int = GUARD_FOLDS
     guard_alpha: float = GUARD_ALPHA
 
 
@@ -76,8 +77,19 @@ def split(n: int, guard_fraction: float, seed: int, strata: np.ndarray | None = 
     return np.setdiff1d(np.arange(n), guard), guard
 
 
+def _path(preds: np.ndarray, y, loss, budget: int) -> list[int]:
+    running = np.zeros(preds.shape[1:])
+    chosen: list[int] = []
+    for _ in range(budget):
+        scores = [float(np.mean(loss((running + preds[k]) / (len(chosen) + 1), y))) for k in range(len(preds))]
+        k = int(np.argmin(scores))
+        chosen.append(k)
+        running += preds[k]
+    return chosen
+
+
 def guarded_greedy(preds: np.ndarray, y: np.ndarray, loss: Callable[[np.ndarray, np.ndarray], np.ndarray], *,
-                   budget: int = 3, guard_fraction: float = 0.3, seed: int = 0, margin: float = 1e-3,
+                   budget: int = 3, guard_folds: int = GUARD_FOLDS, seed: int = 0, margin: float = 1e-3,
                    guard_alpha: float = GUARD_ALPHA, strata: np.ndarray | None = None,
                    names: list[str] | None = None) -> GuardedSearch:
     """Choose candidates (see the module doc). ``preds[0]`` must be no TTA;
@@ -86,42 +98,36 @@ def guarded_greedy(preds: np.ndarray, y: np.ndarray, loss: Callable[[np.ndarray,
         raise InputError(f"budget must be a positive integer, got {budget!r}")
     guard_alpha = check_guard_alpha(guard_alpha)
     preds = np.asarray(preds, dtype=np.float64)
-    k_total, n = preds.shape[0], preds.shape[1]
-    fit, guard = split(n, guard_fraction, seed, strata)
-    if len(fit) == 0 or len(guard) == 0:
-        return GuardedSearch([], True, f"{n} tuning rows are too few to split: using no TTA", float("nan"),
-                             float("nan"), guard_alpha=guard_alpha)
-    p_fit, p_guard, y_fit, y_guard = preds[:, fit], preds[:, guard], y[fit], y[guard]
-    running = np.zeros(p_fit.shape[1:])
-    chosen: list[int] = []
-    for _ in range(budget):
-        scores = [float(np.mean(loss((running + p_fit[k]) / (len(chosen) + 1), y_fit))) for k in range(k_total)]
-        k = int(np.argmin(scores))
-        chosen.append(k)
-        running += p_fit[k]
-    id_losses = loss(p_guard[0], y_guard)
-    id_guard = float(np.mean(id_losses))
-    best_len, best = 0, id_guard
-    steps = []
-    for length in range(1, len(chosen) + 1):
-        losses = loss(p_guard[chosen[:length]].mean(0), y_guard)
-        g = float(np.mean(losses))
-        p = paired_gain_p(id_losses, losses, len(chosen))  # Bonferroni over the prefixes tried
-        significant = g < id_guard - margin * abs(id_guard) - _TINY and p < guard_alpha
-        steps.append({"candidate": names[chosen[length - 1]] if names else chosen[length - 1], "guard_loss": g,
-                      "guard_p": p, "significant": bool(significant)})
-        if significant and g < best:
-            best_len, best = length, g
-    picked = chosen[:best_len]
-    if best_len == 0 or all(k == 0 for k in picked):
-        beat = sum(s["guard_loss"] < id_guard - _TINY for s in steps)
-        reason = ("nothing beat no TTA on the guard split" if not beat else
-                  f"{beat} prefix(es) of the search beat no TTA on the guard split, but none significantly "
-                  f"(paired t-test on per-row loss p < {guard_alpha:g}, Bonferroni-corrected)")
-        return GuardedSearch([], True, f"{reason} (loss {id_guard:.5g}): using no TTA", id_guard, id_guard, steps,
-                             len(fit), len(guard), guard_alpha)
-    p = steps[best_len - 1]["guard_p"]
-    return GuardedSearch(picked, False, f"{best_len} step(s) beat no TTA on the guard split "
-                                        f"(loss {best:.5g} vs {id_guard:.5g}; paired t-test on per-row loss "
-                                        f"p = {p:.2g}, Bonferroni-corrected)",
-                         id_guard, best, steps, len(fit), len(guard), guard_alpha)
+    y = np.asarray(y)
+    n = preds.shape[1]
+    if n < 2 * guard_folds:
+        return GuardedSearch([], True, f"{n} tuning rows are too few for {guard_folds}-fold cross-fitting: "
+                                       "using no TTA", float("nan"), float("nan"), n_rows=n, folds=guard_folds,
+                             guard_alpha=guard_alpha)
+    usable = strata is not None and np.unique(strata, return_counts=True)[1].min() >= guard_folds
+    fold = crossfit_folds(n, guard_folds, seed, strata if usable else None)
+    losses = np.empty((budget + 1, n))
+    losses[0] = loss(preds[0], y)
+    for f in range(guard_folds):
+        held = fold == f
+        path = _path(preds[:, ~held], y[~held], loss, budget)
+        running = np.zeros(preds[:, held].shape[1:])
+        for length, k in enumerate(path, 1):
+            running += preds[k][held]
+            losses[length, held] = loss(running / length, y[held])
+    chosen = _path(preds, y, loss, budget)
+
+    def describe(length: int) -> str:
+        return f"{length - 1} step(s) of the search"
+
+    d = decide(losses, alpha=guard_alpha, margin=margin, folds=guard_folds, describe=describe)
+    steps = [{"candidate": names[k] if names else k, "guard_loss": float(losses[i].mean()),
+              "guard_p": next((e.p for e in d.evidence if e.length == i + 1 and e.tested), None),
+              "significant": any(e.passed for e in d.evidence if e.length == i + 1)}
+             for i, k in enumerate(chosen, 1)]
+    picked = chosen[:d.length - 1]
+    if d.fell_back or all(k == 0 for k in picked):
+        return GuardedSearch([], True, f"{d.reason} (cross-fitted loss {d.identity_loss:.5g})", d.identity_loss,
+                             d.identity_loss, steps, n, guard_folds, guard_alpha)
+    return GuardedSearch(picked, False, d.reason, d.identity_loss, float(losses[d.length - 1].mean()), steps, n,
+                         guard_folds, guard_alpha)

@@ -9,23 +9,35 @@ What happens:
 
 1. Every candidate view (identity always among them) is run once over the
    tuning data and cached.
-2. The tuning data is split (``guard_fraction``, seeded): greedy search runs
-   on the *fit* part; each prefix of its ordered result is then scored on the
-   *guard* part, with a temperature fitted on the fit part.
-3. A prefix counts only if its gain on the guard part is *significant*:
-   better guard objective than identity, more guard inputs fixed than
-   broken (a tie in guard accuracy gives no TTA), and a paired test below
-   ``guard_alpha`` (two-sided, Bonferroni-corrected for the number of
-   prefixes tried; default 0.05): a paired t-test on the per-input
-   calibrated NLL for ``objective="nll"``, the exact McNemar test for
-   ``"accuracy"``. The counting prefix with the best guard objective is
-   kept; if none counts, the result is no TTA. On small tuning sets this
-   gives up some real gains (they cannot be told from noise there) to keep
-   the search from adopting views that hurt.
+2. The greedy search (:mod:`ttakit.tuning.greedy`) starts from the original
+   view and adds, step by step, the candidate that most improves the
+   objective (calibrated NLL by default) on the data it is given, up to
+   ``budget`` views in all; it stops early when no view improves it.
+3. The guard (:mod:`ttakit.tuning.guard`): the tuning inputs are cut into
+   ``guard_folds`` folds (stratified by label, seeded); for every fold the
+   search runs on the other folds and each prefix of its path is scored on
+   the held-out fold (a temperature fitted on the other folds). The
+   prefixes are then tested in their order (a fixed-sequence test, each at
+   the full ``guard_alpha``, one-sided paired t-test on the cross-fitted
+   per-input calibrated NLL, and the exact McNemar test too for
+   ``objective="accuracy"``), and a prefix counts only if its cross-fitted
+   predictions also fix at least ``min_net_fixed`` more inputs than they
+   break. Among the prefixes that pass, the best cross-fitted objective
+   gives the number of views ``L``; the search is run again on all the
+   tuning inputs and its first ``L`` views are the result. If none passes,
+   the result is no TTA. The chance of keeping TTA when no prefix truly
+   helps is at most ``guard_alpha`` (see the guard module for the exact
+   statement).
 4. The merge is calibrated: a temperature (``aggregation="mean"``) or
    learned weights and a temperature (``"per_view"``, ``"per_view_class"``),
-   kept only if better than the plain merge on the guard part. Final values
-   are refitted on all the tuning data and saved with the policy.
+   kept only if better than the plain merge on the cross-fitted folds.
+   Final values are refitted on all the tuning data and saved with the
+   policy.
+5. With ``max_forwards``, the stages and thresholds of an adaptive version
+   (:mod:`ttakit.tuning.adaptive`) are chosen on all the tuning inputs, and
+   the same choice made on each fold's other folds is scored on the fold:
+   ``result.adaptive`` reports the cross-fitted share of the full policy's
+   gain it keeps.
 """
 
 from __future__ import annotations
@@ -37,7 +49,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, TTAKitWarning
-from ..evaluation import mcnemar_exact, metrics
+from ..evaluation import metrics
 from ..tasks.cache import PredictionCache
 from ..merge import LearnedMerge, TemperatureScaled, get_merge
 from ..models import Normalize
@@ -49,153 +61,199 @@ from . import aggregation as agg
 from .adaptive import choose_adaptive
 from .candidates import candidate_views
 from .greedy import greedy_search, merge_prefix, score
-from .guard import GUARD_ALPHA, bonferroni, check_guard_alpha, paired_gain_p
-from .temperature import apply_temperature, fit_temperature, nll_at, per_input_nll
+from .guard import GUARD_ALPHA, GUARD_FOLDS, MIN_NET_FIXED, check_folds, check_guard_alpha, crossfit_folds, decide
+from .temperature import apply_temperature, fit_temperature, per_input_nll
 
 AGGREGATIONS = ("mean", "per_view", "per_view_class")
-#: the guard's paired test for each objective
-TESTS = {"nll": "paired t-test on per-input calibrated NLL", "accuracy": "exact McNemar"}
+#: the guard's tests for each objective
+TESTS = {"nll": "one-sided paired t-test on cross-fitted per-input calibrated NLL",
+         "accuracy": "one-sided paired t-test on cross-fitted calibrated NLL and exact McNemar"}
 MIN_TUNING = 50
 SMALL_TUNING = 1000
+_TINY = 1e-12
 
 
 @dataclass
 class TuneResult:
     policy: Policy                   #: the chosen policy, with its aggregation
     candidates: list[View]
-    steps: list[dict]                #: the greedy order with fit and guard scores
-    chosen_length: int               #: views kept (0 = fell back to no TTA)
+    steps: list[dict]                #: the search's path on all the tuning inputs, with the cross-fitted evidence
+    chosen_length: int               #: views kept (1 = fell back to no TTA)
     fell_back: bool
     reason: str
     aggregation: dict
-    guard: dict                      #: guard-split metrics of identity and the result
+    guard: dict                      #: cross-fitted metrics of no TTA and of the result
     forward_passes: int
     seconds: float
     n_tune: int
-    n_fit: int
-    n_guard: int
+    folds: int = GUARD_FOLDS
     cache: PredictionCache | None = field(default=None, repr=False)
     #: with ``max_forwards``: the tuned policy before the budget (every view for every input)
     full_policy: Policy | None = None
-    #: with ``max_forwards``: the budgeted choice (mean forwards on the tuning inputs, guard scores)
+    #: with ``max_forwards``: the budgeted choice (mean forwards, cross-fitted scores and gain kept)
     adaptive: dict | None = None
+    #: each fold's path (candidate indices, the original view first)
+    fold_paths: list[list[int]] = field(default_factory=list, repr=False)
 
     def summary(self) -> str:
-        lines = [f"Tuned on {self.n_tune} inputs ({self.n_fit} fit, {self.n_guard} guard); "
+        lines = [f"Tuned on {self.n_tune} inputs with {self.folds}-fold cross-fitting; "
                  f"{len(self.candidates)} candidate views, {self.forward_passes} forward passes "
                  f"({self.forward_passes / max(1, self.n_tune):.1f} per tuning input), {self.seconds:.1f} s.",
-                 "", "| step | view added | fit objective | guard acc | guard NLL (T from fit) | guard fixed/broken | p |",
-                 "|---:|---|---:|---:|---:|---:|---:|"]
-        for i, s in enumerate(self.steps, 1):
-            lines.append(f"| {i} | {s['view']} | {s['fit_objective']:.4f} | {s['guard_accuracy']:.2%} | "
-                         f"{s['guard_nll']:.4f} | {s['guard_fixed']}/{s['guard_broken']} | {s['guard_p']:.2g} |")
+                 "", "| views | view added | objective (all inputs) | cross-fitted acc | cross-fitted NLL "
+                 "| fixed/broken | p (one-sided) | guard |",
+                 "|---:|---|---:|---:|---:|---:|---:|---|"]
+        for s in self.steps:
+            lines.append(f"| {s['length']} | {s['view']} | {s['fit_objective']:.4f} | {s['guard_accuracy']:.2%} | "
+                         f"{s['guard_nll']:.4f} | {s['guard_fixed']}/{s['guard_broken']} | "
+                         + ("" if s["guard_p"] is None else f"{s['guard_p']:.2g}") + f" | {s['verdict']} |")
         g = self.guard
-        lines += ["", f"Identity on the guard split: accuracy {g['identity_accuracy']:.2%}, "
-                      f"NLL {g['identity_nll']:.4f}.",
+        lines += ["", f"No TTA, cross-fitted: accuracy {g['identity_accuracy']:.2%}, "
+                      f"calibrated NLL {g['identity_nll']:.4f}.",
                   f"Result: {self.reason}", f"Policy: {self.policy.spec}",
                   f"Aggregation: {self.aggregation}"]
-        if self.adaptive is not None:
+        if self.adaptive is not None and "guard_accuracy" in self.adaptive:
             a = self.adaptive
             lines += ["", f"Budget of {a['max_forwards']:g} forwards per input (full policy: {a['full_forwards']}): "
-                          f"{a['mean_forwards']:.3f} mean forwards on the tuning inputs, guard accuracy "
-                          f"{a['guard_accuracy']:.2%} (full {a['full_guard_accuracy']:.2%}), guard NLL "
-                          f"{a['guard_nll']:.4f} (full {a['full_guard_nll']:.4f}); {a['candidates']} configurations "
-                          f"scored, chosen for {a.get('objective', 'nll')}"]
+                          f"{a['mean_forwards']:.3f} mean forwards on the tuning inputs; cross-fitted: accuracy "
+                          f"{a['guard_accuracy']:.2%} (full {a['full_guard_accuracy']:.2%}, no TTA "
+                          f"{a['identity_guard_accuracy']:.2%}), {a['guard_forwards']:.3f} forwards; "
+                          f"{a['candidates']} configurations scored, chosen for {a['objective']}"]
         return "\n".join(lines)
 
 
-def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str = "nll",
-         merge: str = "mean", aggregation: str = "mean", guard_fraction: float = 0.3, seed: int = 0,
-         guard_alpha: float = GUARD_ALPHA, cache: PredictionCache | None = None, max_forwards: float | None = None,
-         budget_objective: str | None = None, **classifier_kwargs) -> TuneResult:
-    """Search the policy that helps ``model`` on ``(x, y)``; see the module doc.
-    ``max_forwards``: a cost budget (mean forward passes per input); when the
-    tuned policy has more distinct views, the result is its adaptive version
-    that does best on the guard split within the budget
-    (:mod:`ttakit.tuning.adaptive`; ``result.full_policy`` keeps the full one),
-    judged by ``budget_objective`` (``"nll"`` or ``"accuracy"``; default: ``objective``)."""
-    t0 = time.perf_counter()
-    y = metrics.as_labels(y, len(x) if hasattr(x, "__len__") else None)
-    n = len(y)
+def _check_args(n, aggregation, guard_alpha, budget, budget_objective, max_forwards, guard_folds, guard_fraction):
+    if guard_fraction is not None:
+        raise InputError("guard_fraction is gone: the guard now cross-fits over all the tuning inputs; "
+                         "use guard_folds (the number of folds, default 5)")
     if n < MIN_TUNING:
         raise InputError(f"the tuning split has {n} inputs; at least {MIN_TUNING} are needed "
                          f"(a few thousand to trust differences of a point)")
-    if n < SMALL_TUNING:
-        half = 1.96 * np.sqrt(0.25 / (n * guard_fraction)) * 100
-        warnings.warn(f"the tuning split has only {n} inputs: guard-split accuracies are uncertain by "
-                      f"about ±{half:.1f} points, so the chosen policy may not generalise", TTAKitWarning,
-                      stacklevel=2)
     if aggregation not in AGGREGATIONS:
         raise InputError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
-    if not 0 < guard_fraction < 1:
-        raise InputError(f"guard_fraction must be in (0, 1), got {guard_fraction}")
     check_guard_alpha(guard_alpha)
+    check_folds(guard_folds, n)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise InputError(f"budget must be a positive integer, got {budget!r}")
-    if budget_objective is None:
-        budget_objective = objective
     if budget_objective not in ("nll", "accuracy"):
         raise InputError(f"budget_objective must be 'nll' or 'accuracy', got {budget_objective!r}")
     if max_forwards is not None and (isinstance(max_forwards, bool) or not isinstance(max_forwards, (int, float))
                                      or not max_forwards >= 1):
         raise InputError(f"max_forwards must be a number >= 1 (forward passes per input), got {max_forwards!r}")
+
+
+def search_path(probs: np.ndarray, y: np.ndarray, budget: int, objective: str, merge: str) -> tuple[list[int], list]:
+    """The greedy path from the original view (candidate 0): ``(indices, steps)``."""
+    steps = greedy_search(probs, y, budget=budget - 1, objective=objective, merge=merge, start=[0],
+                          stop_early=True) if budget > 1 else []
+    return [0] + [s.index for s in steps], steps
+
+
+def crossfit(probs: np.ndarray, y: np.ndarray, fold: np.ndarray, budget: int, objective: str, merge: str):
+    """Every fold's path (searched on the other folds) and, for each prefix
+    length 1..budget, the cross-fitted per-input calibrated NLL and
+    correct flags: ``(paths, losses (budget, N), correct (budget, N))``.
+    A path that stopped early keeps its last prefix for longer lengths."""
+    n = len(y)
+    losses = np.empty((budget, n))
+    correct = np.empty((budget, n), bool)
+    paths = []
+    for f in range(int(fold.max()) + 1):
+        held = fold == f
+        fit = ~held
+        path, _ = search_path(probs[:, fit], y[fit], budget, objective, merge)
+        paths.append(path)
+        for length in range(1, budget + 1):
+            prefix = path[:length]
+            if length > len(path):
+                losses[length - 1, held] = losses[length - 2, held]
+                correct[length - 1, held] = correct[length - 2, held]
+                continue
+            t = fit_temperature(merge_prefix(probs[:, fit], prefix, merge), y[fit])
+            merged = merge_prefix(probs[:, held], prefix, merge)
+            losses[length - 1, held] = per_input_nll(np.log(np.clip(merged, _TINY, None)), y[held], t)
+            correct[length - 1, held] = merged.argmax(1) == y[held]
+    return paths, losses, correct
+
+
+def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str = "nll",
+         merge: str = "mean", aggregation: str = "mean", guard_folds: int = GUARD_FOLDS, seed: int = 0,
+         guard_alpha: float = GUARD_ALPHA, min_net_fixed: int = MIN_NET_FIXED,
+         cache: PredictionCache | None = None, max_forwards: float | None = None,
+         budget_objective: str | None = None, guard_fraction=None, **classifier_kwargs) -> TuneResult:
+    """Search the policy that helps ``model`` on ``(x, y)``; see the module doc.
+    ``budget``: most views in the policy, the original included.
+    ``max_forwards``: a cost budget (mean forward passes per input); when the
+    tuned policy has more distinct views, the result is its adaptive version
+    that does best on the tuning inputs within the budget
+    (:mod:`ttakit.tuning.adaptive`; ``result.full_policy`` keeps the full one),
+    judged by ``budget_objective`` (``"nll"`` or ``"accuracy"``; default: ``"accuracy"``)."""
+    t0 = time.perf_counter()
+    y = metrics.as_labels(y, len(x) if hasattr(x, "__len__") else None)
+    n = len(y)
+    budget_objective = budget_objective or "accuracy"
+    _check_args(n, aggregation, guard_alpha, budget, budget_objective, max_forwards, guard_folds, guard_fraction)
+    if n < SMALL_TUNING:
+        half = 1.96 * np.sqrt(0.25 / n) * 100
+        warnings.warn(f"the tuning split has only {n} inputs: accuracies on it are uncertain by about "
+                      f"\u00b1{half:.1f} points, so the guard keeps only clear gains", TTAKitWarning, stacklevel=2)
     pool = candidate_views(candidates)
     cache = cache or PredictionCache(model, x, **classifier_kwargs)
     cache.ensure(pool)
     probs = cache.stack(pool).astype(np.float64)  # (K, N, C)
+    res = tune_cached(probs, y, pool, budget=budget, objective=objective, merge=merge, aggregation=aggregation,
+                      guard_folds=guard_folds, seed=seed, guard_alpha=guard_alpha, min_net_fixed=min_net_fixed,
+                      max_forwards=max_forwards, budget_objective=budget_objective, inputs=_contract(cache))
+    res.forward_passes, res.cache, res.seconds = cache.forward_passes, cache, time.perf_counter() - t0
+    return res
+
+
+def tune_cached(probs: np.ndarray, y, pool: list[View], *, budget: int = 8, objective: str = "nll",
+                merge: str = "mean", aggregation: str = "mean", guard_folds: int = GUARD_FOLDS, seed: int = 0,
+                guard_alpha: float = GUARD_ALPHA, min_net_fixed: int = MIN_NET_FIXED,
+                max_forwards: float | None = None, budget_objective: str | None = None,
+                inputs: InputContract | None = None, crossfit_adaptive: bool = True) -> TuneResult:
+    """:func:`tune` on cached per-candidate probabilities ``(K, N, C)`` of the
+    views ``pool`` (``pool[0]`` the original view): no model runs. For
+    studies that tune many times on parts of one cache (they may skip the
+    cross-fitted estimate of an adaptive policy, ``crossfit_adaptive=False``,
+    which repeats the budgeted search on every fold, when they measure it on
+    held-out data themselves)."""
+    t0 = time.perf_counter()
+    y = np.asarray(y, dtype=np.int64)
+    n = len(y)
+    budget_objective = budget_objective or "accuracy"
+    _check_args(n, aggregation, guard_alpha, budget, budget_objective, max_forwards, guard_folds, None)
     if y.max() >= probs.shape[-1]:
         raise InputError(f"labels go up to {y.max()} but the model returns {probs.shape[-1]} classes")
+    fold = crossfit_folds(n, guard_folds, seed, strata=y)
+    fold_paths, losses, correct = crossfit(probs, y, fold, budget, objective, merge)
+    path, steps = search_path(probs, y, budget, objective, merge)
 
-    order = np.random.default_rng(seed).permutation(n)
-    n_guard = max(1, int(round(n * guard_fraction)))
-    guard_idx, fit_idx = np.sort(order[:n_guard]), np.sort(order[n_guard:])
-    p_fit, p_guard = probs[:, fit_idx], probs[:, guard_idx]
-    y_fit, y_guard = y[fit_idx], y[guard_idx]
+    def describe(length: int) -> str:
+        return "no TTA" if length == 1 else f"the first {length} views"
 
-    steps = greedy_search(p_fit, y_fit, budget=budget, objective=objective, merge=merge)
-    chosen = [s.index for s in steps]
-
-    def guard_scores(idx: list[int]) -> tuple[float, float, float, np.ndarray, np.ndarray]:
-        t = fit_temperature(merge_prefix(p_fit, idx, merge), y_fit)
-        merged = merge_prefix(p_guard, idx, merge)
-        ok = merged.argmax(1) == y_guard
-        acc = float(ok.mean())
-        losses = per_input_nll(np.log(np.clip(merged, 1e-12, None)), y_guard, t)
-        nll = float(losses.mean())
-        obj = nll if objective == "nll" else (1 - acc) + 1e-6 * nll
-        return obj, acc, nll, ok, losses
-
-    id_obj, id_acc, id_nll, id_ok, id_losses = guard_scores([0])
-    table, best_len, best_obj = [], 0, id_obj
-    for L, s in enumerate(steps, 1):
-        obj, acc, nll, ok, losses = guard_scores(chosen[:L])
-        fixed, broken = int((ok & ~id_ok).sum()), int((id_ok & ~ok).sum())
-        # the paired test matches the objective: per-input calibrated NLL, or correct/wrong flags
-        # Bonferroni: every prefix is tested on the same guard inputs
-        p = (paired_gain_p(id_losses, losses, len(steps)) if objective == "nll"
-             else bonferroni(mcnemar_exact(fixed, broken), len(steps)))
-        significant = fixed > broken and obj < id_obj - 1e-9 and p < guard_alpha
-        table.append({"view": repr(pool[s.index]), "candidate": s.index, "fit_objective": s.objective,
-                      "fit_accuracy": s.accuracy, "guard_objective": obj, "guard_accuracy": acc, "guard_nll": nll,
-                      "guard_fixed": fixed, "guard_broken": broken, "guard_p": p, "significant": significant})
-        if significant and obj < best_obj - 1e-9:
-            best_len, best_obj = L, obj
-    views = [pool[k] for k in chosen[:best_len]]
-    if best_len == 0 or all(v == pool[0] for v in views):
-        views, best_len = [pool[0]], 0
-        fell_back = True
-        beat = [r for r in table if r["guard_objective"] < id_obj - 1e-9]
-        reason = ("no prefix of the search beat no TTA on the guard split: using no TTA" if not beat else
-                  f"{len(beat)} prefix(es) of the search beat no TTA on the guard objective, but none with a "
-                  f"significant gain there ({TESTS[objective]} p < {guard_alpha:g} and more inputs fixed than "
-                  "broken): using no TTA")
-    else:
-        fell_back = False
-        row = table[best_len - 1]
-        reason = (f"the first {best_len} step(s) of the search ({len(set(views))} distinct views) beat no TTA "
-                  f"on the guard split (objective {best_obj:.4f} vs {id_obj:.4f}; accuracy "
-                  f"{row['guard_accuracy']:.2%} vs {id_acc:.2%}, {row['guard_fixed']} fixed / "
-                  f"{row['guard_broken']} broken, {TESTS[objective]} p = {row['guard_p']:.2g}, Bonferroni-corrected)")
+    decision = decide(losses, correct=correct, objective="accuracy" if objective == "accuracy" else "loss",
+                      alpha=guard_alpha, min_net_fixed=min_net_fixed, folds=guard_folds, describe=describe)
+    evidence = {e.length: e for e in decision.evidence}
+    table = []
+    base_ok = correct[0]
+    for length in range(1, len(path) + 1):
+        e = evidence.get(length)
+        fit_obj = steps[length - 2].objective if length > 1 else score(probs[0], y, objective)[0]
+        ok = correct[length - 1]
+        table.append({"length": length, "view": repr(pool[path[length - 1]]), "candidate": path[length - 1],
+                      "fit_objective": fit_obj, "guard_accuracy": float(ok.mean()),
+                      "guard_nll": float(losses[length - 1].mean()),
+                      "guard_fixed": int((ok & ~base_ok).sum()), "guard_broken": int((base_ok & ~ok).sum()),
+                      "guard_p": None if e is None else e.p, "significant": bool(e is not None and e.passed),
+                      "verdict": "no TTA" if e is None else ("kept" if length == decision.length else e.note)})
+    length = min(decision.length, len(path))
+    views = [pool[k] for k in path[:length]]
+    fell_back = decision.fell_back or all(v == pool[0] for v in views)
+    reason = decision.reason
+    if fell_back:
+        views = [pool[0]]
+        length = 1
     policy = Policy(views)
     uniq = policy.unique()
     idx = [pool.index(v) for v in uniq.views]
@@ -204,17 +262,12 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
     def mean_merged(p):
         return np.tensordot(w, p[idx], axes=1)
 
-    agg_info: dict
-    t_mean_fit = fit_temperature(mean_merged(p_fit), y_fit)
-    mean_guard_nll = nll_at(np.log(np.clip(mean_merged(p_guard), 1e-12, None)), y_guard, t_mean_fit)
     use_learned = False
     if aggregation != "mean" and len(idx) > 1:
-        learned_fit = agg.fit_weights(p_fit[idx], y_fit, aggregation)
-        learned_guard_nll = metrics.nll(agg.apply_weights(learned_fit, p_guard[idx]), y_guard)
-        use_learned = learned_guard_nll <= mean_guard_nll
-        reason += (f"; learned {aggregation} weights: guard NLL {learned_guard_nll:.4f} vs "
-                   f"{mean_guard_nll:.4f} for the calibrated mean, "
-                   + ("kept" if use_learned else "not kept"))
+        learned, plain = _crossfit_aggregation(probs, y, fold, fold_paths, length, aggregation, losses)
+        use_learned = learned <= plain
+        reason += (f"; learned {aggregation} weights: cross-fitted NLL {learned:.4f} vs {plain:.4f} for the "
+                   "calibrated mean, " + ("kept" if use_learned else "not kept"))
     if use_learned:
         fitted = agg.fit_weights(probs[idx], y, aggregation)
         final_merge = LearnedMerge(fitted.weights, fitted.temperature, uniq.views)
@@ -222,26 +275,98 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
         final_merge = TemperatureScaled(get_merge(merge), fit_temperature(mean_merged(probs), y))
     agg_info = final_merge.to_dict()
     policy = Policy(uniq.views, uniq.weights, source=f"tuned ({objective}, budget {budget})", merge=final_merge,
-                    inputs=_contract(cache))
-    final_guard = mean_merged(p_guard)
-    guard = {"identity_accuracy": id_acc, "identity_nll": id_nll,
-             "tuned_accuracy": float((final_guard.argmax(1) == y_guard).mean()),
-             "tuned_nll_calibrated": mean_guard_nll}
+                    inputs=inputs)
+    guard = {"identity_accuracy": float(correct[0].mean()), "identity_nll": float(losses[0].mean()),
+             "tuned_accuracy": float(correct[length - 1].mean()),
+             "tuned_nll_calibrated": float(losses[length - 1].mean())}
     full_policy, adaptive = None, None
     if max_forwards is not None and len(uniq) > max_forwards:
         full_policy = policy
-        choice = choose_adaptive(policy, probs[idx], y, max_forwards, objective=budget_objective, select=guard_idx)
-        full_guard_p, _ = simulate(policy, probs[idx][:, guard_idx])
+        choice = choose_adaptive(policy, probs[idx], y, max_forwards, objective=budget_objective)
         policy = choice.policy.with_source(f"tuned ({objective}, budget {budget}, max {max_forwards:g} forwards)")
-        adaptive = {"max_forwards": float(max_forwards), "full_forwards": len(uniq), "objective": budget_objective,
-                    "mean_forwards": choice.mean_forwards, "guard_accuracy": choice.accuracy,
-                    "guard_nll": choice.nll, "full_guard_accuracy": float((full_guard_p.argmax(1) == y_guard).mean()),
-                    "full_guard_nll": float(-np.log(np.clip(full_guard_p[np.arange(len(y_guard)), y_guard], 1e-12,
-                                                            None)).mean()),
-                    "candidates": choice.candidates, "policy": policy.spec}
-    return TuneResult(policy, pool, table, best_len, fell_back, reason, agg_info, guard,
-                      cache.forward_passes, time.perf_counter() - t0, n, len(fit_idx), len(guard_idx), cache,
-                      full_policy, adaptive)
+        adaptive = (_crossfit_adaptive(pool, probs, y, fold, fold_paths, length, merge, max_forwards,
+                                       budget_objective) if crossfit_adaptive else {})
+        adaptive.update({"max_forwards": float(max_forwards), "full_forwards": len(uniq),
+                         "objective": budget_objective, "mean_forwards": choice.mean_forwards,
+                         "candidates": choice.candidates, "policy": policy.spec})
+    return TuneResult(policy, pool, table, length, fell_back, reason, agg_info, guard, 0,
+                      time.perf_counter() - t0, n, guard_folds, None, full_policy, adaptive, fold_paths)
+
+
+def _fold_policy(pool, path: list[int], length: int, merge: str, probs: np.ndarray, y: np.ndarray,
+                 fit: np.ndarray) -> tuple[Policy, list[int]]:
+    """A fold's plain policy of its first ``length`` views, calibrated on its
+    fit part, and the candidate indices of its distinct views."""
+    ids = path[:length]
+    uniq_ids = list(dict.fromkeys(ids))
+    weights = np.array([ids.count(k) for k in uniq_ids], float)
+    w = weights / weights.sum()
+    t = fit_temperature(np.tensordot(w, probs[uniq_ids][:, fit], axes=1), y[fit])
+    return Policy([pool[k] for k in uniq_ids], weights, merge=TemperatureScaled(get_merge(merge), t)), uniq_ids
+
+
+def _crossfit_aggregation(probs, y, fold, fold_paths, length, aggregation, losses) -> tuple[float, float]:
+    """Cross-fitted NLL of learned weights and of the calibrated mean for each fold's first ``length`` views."""
+    learned = np.empty(len(y))
+    for f, path in enumerate(fold_paths):
+        held = fold == f
+        ids = list(dict.fromkeys(path[:length]))
+        if len(ids) < 2:
+            learned[held] = losses[min(length, len(path)) - 1, held]
+            continue
+        m = agg.fit_weights(probs[ids][:, ~held], y[~held], aggregation)
+        p = agg.apply_weights(m, probs[ids][:, held])
+        learned[held] = -np.log(np.clip(p[np.arange(held.sum()), y[held]], _TINY, None))
+    return float(learned.mean()), float(losses[length - 1].mean())
+
+
+def _crossfit_adaptive(pool, probs, y, fold, fold_paths, length, merge, max_forwards, objective) -> dict:
+    """The adaptive choice made on each fold's other folds, scored on the
+    fold: cross-fitted accuracy, NLL and forwards of the budgeted policy, of
+    the full policy and of no TTA, and the share of the full policy's
+    accuracy gain kept, with a bootstrap interval over inputs."""
+    n = len(y)
+    ok_ad, ok_full, nll_ad, fwd = np.empty(n, bool), np.empty(n, bool), np.empty(n), np.empty(n)
+    for f, path in enumerate(fold_paths):
+        held, fit = fold == f, fold != f
+        full, ids = _fold_policy(pool, path, min(length, len(path)), merge, probs, y, fit)
+        pol = (choose_adaptive(full, probs[ids][:, fit], y[fit], max_forwards, objective=objective).policy
+               if len(ids) > max_forwards else full)
+        k = len(pol.unique())
+        p_ad, f_ad = simulate(pol, probs[ids[:k]][:, held])
+        p_full, _ = simulate(full, probs[ids][:, held])
+        ok_ad[held] = p_ad.argmax(1) == y[held]
+        ok_full[held] = p_full.argmax(1) == y[held]
+        nll_ad[held] = -np.log(np.clip(p_ad[np.arange(held.sum()), y[held]], _TINY, None))
+        fwd[held] = f_ad
+    ok_id = probs[0].argmax(1) == y
+    kept, lo, hi = gain_kept(ok_ad, ok_full, ok_id)
+    return {"guard_accuracy": float(ok_ad.mean()), "guard_nll": float(nll_ad.mean()),
+            "guard_forwards": float(fwd.mean()), "full_guard_accuracy": float(ok_full.mean()),
+            "identity_guard_accuracy": float(ok_id.mean()), "gain_kept": kept, "gain_kept_ci": [lo, hi]}
+
+
+def gain_kept(ok_cheap, ok_full, ok_base, *, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """``(share, low, high)``: the share of the full policy's accuracy gain
+    over the base that the cheap policy keeps, ``(acc_cheap - acc_base) /
+    (acc_full - acc_base)``, with a 95% percentile bootstrap interval over
+    inputs (NaN when the full policy gains nothing)."""
+    a, b, c = (np.asarray(v, np.float64) for v in (ok_cheap, ok_full, ok_base))
+    g = b.mean() - c.mean()
+    if not g > 0:
+        return float("nan"), float("nan"), float("nan")
+    share = float((a.mean() - c.mean()) / g)
+    rng = np.random.default_rng(seed)
+    n = len(a)
+    vals = []
+    for i in range(0, n_boot, 200):
+        idx = rng.integers(0, n, size=(min(200, n_boot - i), n))
+        num, den = (a[idx] - c[idx]).mean(1), (b[idx] - c[idx]).mean(1)
+        vals.append(np.where(den > 0, num / np.where(den > 0, den, 1), np.nan))
+    v = np.concatenate(vals)
+    v = v[np.isfinite(v)]
+    lo, hi = (np.quantile(v, [0.025, 0.975]) if len(v) else (np.nan, np.nan))
+    return share, float(lo), float(hi)
 
 
 def _contract(cache: PredictionCache) -> InputContract:
@@ -258,4 +383,4 @@ def _contract(cache: PredictionCache) -> InputContract:
                          classes=None if classes is None else tuple(classes))
 
 
-__all__ = ["tune", "TuneResult", "AGGREGATIONS", "apply_temperature", "score"]
+__all__ = ["tune", "TuneResult", "AGGREGATIONS", "apply_temperature", "score", "gain_kept", "crossfit", "search_path", "tune_cached"]

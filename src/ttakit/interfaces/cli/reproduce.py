@@ -123,8 +123,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     tb.add_argument("--copies", type=int, default=4, help="copies per view. Default: 4")
     tb.add_argument("--seed", type=int, default=0, help="seed of the first repeat. Default: 0")
     tb.add_argument("--guard-alpha", type=float, default=0.05,
-                    help="significance level of the guard (paired t-test on per-row loss, Bonferroni over the "
-                         "prefixes); 1 is the weakest test. Default: 0.05")
+                    help="error level of the guard (one-sided paired t-tests on cross-fitted per-row loss, "
+                         "in a fixed sequence over the prefixes); 1 is the weakest test. Default: 0.05")
     tb.add_argument("--out", metavar="DIR", default=None, help="folder for report.md and results.json. "
                     "Default: results/tabular")
     dt = sub.add_parser("detection", help="YOLOX-nano on COCO val2017 and Penn-Fudan images: no TTA vs flips and "

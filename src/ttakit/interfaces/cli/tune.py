@@ -12,6 +12,7 @@ from ...errors import UsageError
 from .common import (EXIT_FAILED_INPUTS, EXIT_OK, Command, at_least_one, cannot_write, check_policy_out, fraction,
                      positive_int)
 from .model_data import add_model_and_data, load_data, load_model
+from ...tuning.guard import GUARD_ALPHA, GUARD_FOLDS
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -23,24 +24,34 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "comma-separated; identity is always included. Default: standard; with --task detect "
                         f"or segment: '{DENSE_CANDIDATES}'")
     t.add_argument("--budget", type=positive_int, default=8, metavar="K",
-                   help="greedy steps (views, repeats count). Default: 8")
+                   help="most views in the policy, the original one included (a repeat counts: it raises a "
+                        "view's weight); the search stops earlier when no view improves it. Default: 8")
     t.add_argument("--objective", choices=("nll", "accuracy"), default="nll",
                    help="what the search minimises: calibrated NLL or error rate. Default: nll")
     t.add_argument("--aggregation", choices=("mean", "per_view", "per_view_class"), default="mean",
                    help="merge to calibrate: mean + temperature, or learned weights per view (or per view "
                         "and class) + temperature. Default: mean")
+    t.add_argument("--guard-folds", type=positive_int, default=GUARD_FOLDS, metavar="K",
+                   help="--task classify: the guard's cross-fitting folds. The search runs K times, each time "
+                        "without one fold, and is checked on the fold it did not see; its views are kept only "
+                        "if that evidence passes a fixed-sequence test (docs: 'Does TTA help my model?'). "
+                        f"Default: {GUARD_FOLDS}")
+    t.add_argument("--guard-alpha", type=float, default=GUARD_ALPHA, metavar="A",
+                   help="--task classify: the guard's error level: the chance of keeping views when none "
+                        f"truly helps is at most A. Default: {GUARD_ALPHA}")
     t.add_argument("--guard-fraction", type=fraction, default=0.3, metavar="F",
-                   help="share of the tuning data held back to check the search. Default: 0.3")
-    t.add_argument("--seed", type=int, default=0, help="seed of the fit/guard split. Default: 0")
+                   help="--task detect or segment: share of the images held back to check the search. "
+                        "Default: 0.3")
+    t.add_argument("--seed", type=int, default=0, help="seed of the guard's folds (or split). Default: 0")
     t.add_argument("--max-forwards", type=at_least_one, default=None, metavar="F",
                    help="cost budget: mean forward passes per input. When the tuned policy has more distinct "
                         "views, save its adaptive version (views in stages; only uncertain inputs go on) that "
-                        "does best on the guard split at a mean of at most F on the tuning data, chosen from "
+                        "does best at a mean of at most F on the tuning data, chosen from "
                         "cached predictions without running the model again (--task classify). Default: no budget")
     t.add_argument("--budget-objective", choices=("nll", "accuracy"), default=None,
-                   help="with --max-forwards: what the stages and thresholds are chosen for on the guard split "
+                   help="with --max-forwards: what the stages and thresholds are chosen for "
                         "(accuracy: keep the full policy's predictions; nll: its calibrated probabilities). "
-                        "Default: --objective")
+                        "Default: accuracy")
     t.add_argument("--out", default="policy.yaml", metavar="FILE",
                    help="where to save the tuned policy (.yaml/.yml or .json). Default: policy.yaml")
     add_dense_options(p, "tune")
@@ -48,16 +59,23 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.task != "classify":
+        if args.guard_folds != GUARD_FOLDS or args.guard_alpha != GUARD_ALPHA:
+            raise UsageError("--guard-folds and --guard-alpha are for --task classify; detection and segmentation "
+                             "tuning holds back --guard-fraction of the images")
         if args.max_forwards is not None or args.budget_objective is not None:
             raise UsageError("--max-forwards and --budget-objective (adaptive policies) are for --task classify only")
         return dense.tune(args)
     from ...tuning import tune
 
+    if args.guard_folds < 2:
+        raise UsageError(f"--guard-folds must be at least 2, got {args.guard_folds}")
+    if not 0 < args.guard_alpha <= 1:
+        raise UsageError(f"--guard-alpha must be in (0, 1], got {args.guard_alpha}")
     check_policy_out(args.out)
     model, options = load_model(args)
     data = load_data(args)
     res = tune(model, data.x, data.y, candidates=args.candidates or "standard", budget=args.budget, objective=args.objective,
-               aggregation=args.aggregation, guard_fraction=args.guard_fraction, seed=args.seed,
+               aggregation=args.aggregation, guard_folds=args.guard_folds, guard_alpha=args.guard_alpha, seed=args.seed,
                max_forwards=args.max_forwards, budget_objective=args.budget_objective, data_layout=data.layout,
                **options)
     save_policy(res.policy, args.out)
@@ -83,8 +101,8 @@ def save_policy(policy, out: str) -> None:
 COMMAND = Command("tune", "search the views that help a model on labelled data; save the policy",
                   configure=configure, run=run,
                   description="Greedy policy search on calibrated NLL (or accuracy) over a pool of "
-                              "candidate views, with a guard split: the result is never worse than no "
-                              "TTA on the guard data. Saves the policy with its temperature or learned "
+                              "candidate views, with a cross-fitted guard: views are kept only when the "
+                              "evidence of inputs the search did not see says they beat no TTA. Saves the policy with its temperature or learned "
                               "weights.",
                   epilog="example:\n  ttakit tune zoo:resnet20 --data cifar10:test --subset tune --budget 8 "
                          "--out policy.yaml\n  ttakit evaluate zoo:resnet20 --data cifar10:test --subset "
