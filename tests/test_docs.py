@@ -35,6 +35,7 @@ def _first_existing(*candidates):
     return next((Path(c) for c in candidates if c and Path(c).exists()), None)
 
 
+@pytest.mark.slow
 def test_readme_quick_start_runs_on_real_data(monkeypatch):
     """The README's quick start block, run as written on the first images of
     the CIFAR-10 test set with the published ResNet-20."""
