@@ -1,4 +1,4 @@
-# Two commands for a fresh machine: `make test` and `make demo`.
+# Two commands for a fresh machine: `make test` and `make demo`; `make docs` builds the documentation site.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -18,7 +18,7 @@ ifneq ($(wildcard ../shared/models/cifar10-resnet),)
 export TTAKIT_MODELS ?= $(abspath ../shared/models/cifar10-resnet)
 endif
 
-.PHONY: test demo install mediapipe bench fuzz clean
+.PHONY: test demo docs install mediapipe bench fuzz clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,12 +50,17 @@ mediapipe: $(MP_VENV)/.installed
 
 # The MediaPipe tests skip in the main environment (no mediapipe there) and run in .venv-mp,
 # where a missing mediapipe is an error rather than a skip.
-test: install mediapipe
+test: install mediapipe docs
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup
 	OMP_NUM_THREADS=1 TTAKIT_REQUIRE_MEDIAPIPE=1 $(MP_PY) -m pytest -q -m mediapipe tests/test_mediapipe.py
 
 demo: install
 	$(PY) -m ttakit demo
+
+# The documentation site (MkDocs, Material theme, API reference from the docstrings) into site/.
+# Strict: a broken link, anchor or reference fails the build, and so `make test`.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
 bench: install
 	$(PY) bench/run_all.py
@@ -67,4 +72,4 @@ fuzz: install
 	$(PY) bench/fuzz_long.py --minutes $(FUZZ_MINUTES)
 
 clean:
-	rm -rf $(VENV) $(MP_VENV) build .pytest_cache
+	rm -rf $(VENV) $(MP_VENV) build site .pytest_cache

@@ -342,7 +342,9 @@ class TTAClassifier(ClassifierMixin, TTABase):
     random_state
         Seeds the split and the views (None means 0).
 
-    Attributes: ``estimator_``, ``classes_``, ``n_features_in_``, ``stats_``,
+    Notes
+    -----
+    Fitted attributes: ``estimator_``, ``classes_``, ``n_features_in_``, ``stats_``,
     ``policy_``, ``views_``, ``fell_back_``, ``reason_``, ``search_``.
     """
 

@@ -423,6 +423,8 @@ class Classifier:
         :class:`~ttakit.errors.RuntimeFallbackWarning` where it fails or
         differs (see :mod:`ttakit.models.runtime`).
 
+    Notes
+    -----
     The arguments are kept as given (``get_params``/``set_params`` and
     scikit-learn's ``clone`` work); the object holds no state between calls
     and may be called from several threads at once. uint8 inputs are scaled
