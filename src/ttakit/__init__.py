@@ -22,12 +22,13 @@ from .tasks import (ClassificationResult, Classifier, DetectionResult, Detector,
 from .evaluation import EvaluationReport, evaluate
 from .tuning import TuneResult, tune
 from .views import register_view
+from .export import export  # the function: ttakit.export(model, policy, path); the package stays importable
 
 from .version import __version__
 
 __all__ = [
     "Classifier", "ClassificationResult", "Segmenter", "SegmentationResult", "Detector",
     "DetectionResult", "KeypointDetector", "KeypointResult", "Policy", "AdaptivePolicy", "evaluate", "EvaluationReport", "tune", "TuneResult", "Normalize",
-    "as_model", "get_merge", "register_merge", "register_view",
+    "as_model", "get_merge", "register_merge", "register_view", "export",
     "TTAKitError", "InputError", "PolicyError", "ModelOutputError", "ModelLoadError", "__version__",
 ]
