@@ -41,6 +41,13 @@ def _weights(values: Sequence[float]) -> torch.Tensor:
     return torch.tensor([float(v) for v in values], dtype=torch.float32).reshape(-1, 1, 1)
 
 
+def _total(weights: Sequence[float]) -> float:
+    total = float(sum(weights))
+    if not total > 0:
+        raise PolicyError("the views' weights in the merge sum to 0: the merged probabilities would be undefined")
+    return total
+
+
 class WeightedProbs(nn.Module):
     """``sum_v w_v f(out_v) / sum_v w_v`` with ``f`` the probabilities
     (``mean``, ``weighted``; ``sum`` renormalised instead) or, with a ``sharpen``
@@ -49,7 +56,7 @@ class WeightedProbs(nn.Module):
     def __init__(self, weights: Sequence[float], logits: bool, sharpen: float = 0.0, renormalise: bool = False):
         super().__init__()
         self.register_buffer("w", _weights(weights))
-        self.total = float(sum(weights))
+        self.total = _total(weights)
         self.logits = bool(logits)
         self.sharpen = float(sharpen)
         self.renormalise = bool(renormalise)
@@ -130,7 +137,7 @@ def merge_module(merge: Merge, views: Sequence, weights: Sequence[float], kind: 
         return WeightedProbs(weights, logits, sharpen=merge.temperature)
     if type(merge) in (GeometricMean, MeanLogits):
         raw = type(merge) is MeanLogits and logits
-        return LogLinear(np.asarray(weights).reshape(-1, 1, 1), sum(weights), logits, raw)
+        return LogLinear(np.asarray(weights).reshape(-1, 1, 1), _total(weights), logits, raw)
     if type(merge) is LearnedMerge:
         rows = merge.weights_for(views)
         w = np.stack([np.asarray(r, dtype=np.float64) for r in rows])
