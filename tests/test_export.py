@@ -348,3 +348,14 @@ def test_cli_export_refusals(tmp_path, capsys):
                      "--out", str(tmp_path / "x.onnx")])
     assert code == 2 and "cannot export merge vote" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_exports_a_zoo_resnet_with_its_normalisation(tmp_path, capsys):
+    model = _resnet20()
+    out = tmp_path / "resnet20_d4.onnx"
+    code = cli.main(["export", "zoo:resnet20", "--policy", "d4", "--data-layout", "NHWC", "--input-dtype", "uint8",
+                     "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    x = _images("NHWC", "uint8")
+    expected = Classifier(model, "d4", data_layout="NHWC", preprocess=Normalize(**RESNET_NORM)).predict_proba(x)
+    assert float(np.abs(_run_file(out, x) - expected).max()) <= TOL

@@ -8,7 +8,7 @@ Layers, each importing only from those before it (``tests/test_architecture.py``
 checks it): ``errors`` -> ``views`` (what a view does and how to undo it),
 ``datasets`` -> ``merge`` (accumulators over views) -> ``policy`` (which
 views, which weights, which merge), ``inputs`` (validation per modality) ->
-``models`` (adapters) -> ``engine`` (the one run loop), ``zoo`` -> ``tasks``
+``models`` (adapters) -> ``engine`` (the one run loop), ``zoo``, ``export`` (TTA as one graph) -> ``tasks``
 (what an output means; the prediction cache) -> ``evaluation`` -> ``tuning``
 -> ``io`` (files in and out) -> ``experiments`` -> ``interfaces`` (CLI).
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import InputError, ModelError
+from ..errors import InputError, ModelError, ModelLoadError
 from ..files import write_atomic
 from ..merge import Merge
 from ..models import Normalize
@@ -50,6 +50,8 @@ def export(model, policy, path: str | Path, format: str = "onnx", *, input_shape
     """
     if format not in FORMATS:
         raise InputError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if format == "onnx":
+        _need_onnx()
     module = TTAModule(model, policy, input_shape=input_shape, merge=merge, data_layout=data_layout,
                        input_dtype=input_dtype, model_layout=model_layout, output=output, preprocess=preprocess)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
@@ -101,6 +103,15 @@ def describe(module: TTAModule) -> dict[str, str]:
             "input": f"{'uint8 0-255' if module.uint8 else 'float32'} "
                      f"{'NHWC' if module.nhwc_input else 'NCHW'}",
             "model_output": module.output_kind, "merge": module.merge_repr}
+
+
+def _need_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise ModelLoadError(f"exporting to ONNX needs onnx and onnxruntime ({e}): pip install 'ttakit[onnx]'"
+                             ) from None
 
 
 def _inputs(module: TTAModule, input_shape: Sequence[int], n: int) -> torch.Tensor:
