@@ -214,6 +214,41 @@ def test_a_tuned_policy_exports_with_its_merge_normalisation_and_temperature(tmp
     assert float(np.abs(got - expected).max()) <= TOL
 
 
+def _policy_and_merge(data):
+    """A random policy of 1-4 views (any kind, products included) with random
+    weights, and a random merge for its distinct views."""
+    views = data.draw(st.lists(VIEW, min_size=1, max_size=4))
+    weights = data.draw(st.lists(st.floats(0.1, 3.0), min_size=len(views), max_size=len(views)))
+    policy = Policy(views, weights)
+    return policy, data.draw(_merges(len(policy.unique()), 10))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_tta_module_equals_predict_proba_on_random_policies(data):
+    model = _tutorial()
+    policy, merge = _policy_and_merge(data)
+    layout = data.draw(st.sampled_from(["NCHW", "NHWC"]))
+    x = _images(layout, "uint8", n=3, seed=data.draw(st.integers(0, 9)))
+    expected = Classifier(model, policy, merge=merge, data_layout=layout).predict_proba(x)
+    tta = TTAModule(model, policy, merge=merge, input_shape=_shape(layout), data_layout=layout,
+                    input_dtype="uint8")
+    with torch.no_grad():
+        got = tta(torch.from_numpy(x)).numpy()
+    assert float(np.abs(got - expected).max()) <= TOL, (policy, merge)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_the_onnx_graph_equals_predict_proba_on_random_policies(tmp_path_factory, data):
+    model = _tutorial()
+    policy, merge = _policy_and_merge(data)
+    x = _images("NCHW", "float32", n=3)
+    expected = Classifier(model, policy, merge=merge).predict_proba(x)
+    path = export(model, policy, tmp_path_factory.mktemp("onnx") / "tta.onnx", merge=merge, input_shape=(3, 32, 32))
+    assert float(np.abs(_run_file(path, x) - expected).max()) <= TOL, (policy, merge)
+
+
 def test_the_graph_has_a_dynamic_batch_axis_and_describes_itself(tmp_path):
     import onnx
 
