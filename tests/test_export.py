@@ -1,4 +1,4 @@
-"""Tests for ttakit.export: TTA as one graph.
+"""Tests for ttakit.export (the package ttakit.graph): TTA as one graph.
 
 Each view's graph operations equal ``View.apply`` (property tests over
 views and sizes), each merge's module equals the merge (property tests over
@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 import ttakit
 from ttakit import Classifier, Normalize, Policy
 from ttakit.errors import InputError, ModelError, ModelLoadError, PolicyError, ZooError
-from ttakit.export import TTAModule, export
-from ttakit.export import save as export_save
-from ttakit.export.merge_ops import merge_module
-from ttakit.export.view_ops import view_module
+from ttakit.graph import TTAModule, export
+from ttakit.graph import save as export_save
+from ttakit.graph.merge_ops import merge_module
+from ttakit.graph.view_ops import view_module
 from ttakit.interfaces import cli
 from ttakit.merge import (GeometricMean, LearnedMerge, Max, Mean, MeanLogits, Min, Sharpen, Sum, TemperatureScaled,
                           WeightedMean, normalise)
@@ -300,9 +300,10 @@ def test_torchscript_file_equals_predict_proba(tmp_path):
 
 def test_front_door():
     assert callable(ttakit.export) and ttakit.export is export
-    from ttakit.export import TTAModule as T
+    from ttakit.graph import TTAModule as T
+    import ttakit.graph.view_ops as ops  # the package is not shadowed by the function
 
-    assert T is TTAModule
+    assert T is TTAModule and ops.view_module is view_module
 
 
 # -- refusals ----------------------------------------------------------------------------------

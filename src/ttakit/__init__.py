@@ -8,7 +8,7 @@ Layers, each importing only from those before it (``tests/test_architecture.py``
 checks it): ``errors`` -> ``views`` (what a view does and how to undo it),
 ``datasets`` -> ``merge`` (accumulators over views) -> ``policy`` (which
 views, which weights, which merge), ``inputs`` (validation per modality) ->
-``models`` (adapters) -> ``engine`` (the one run loop), ``zoo``, ``export`` (TTA as one graph) -> ``tasks``
+``models`` (adapters) -> ``engine`` (the one run loop), ``zoo``, ``graph`` (TTA as one graph) -> ``tasks``
 (what an output means; the prediction cache) -> ``evaluation`` -> ``tuning``
 -> ``io`` (files in and out) -> ``experiments`` -> ``interfaces`` (CLI).
 """
@@ -22,7 +22,7 @@ from .tasks import (ClassificationResult, Classifier, DetectionResult, Detector,
 from .evaluation import EvaluationReport, evaluate
 from .tuning import TuneResult, tune
 from .views import register_view
-from .export import export  # the function: ttakit.export(model, policy, path); the package stays importable
+from .graph import export
 
 from .version import __version__
 

@@ -2,8 +2,8 @@
 ``nn.Module`` running a model with test-time augmentation (the views, the
 policy's normalisation, the model and the merge), which ``torch.jit.script``,
 ``torch.export`` and ``torch.onnx.export`` accept. See
-:mod:`ttakit.export.torch_module` and docs/export.md."""
+:mod:`ttakit.graph.torch_module` and docs/export.md."""
 
-from .export.torch_module import TTAModule
+from .graph.torch_module import TTAModule
 
 __all__ = ["TTAModule"]

@@ -50,7 +50,7 @@ def gather_plan(m: np.ndarray, in_size: tuple, out_size: tuple, fill: str):
     taps ``(index, valid, weight)``, NumPy arrays over the ``oh * ow`` output
     pixels (flat input index, 0/1 float where a constant fill applies,
     bilinear weight). One tap with weight 1 when the map is integer-aligned
-    (an exact copy), else four. Also what :mod:`ttakit.export` writes into a
+    (an exact copy), else four. Also what :mod:`ttakit.graph` writes into a
     graph."""
     m = np.asarray(m, dtype=np.float64).reshape(3, 3)
     h, w = in_size

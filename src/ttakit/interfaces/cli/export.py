@@ -1,6 +1,6 @@
 """``ttakit export``: write a model with its test-time augmentation as one
 ONNX graph (or TorchScript module), deployable without ttakit. The work is
-:func:`ttakit.export.export`."""
+:func:`ttakit.export` (:mod:`ttakit.graph`)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ examples:
 """
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from ...export import FORMATS
+    from ...graph import FORMATS
     from ...merge import MERGES
 
     p.add_argument("model", metavar="MODEL", help="a PyTorch model saved as TorchScript (.pt, .pth, .ts, "
@@ -84,7 +84,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ...export import export
+    from ...graph import export
     from ...models.runtime import OPSET
 
     policy = load_policy(args.policy)

@@ -1,4 +1,4 @@
-"""Write a :class:`~ttakit.export.torch_module.TTAModule` to one file:
+"""Write a :class:`~ttakit.graph.torch_module.TTAModule` to one file:
 an ONNX graph (``format="onnx"``) or a TorchScript module
 (``format="torchscript"``), checked against the module before it is
 written (see :func:`export`)."""
@@ -40,7 +40,7 @@ def export(model, policy, path: str | Path, format: str = "onnx", *, input_shape
     ``Classifier.predict_proba`` returns), run by any ONNX runtime without
     ttakit. ``format="torchscript"``: the scripted module
     (``torch.jit.load`` reads it). The other arguments are those of
-    :class:`~ttakit.export.TTAModule`.
+    :class:`~ttakit.graph.TTAModule`.
 
     The file is checked before it is written: its outputs on a batch of
     seeded random inputs (another batch size than the export's) must equal

@@ -7,7 +7,7 @@ normalisation, the model and the merge in one ``nn.Module``
     >>> ttakit.export(model, "d4", "model_tta.onnx", input_shape=(3, 32, 32))
 
 See docs/export.md. Views are lowered to graph operations in
-:mod:`~ttakit.export.view_ops`, merges in :mod:`~ttakit.export.merge_ops`.
+:mod:`~ttakit.graph.view_ops`, merges in :mod:`~ttakit.graph.merge_ops`.
 """
 
 from .save import FORMATS, describe, export, onnx_bytes
