@@ -91,7 +91,8 @@ class TTAModule(nn.Module):
     ----------
     model
         A ``torch.nn.Module`` (TorchScript included) returning ``(N, C)``
-        scores, or a ttakit adapter of one (``TorchModel``).
+        scores, or a ttakit adapter of one (``TorchModel``: its module and
+        layout are used, not its ``dtype`` or ``channels_last`` options).
     policy
         A spec string, :class:`~ttakit.Policy`, view or list of views. Its
         merge (a tuned temperature or learned weights) and input contract
@@ -139,6 +140,10 @@ class TTAModule(nn.Module):
         self.preprocess = Preprocess(mean, std, model_layout == "NHWC")
         self.model = module
         self.eval()
+        device = _device(module)
+        if device is not None:  # the views' constants beside the model's weights (before the probe runs them)
+            self.groups.to(device)
+            self.preprocess.to(device)
         if output == "auto":
             output = self._probe_kind(chw)
         self.output_kind = output
@@ -146,10 +151,7 @@ class TTAModule(nn.Module):
         self.merge = merge_module(merge, views, [float(unique.weights[i]) for i in order], output)
         self.views_repr = [repr(v) for v in views]
         self.merge_repr = repr(merge)
-        device = _device(module)
         if device is not None:
-            self.groups.to(device)
-            self.preprocess.to(device)
             self.merge.to(device)
 
     def _probe_kind(self, chw: tuple[int, int, int]) -> str:
