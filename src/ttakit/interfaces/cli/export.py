@@ -58,8 +58,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", "-o", required=True, metavar="FILE", help="the file to write")
     g = p.add_argument_group("graph input")
     g.add_argument("--size", nargs="+", default=None, metavar=("H", "W"),
-                   help="the images' size, fixed in the graph: 'H W', 'HxW' or 'N' for square (needed but for "
-                        "the zoo models, 32 x 32)")
+                   help="the images' size, fixed in the graph: 'H W', 'HxW' or 'N' for square (required, except for "
+                        "the zoo models: 32 x 32)")
     g.add_argument("--channels", type=positive_int, default=3, metavar="C", help="channels. Default: 3")
     g.add_argument("--data-layout", choices=("NCHW", "NHWC"), type=str.upper, default="NCHW",
                    help="the layout of the graph's input. Default: NCHW")
