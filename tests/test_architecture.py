@@ -24,7 +24,7 @@ LAYERS = {
     "merge": 2,
     "policy": 3, "inputs": 3,
     "models": 4,
-    "engine": 5, "zoo": 5,
+    "engine": 5, "zoo": 5, "graph": 5,  # graph: TTA as one graph, ttakit.export (beside the run loop)
     "tasks": 6,
     "evaluation": 7,
     "conformal": 7.5,
@@ -33,6 +33,7 @@ LAYERS = {
     "experiments": 10,
     "serve": 10, "scale": 10,
     "interfaces": 11,
+    "torch": 11,  # ttakit.torch: a front door (TTAModule), importing from graph only
 }
 TOP = {"__init__", "__main__"}  # the package's front door may import anything
 

@@ -436,7 +436,7 @@ def test_help_mentions_every_option(capsys):
 
 def test_commands_are_an_explicit_list(capsys):
     assert [c.name for c in cli.COMMANDS] == ["predict", "policy", "views", "tune", "evaluate", "reproduce", "demo",
-                                                 "serve"]
+                                                 "serve", "export"]
     seen = []
     cmd = cli.Command("echo-test", "test only", configure=lambda p: p.add_argument("word"),
                       run=lambda a: seen.append(a.word) or 5)

@@ -8,7 +8,7 @@ Layers, each importing only from those before it (``tests/test_architecture.py``
 checks it): ``errors`` -> ``views`` (what a view does and how to undo it),
 ``datasets`` -> ``merge`` (accumulators over views) -> ``policy`` (which
 views, which weights, which merge), ``inputs`` (validation per modality) ->
-``models`` (adapters) -> ``engine`` (the one run loop), ``zoo`` -> ``tasks``
+``models`` (adapters) -> ``engine`` (the one run loop), ``zoo``, ``graph`` (TTA as one graph) -> ``tasks``
 (what an output means; the prediction cache) -> ``evaluation`` -> ``tuning``
 -> ``io`` (files in and out) -> ``experiments`` -> ``interfaces`` (CLI).
 """
@@ -22,12 +22,13 @@ from .tasks import (ClassificationResult, Classifier, DetectionResult, Detector,
 from .evaluation import EvaluationReport, evaluate
 from .tuning import TuneResult, tune
 from .views import register_view
+from .graph import export
 
 from .version import __version__
 
 __all__ = [
     "Classifier", "ClassificationResult", "Segmenter", "SegmentationResult", "Detector",
     "DetectionResult", "KeypointDetector", "KeypointResult", "Policy", "AdaptivePolicy", "evaluate", "EvaluationReport", "tune", "TuneResult", "Normalize",
-    "as_model", "get_merge", "register_merge", "register_view",
+    "as_model", "get_merge", "register_merge", "register_view", "export",
     "TTAKitError", "InputError", "PolicyError", "ModelOutputError", "ModelLoadError", "__version__",
 ]

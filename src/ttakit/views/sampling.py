@@ -44,11 +44,15 @@ def map_index(idx: np.ndarray, n: int, fill: str) -> tuple[np.ndarray, np.ndarra
     return out, valid
 
 
-@lru_cache(maxsize=256)
-def _plan(mbytes: bytes, in_size: tuple, out_size: tuple, fill: str, device: str):
-    """Gather indices and weights for sampling an ``in_size`` image at the
-    points ``M @ q`` for every pixel centre ``q`` of an ``out_size`` grid."""
-    m = np.frombuffer(mbytes, dtype=np.float64).reshape(3, 3)
+def gather_plan(m: np.ndarray, in_size: tuple, out_size: tuple, fill: str):
+    """How :func:`resample` samples an ``in_size`` image at the points
+    ``m @ q`` for every pixel centre ``q`` of an ``out_size`` grid: a list of
+    taps ``(index, valid, weight)``, NumPy arrays over the ``oh * ow`` output
+    pixels (flat input index, 0/1 float where a constant fill applies,
+    bilinear weight). One tap with weight 1 when the map is integer-aligned
+    (an exact copy), else four. Also what :mod:`ttakit.graph` writes into a
+    graph."""
+    m = np.asarray(m, dtype=np.float64).reshape(3, 3)
     h, w = in_size
     oh, ow = out_size
     ys, xs = np.meshgrid(np.arange(oh) + 0.5, np.arange(ow) + 0.5, indexing="ij")
@@ -59,23 +63,26 @@ def _plan(mbytes: bytes, in_size: tuple, out_size: tuple, fill: str, device: str
     if exact:
         cols, vc = map_index(rx, w, fill)
         rows, vr = map_index(ry, h, fill)
-        taps = [((rows * w + cols).ravel(), (vr & vc).ravel().astype(np.float32))]
-        weights = [np.ones(oh * ow, dtype=np.float32)]
-    else:
-        x0, y0 = np.floor(sx), np.floor(sy)
-        fx, fy = sx - x0, sy - y0
-        taps, weights = [], []
-        for dy, wy in ((0, 1 - fy), (1, fy)):
-            rows, vr = map_index(y0 + dy, h, fill)
-            for dx, wx in ((0, 1 - fx), (1, fx)):
-                cols, vc = map_index(x0 + dx, w, fill)
-                taps.append(((rows * w + cols).ravel(), (vr & vc).ravel().astype(np.float32)))
-                weights.append((wy * wx).ravel().astype(np.float32))
+        return [((rows * w + cols).ravel(), (vr & vc).ravel().astype(np.float32), np.ones(oh * ow, dtype=np.float32))]
+    x0, y0 = np.floor(sx), np.floor(sy)
+    fx, fy = sx - x0, sy - y0
+    taps = []
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        rows, vr = map_index(y0 + dy, h, fill)
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            cols, vc = map_index(x0 + dx, w, fill)
+            taps.append(((rows * w + cols).ravel(), (vr & vc).ravel().astype(np.float32),
+                         (wy * wx).ravel().astype(np.float32)))
+    return taps
+
+
+@lru_cache(maxsize=256)
+def _plan(mbytes: bytes, in_size: tuple, out_size: tuple, fill: str, device: str):
+    """:func:`gather_plan` as tensors on ``device`` (cached)."""
+    m = np.frombuffer(mbytes, dtype=np.float64).reshape(3, 3)
     dev = torch.device(device)
-    return [
-        (torch.from_numpy(i).to(dev), torch.from_numpy(v).to(dev), torch.from_numpy(wt).to(dev))
-        for (i, v), wt in zip(taps, weights)
-    ]
+    return [(torch.from_numpy(i).to(dev), torch.from_numpy(v).to(dev), torch.from_numpy(wt).to(dev))
+            for i, v, wt in gather_plan(m, in_size, out_size, fill)]
 
 
 def resample(

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from ...version import __version__
 from ...errors import ModelError, ModelRunError, TTAKitError, UsageError
 from ...io.prediction import cause_line
-from . import demo, evaluate, policy, predict, reproduce, serve, tune, views
+from . import demo, evaluate, export, policy, predict, reproduce, serve, tune, views
 from .common import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -52,7 +52,7 @@ from .common import (
 
 #: the commands, in the order ``ttakit --help`` lists them
 COMMANDS: list[Command] = [predict.COMMAND, policy.COMMAND, views.COMMAND, tune.COMMAND, evaluate.COMMAND,
-                           reproduce.COMMAND, demo.COMMAND, serve.COMMAND]
+                           reproduce.COMMAND, demo.COMMAND, serve.COMMAND, export.COMMAND]
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
