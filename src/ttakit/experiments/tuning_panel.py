@@ -51,7 +51,7 @@ IMAGE_CASES = ("resnet20", "resnet32", "tutorial")
 
 @dataclass
 class PanelConfig:
-    cases: tuple = ("resnet20", "resnet32", "tutorial", "digits")
+    cases: tuple = ("resnet20", "resnet32", "tutorial", "digits", "tables")
     sizes: tuple = (500, 1000, 2000)
     splits: int = 20
     digits_splits: int = 300
@@ -66,6 +66,7 @@ class PanelConfig:
     cache_dir: str | None = None
     out: str = "docs/results/tuning-panel"
     tune_kwargs: dict = field(default_factory=dict)
+    conformal_models: tuple = ("resnet20", "resnet32")
 
 
 def _cache_dir(cfg: PanelConfig) -> Path:
@@ -254,11 +255,37 @@ def run_table_case(dataset: str, family: str, splits: int = 20, folds: int = 5, 
             "base_log_loss": float(base.mean()), "rows": rows}
 
 
+def conformal_coverage(probs: np.ndarray, y: np.ndarray, splits: int = 20, seed: int = 0) -> dict:
+    """Coverage and set size of LAC, APS and RAPS with their default
+    arguments at a 90% target, over ``splits`` random halves of the pool
+    (calibrate on one half, measure on the other), without TTA."""
+    from ..conformal import repeated_splits
+
+    out = {}
+    for method in ("lac", "aps", "raps"):
+        r = repeated_splits({"no TTA": probs.astype(np.float64)}, y, method=method, alpha=0.1, splits=splits,
+                            seed=seed)["results"]["no TTA"]
+        out[method] = {"coverage": r["coverage"], "mean_size": r["mean_size"]["mean"]}
+    return out
+
+
 def run(cfg: PanelConfig, log=print) -> dict:
     t0 = time.perf_counter()
-    cases = []
+    cases, tables, conformal = [], [], {}
     for name in cfg.cases:
+        if name == "tables":
+            for dataset, family in TABLE_CASES:
+                t1 = time.perf_counter()
+                r = run_table_case(dataset, family, cfg.splits, seed=cfg.seed)
+                r["seconds"] = time.perf_counter() - t1
+                tables.append(r)
+                log(f"{r['case']}: unguarded {r['unguarded']['log_loss']:+.4f} [{r['unguarded']['ci'][0]:+.4f}, "
+                    f"{r['unguarded']['ci'][1]:+.4f}], guarded {r['guarded']['log_loss']:+.4f}, fell back "
+                    f"{r['fall_back_rate']:.0%}, losses {r['guarded_losses']}")
+            continue
         probs, y, pool = case_cache(name, cfg, log)
+        if name in cfg.conformal_models:
+            conformal[name] = conformal_coverage(probs[0], y, cfg.splits, cfg.seed)
         sizes = cfg.sizes if name in IMAGE_CASES else (450,)
         splits = cfg.splits if name in IMAGE_CASES else cfg.digits_splits
         for n_tune in sizes:
@@ -275,9 +302,8 @@ def run(cfg: PanelConfig, log=print) -> dict:
             summ["rows"] = [{k: v for k, v in r.items() if k != "adaptive"} for r in rows]
             cases.append(summ)
             log(_line(summ))
-    result = {"config": {k: v for k, v in cfg.__dict__.items() if k not in ("cache_dir",)}, "cases": cases,
-              "seconds": time.perf_counter() - t0}
-    return result
+    return {"config": {k: v for k, v in cfg.__dict__.items() if k not in ("cache_dir",)}, "cases": cases,
+            "tables": tables, "conformal": conformal, "seconds": time.perf_counter() - t0}
 
 
 def _line(s: dict) -> str:
@@ -290,11 +316,93 @@ def _line(s: dict) -> str:
     return line
 
 
+def headline(result: dict) -> dict:
+    """The issue's targets, measured: mean share of the oracle gain kept at
+    1,000 tuning images over the cases whose oracle gain exceeds 0.5 points,
+    splits worse than no TTA by more than 0.2 points, adaptive shares."""
+    at = [c for c in result["cases"] if c["n_tune"] == 1000 and c["oracle_gain"] > 0.5]
+    return {"share_at_1000": float(np.mean([c["share"] for c in at])) if at else float("nan"),
+            "cases_at_1000": [c["case"] for c in at],
+            "losses": sum(c["losses"] for c in result["cases"]),
+            "splits": sum(c["splits"] for c in result["cases"])}
+
+
+def render(result: dict) -> str:
+    cfg = result["config"]
+    h = headline(result)
+    lines = ["# The tuning panel: does `tune` keep the gain and never lose?", "",
+             "Command: `ttakit reproduce tuning-panel` (cached per-view predictions are kept in "
+             "`~/.cache/ttakit/panel`; the first run computes them, a few minutes per CIFAR model on 2 cores).", "",
+             f"Each case: a pool of inputs, every candidate view of the `{cfg['candidates']}` pool run once; each "
+             f"split draws a random tuning set, runs `ttakit.tune` on it (budget {cfg['budget']}, 5-fold cross-fitted "
+             "guard, defaults otherwise) and scores the tuned policy on the rest of the pool. *Oracle*: the greedy "
+             "search run on the held-out inputs themselves, the best held-out accuracy of its prefixes (an "
+             "optimistic ceiling). *Kept*: the tuned policy's held-out accuracy minus no TTA's. *Losses*: splits "
+             f"worse than no TTA by more than {LOSS_POINTS} points. Accuracy points throughout.", "",
+             f"**Headline.** At 1,000 tuning images, over the cases whose oracle gain exceeds 0.5 points "
+             f"({', '.join(h['cases_at_1000'])}), the tuned policies keep **{h['share_at_1000']:.0%}** of the oracle "
+             f"gain on average; **{h['losses']} of {h['splits']}** splits are worse than no TTA by more than "
+             f"{LOSS_POINTS} points.", "",
+             "| case | tuning images | held out | splits | no TTA | oracle gain | kept gain (mean) | worst split "
+             "| share of oracle | losses | fell back | views |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for c in result["cases"]:
+        lines.append(f"| {c['case']} | {c['n_tune']} | {c['n_held']} | {c['splits']} | {c['identity']:.2f}% | "
+                     f"{c['oracle_gain']:+.2f} | {c['kept_gain']:+.2f} | {c['kept_worst']:+.2f} | "
+                     f"{c['share']:.0%} | {c['losses']} | {c['fall_back_rate']:.0%} | {c['mean_views']:.1f} |")
+    ad = [c for c in result["cases"] if "adaptive" in c]
+    if ad:
+        lines += ["", f"## Adaptive: at most {ad[0]['adaptive']['max_forwards']:g} forwards per input", "",
+                  "`tune(max_forwards=1.5)` on the same splits; held-out share of the full tuned policy's "
+                  "accuracy gain that the adaptive version keeps (pooled over splits, 95% bootstrap CI over "
+                  "splits' inputs), and its mean forwards per held-out input.", "",
+                  "| case | tuning images | share of the full policy's gain kept [95% CI] | forwards per input |",
+                  "|---|---:|---:|---:|"]
+        for c in ad:
+            a = c["adaptive"]
+            lines.append(f"| {c['case']} | {c['n_tune']} | {a['share']:.0%} [{a['ci'][0]:.0%}, {a['ci'][1]:.0%}] "
+                         f"| {a['forwards']:.2f} |")
+    if result.get("tables"):
+        lines += ["", "## Tables", "",
+                  "`TTAClassifier` with its defaults (views tuned on cross-fitted clones, guarded) against the "
+                  "same estimator alone, and the same search without the guard (`guard_alpha=1`), on "
+                  f"{result['tables'][0]['splits']} test folds (5-fold x 4 repeats). Change in held-out log-loss "
+                  "(lower is better) with a t-interval over folds; *losses*: folds where the guarded result's "
+                  f"log-loss exceeds no TTA's by more than {TABLE_LOSS_RELATIVE:.0%} of it (and, in brackets, "
+                  f"accuracy worse by more than {LOSS_POINTS} points).", "",
+                  "| data / model | no TTA log-loss | unguarded change [95% CI] | guarded change [95% CI] "
+                  "| unguarded helps | guard fell back | losses |", "|---|---:|---:|---:|---|---:|---:|"]
+        for t in result["tables"]:
+            u, g = t["unguarded"], t["guarded"]
+            lines.append(f"| {t['case']} | {t['base_log_loss']:.4f} | {u['log_loss']:+.4f} [{u['ci'][0]:+.4f}, "
+                         f"{u['ci'][1]:+.4f}] | {g['log_loss']:+.4f} [{g['ci'][0]:+.4f}, {g['ci'][1]:+.4f}] | "
+                         f"{'yes' if t['unguarded_helps'] else 'no'} | {t['fall_back_rate']:.0%} | "
+                         f"{t['guarded_losses']} ({t['guarded_accuracy_losses']}) |")
+    if result.get("conformal"):
+        lines += ["", "## Conformal sets with default arguments", "",
+                  "`SplitConformal(method, alpha=0.1)` with nothing else set, on each model's no-TTA "
+                  "probabilities of the pool, calibrated on a random half and measured on the other, "
+                  f"{cfg['splits']} splits.", "",
+                  "| model | method | coverage mean | min - max | mean set size |", "|---|---|---:|---:|---:|"]
+        for m, by in result["conformal"].items():
+            for meth, r in by.items():
+                cv = r["coverage"]
+                lines.append(f"| {m} | {meth.upper()} | {cv['mean']:.2%} | {cv['min']:.2%} - {cv['max']:.2%} | "
+                             f"{r['mean_size']:.2f} |")
+    lines += ["", f"Not in this panel: a segmentation and a detection case (dense tuning still uses its single "
+                  "guard split; see the issue note).", "", f"Run time: {result['seconds'] / 60:.0f} min.", ""]
+    return "\n".join(lines)
+
+
 def write(result: dict, out) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "panel.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    slim = {**result, "cases": [{k: v for k, v in c.items() if k != "rows"} for c in result["cases"]],
+            "tables": [{k: v for k, v in t.items() if k != "rows"} for t in result.get("tables", [])]}
+    (out / "panel.json").write_text(json.dumps(slim, indent=1, default=float) + "\n")
+    (out.parent / f"{out.name}.md").write_text(render(result))
     return out
 
 
-__all__ = ["PanelConfig", "run", "run_split", "summarise_case", "case_cache", "write", "LOSS_POINTS"]
+__all__ = ["PanelConfig", "run", "run_split", "summarise_case", "case_cache", "write", "render", "headline",
+           "run_table_case", "conformal_coverage", "LOSS_POINTS", "TABLE_CASES"]

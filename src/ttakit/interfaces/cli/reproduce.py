@@ -52,7 +52,7 @@ def add_shared_args(p: argparse.ArgumentParser, holding: str, items: str, n_boot
 def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", title="experiments",
                            help="tutorial: the founding Keras CNN experiment; resnet: the published ResNets; "
-                                "tuning: policy search; conformal: prediction sets with and without TTA; "
+                                "tuning: policy search; tuning-panel: the search on many cases and splits; conformal: prediction sets with and without TTA; "
                                 "tabular: row TTA on scikit-learn models; "
                                 "detection: YOLOX-nano on COCO and Penn-Fudan; segmentation: MediaPipe on Penn-Fudan; "
                                 "keypoints: MediaPipe Pose on COCO persons; "
@@ -84,6 +84,33 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-tune", type=int, default=5000, metavar="N",
                    help="images in the tuning half (the rest are held out). Default: 5000")
     add_data_args(g)
+    tp = sub.add_parser("tuning-panel", help="does tune keep the gain and never lose? many models, sizes, splits",
+                        description="Tune on random splits of several (model, data) cases and score each tuned "
+                                    "policy on the rest: the oracle gain, the gain kept, splits worse than no TTA, "
+                                    "fall-back rate; adaptive policies at 1.5 forwards; tables with and without "
+                                    "the guard; conformal coverage with default arguments. Writes "
+                                    "tuning-panel.md and tuning-panel/panel.json.")
+    tp.add_argument("--cases", nargs="+", default=None, metavar="CASE",
+                    choices=("resnet20", "resnet32", "tutorial", "digits", "tables"),
+                    help="cases to run (resnet20, resnet32, tutorial, digits, tables). Default: all")
+    tp.add_argument("--splits", type=int, default=20, help="random splits per image case and test folds per "
+                                                            "table case. Default: 20")
+    tp.add_argument("--digits-splits", type=int, default=300, help="random splits of the digits case. Default: 300")
+    tp.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000], metavar="N",
+                    help="tuning images per split of the CIFAR cases. Default: 500 1000 2000")
+    tp.add_argument("--pool-images", type=int, default=5000, metavar="N",
+                    help="CIFAR-10 test images in each CIFAR case's pool (seeded). Default: 5000")
+    tp.add_argument("--cache-dir", metavar="DIR", default=None,
+                    help="where the per-view predictions are kept between runs. Default: ~/.cache/ttakit/panel")
+    tp.add_argument("--weights", metavar="DIR", default=None,
+                    help="folder with the ResNet checkpoints. Default: $TTAKIT_MODELS")
+    tp.add_argument("--seed", type=int, default=0, help="seed of the pool and the splits. Default: 0")
+    tp.add_argument("--data", metavar="PATH", default=None,
+                    help="CIFAR-10 binary release (the cifar-10-batches-bin folder or its parent). "
+                         "Default: $TTAKIT_DATA, then the user cache")
+    tp.add_argument("--out", metavar="DIR", default=None,
+                    help="folder for panel.json; the report DIR.md is written beside it. "
+                         "Default: results/tuning-panel")
     cf = sub.add_parser("conformal", help="conformal prediction sets (LAC, APS, RAPS) with and without TTA",
                         description="Split CIFAR-10's test set by a seed into a tuning half (policy search, "
                                     "temperatures) and a held-out half; split the held-out half at random "
@@ -292,6 +319,19 @@ def run(args: argparse.Namespace) -> int:
         summary = conformal.run(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
         print(conformal.render(summary))
         return EXIT_OK
+    if args.experiment == "tuning-panel":
+        from ...experiments import tuning_panel
+
+        cfg = tuning_panel.PanelConfig(splits=args.splits, digits_splits=args.digits_splits, sizes=tuple(args.sizes),
+                                       pool_images=args.pool_images, seed=args.seed, data=args.data,
+                                       weights=args.weights, cache_dir=args.cache_dir,
+                                       out=args.out or "results/tuning-panel",
+                                       **({"cases": tuple(args.cases)} if args.cases else {}))
+        result = tuning_panel.run(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+        out = tuning_panel.write(result, cfg.out)
+        print(tuning_panel.render(result))
+        print(f"report: {out.parent / (out.name + '.md')}")
+        return EXIT_OK
     if args.experiment == "tuning":
         from ...experiments import tuning
 
@@ -310,6 +350,6 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, tuning, conformal, tabular, "
+COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, tuning, tuning-panel, conformal, tabular, "
                   "detection, segmentation, keypoints, blood-cells, membranes) and write a report",
                   configure=configure, run=run)
