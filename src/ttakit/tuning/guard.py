@@ -29,18 +29,25 @@ Both threw real gains away. Here:
    and noisiest gain on the path (tested first, it stopped the sequence on
    real +4-point gains). A prefix whose predictions equal no TTA's on
    every input is no hypothesis and is passed over.
-3. **Evidence one input cannot supply.** For classifiers a prefix counts
-   only if, besides the loss test, its cross-fitted predictions fix at
-   least ``min_net_fixed`` more inputs than they break (default 3); for
-   rows (no decisions) at least ``min_net_fixed`` rows must gain; and,
-   with ``objective="accuracy"``, the exact one-sided McNemar test of
-   those counts passes at ``alpha`` too.
-4. **The choice.** Among the prefixes that passed, the one with the best
-   cross-fitted objective wins; the search is then run again on all the
-   tuning inputs and its first ``L`` views are the result (the usual
-   cross-validation rule: the evidence is about the *procedure* "search,
-   keep L views", measured on inputs it did not see). If none passed, the
-   result is no TTA.
+3. **Accuracy and loss together; evidence one input cannot supply.** For
+   classifiers a prefix counts only if, besides the loss test, its
+   cross-fitted predictions fix more inputs than they break by the exact
+   one-sided McNemar test at ``alpha`` too, and by at least
+   ``min_net_fixed`` (default 3). A calibrated NLL can improve while
+   accuracy falls (averaged shifted views on 8x8 digits do that); requiring
+   both rejections keeps the error level (an intersection of tests) and
+   ties the guard to accuracy. For rows (no decisions) at least
+   ``min_net_fixed`` rows must gain.
+4. **The choice.** The longest prefix that passes (the first hypothesis
+   of the sequence that is rejected; the shorter ones are tested on to be
+   reported): the search is run again on all the tuning inputs and its
+   first ``L`` views are the result (the evidence is about the *procedure*
+   "search, keep L views", measured on inputs it did not see). If none
+   passes, the result is no TTA. On the tuning panel the longest passing
+   prefix kept more of the available gain than the one with the lowest
+   cross-fitted loss (84% against 81% of the oracle gain on ResNet-20 at
+   1,000 tuning images): differences between passing prefixes are within
+   noise, and more views average more.
 
 What it controls, stated honestly: the probability that the guard keeps
 TTA when no prefix length of the search truly improves the expected
@@ -144,7 +151,7 @@ class PrefixEvidence:
     fixed: int | None = None    #: inputs wrong without TTA and right with it (classifiers)
     broken: int | None = None
     accuracy: float | None = None
-    p_accuracy: float | None = None  #: one-sided exact McNemar (objective="accuracy")
+    p_accuracy: float | None = None  #: one-sided exact McNemar of fixed against broken (classifiers)
     tested: bool = False        #: reached by the fixed sequence
     passed: bool = False
     note: str = ""
@@ -166,14 +173,15 @@ class GuardDecision:
 
 def decide(losses: np.ndarray, *, correct: np.ndarray | None = None, objective: str = "loss",
            alpha: float = GUARD_ALPHA, min_net_fixed: int = MIN_NET_FIXED, margin: float = 0.0,
+           accuracy_alpha: float | None = None,
            folds: int = GUARD_FOLDS, describe: Callable[[int], str] | None = None) -> GuardDecision:
     """The fixed-sequence decision from cross-fitted evidence.
 
     ``losses``: ``(L, N)`` per-input cross-fitted losses of the path's
     prefixes of length 1..L (row 0 is no TTA). ``correct``: ``(L, N)``
-    correct/wrong flags for classifiers, else None. ``objective``:
-    ``"loss"`` or ``"accuracy"`` (which prefix is best among those that
-    pass, and whether McNemar is required too). ``margin``: a relative
+    correct/wrong flags for classifiers, else None (then the exact
+    one-sided McNemar test at ``accuracy_alpha``, default ``alpha``, must
+    pass too). ``objective`` is kept for the record. ``margin``: a relative
     loss gain the mean must also exceed (rows)."""
     losses = np.asarray(losses, dtype=np.float64)
     base = losses[0]
@@ -189,8 +197,7 @@ def decide(losses: np.ndarray, *, correct: np.ndarray | None = None, objective: 
             ok = np.asarray(correct[L - 1], bool)
             e.fixed, e.broken = int((ok & ~base_ok).sum()), int((base_ok & ~ok).sum())
             e.accuracy = float(ok.mean())
-            if objective == "accuracy":
-                e.p_accuracy = mcnemar_one_sided(e.fixed, e.broken)
+            e.p_accuracy = mcnemar_one_sided(e.fixed, e.broken)
         ev.append(e)
         if stopped:
             continue
@@ -207,8 +214,9 @@ def decide(losses: np.ndarray, *, correct: np.ndarray | None = None, objective: 
             reasons.append(f"{e.fixed} fixed / {e.broken} broken: net < {min_net_fixed}")
         if correct is None and int((d > 0).sum()) < min_net_fixed:
             reasons.append(f"only {int((d > 0).sum())} input(s) gain: fewer than {min_net_fixed}")
-        if e.p_accuracy is not None and not e.p_accuracy < alpha:
-            reasons.append(f"McNemar p = {e.p_accuracy:.2g} >= {alpha:g}")
+        a_acc = alpha if accuracy_alpha is None else accuracy_alpha
+        if e.p_accuracy is not None and not e.p_accuracy < a_acc:
+            reasons.append(f"McNemar p = {e.p_accuracy:.2g} >= {a_acc:g}")
         e.passed = not reasons
         e.note = "passed" if e.passed else "; ".join(reasons) + ": the sequence stops here"
         stopped = not e.passed
@@ -222,10 +230,7 @@ def decide(losses: np.ndarray, *, correct: np.ndarray | None = None, objective: 
                   f"cross-fitted evidence ({tried[-1].note.split(': the sequence')[0]}): using no TTA")
         return GuardDecision(1, True, reason, ev, base_loss, None if base_ok is None else float(base_ok.mean()),
                              folds, alpha)
-    if objective == "accuracy" and correct is not None:
-        best = max(passed, key=lambda e: (e.accuracy, -e.loss, -e.length))
-    else:
-        best = min(passed, key=lambda e: (e.loss, e.length))
+    best = max(passed, key=lambda e: e.length)
     acc = "" if best.accuracy is None else (f"; accuracy {best.accuracy:.2%} vs {float(base_ok.mean()):.2%}, "
                                             f"{best.fixed} fixed / {best.broken} broken")
     reason = (f"{len(passed)} prefix(es) passed the fixed-sequence test at {alpha:g} on {folds}-fold cross-fitted "

@@ -19,10 +19,10 @@ What happens:
    the held-out fold (a temperature fitted on the other folds). The
    prefixes are then tested in their order (a fixed-sequence test, each at
    the full ``guard_alpha``, one-sided paired t-test on the cross-fitted
-   per-input calibrated NLL, and the exact McNemar test too for
-   ``objective="accuracy"``), and a prefix counts only if its cross-fitted
-   predictions also fix at least ``min_net_fixed`` more inputs than they
-   break. Among the prefixes that pass, the best cross-fitted objective
+   per-input calibrated NLL and the exact one-sided McNemar test of the
+   inputs fixed against those broken, both at ``guard_alpha``), and a prefix
+   counts only if its cross-fitted predictions also fix at least
+   ``min_net_fixed`` more inputs than they break. Among the prefixes that pass, the best cross-fitted objective
    gives the number of views ``L``; the search is run again on all the
    tuning inputs and its first ``L`` views are the result. If none passes,
    the result is no TTA. The chance of keeping TTA when no prefix truly
@@ -66,7 +66,7 @@ from .temperature import apply_temperature, fit_temperature, per_input_nll
 
 AGGREGATIONS = ("mean", "per_view", "per_view_class")
 #: the guard's tests for each objective
-TESTS = {"nll": "one-sided paired t-test on cross-fitted per-input calibrated NLL",
+TESTS = {"nll": "one-sided paired t-test on cross-fitted per-input calibrated NLL and exact McNemar",
          "accuracy": "one-sided paired t-test on cross-fitted calibrated NLL and exact McNemar"}
 MIN_TUNING = 50
 SMALL_TUNING = 1000
