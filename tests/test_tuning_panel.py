@@ -48,3 +48,14 @@ def test_the_cache_is_reused_and_the_report_states_its_terms(digits, tmp_path):
     out = tp.write(result, tmp_path / "tuning-panel")
     text = (tmp_path / "tuning-panel.md").read_text()
     assert (out / "panel.json").exists() and "| digits | 450 |" in text and "oracle" in text.lower()
+
+
+def test_the_command_writes_the_report(digits, tmp_path, capsys):
+    from ttakit.interfaces.cli import main
+
+    cfg = digits[0]
+    code = main(["reproduce", "tuning-panel", "--cases", "digits", "--digits-splits", "2", "--cache-dir",
+                 cfg.cache_dir, "--out", str(tmp_path / "tp")])
+    assert code == 0
+    assert "| digits | 450 |" in capsys.readouterr().out
+    assert (tmp_path / "tp.md").exists() and (tmp_path / "tp" / "panel.json").exists()

@@ -320,6 +320,8 @@ def run(args: argparse.Namespace) -> int:
         print(conformal.render(summary))
         return EXIT_OK
     if args.experiment == "tuning-panel":
+        import sys
+
         from ...experiments import tuning_panel
 
         cfg = tuning_panel.PanelConfig(splits=args.splits, digits_splits=args.digits_splits, sizes=tuple(args.sizes),
