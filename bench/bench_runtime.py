@@ -47,6 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    C.add_protocol_args(p)
     return p.parse_args(argv)
 
 
@@ -124,11 +125,11 @@ def bench_model(name, args, images):
                     "label_agreement": float((p.argmax(1) == ref.argmax(1)).mean())}
     print(f"\n[{name}] D4 on {n} images, {args.repeats} interleaved rounds, ttach at input batch {best}; "
           f"load avg now {os.getloadavg()[0]:.2f}")
-    print(C.table([[k, f"{statistics.median(s):.0f}", f"{min(s):.0f}", f"{max(s):.0f}"] for k, s in speed.items()],
+    C.say(C.table([[k, f"{statistics.median(s):.0f}", f"{min(s):.0f}", f"{max(s):.0f}"] for k, s in speed.items()],
                   ["arm", "images/s (median)", "min", "max"]))
-    print(C.table([[k, C.fmt_ratio(v, 2)] for k, v in ratios.items()],
+    C.say(C.table([[k, C.fmt_ratio(v, 2)] for k, v in ratios.items()],
                   ["throughput ratio (median over rounds, min-max)", "value"]))
-    print(C.table([[k, "n/a (ttach averages logits)" if v["max_abs_diff"] is None else f"{v['max_abs_diff']:.1e}",
+    C.say(C.table([[k, "n/a (ttach averages logits)" if v["max_abs_diff"] is None else f"{v['max_abs_diff']:.1e}",
                     f"{v['label_agreement']:.2%}"] for k, v in agree.items()],
                   ["vs ttakit eager", "max |diff| of probs", "labels agree"]))
     return {"ttach_batch": best, "ttach_sweep": {str(k): v for k, v in sweep.items()}, "seconds": times,
@@ -144,7 +145,7 @@ def main(argv=None):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    C.header("bench_runtime: D4 TTA, ttakit eager / onnx / compile vs ttach", args)
+    C.begin("bench_runtime: D4 TTA, ttakit eager / onnx / compile vs ttach", args)
     images, _ = C.load_cifar(args.data, "test", args.n)
     results = {name: bench_model(name, args, images) for name in args.models}
     ok = all(v["max_abs_diff"] is None or v["max_abs_diff"] <= 1e-4
@@ -153,7 +154,7 @@ def main(argv=None):
         r = results["resnet20"]["ratios"]["ttakit onnx / ttach"]["median"]
         print(f"\ntarget: ResNet-20 D4, ttakit onnx >= 2x ttach: {r:.2f}x -> {'met' if r >= 2 else 'MISSED'}")
     print(f"outputs agree within 1e-4: {'yes' if ok else 'NO'}")
-    C.write_json(args.json, {"benchmark": "runtime", "machine": C.machine(), "args": vars(args), "n": len(images),
+    C.finish(args, json_path=args.json, payload={"benchmark": "runtime", "machine": C.machine(), "args": vars(args), "n": len(images),
                              "models": results})
     return 0 if ok else 1
 
