@@ -364,25 +364,38 @@ def _support_soft(idx, b, lab, v, iou_thr):
 
 #: cluster slots per part WBF starts with (doubled as needed)
 WBF_SLOTS = 16
-#: boxes of each part WBF looks at per step (a window in score order): up to WBF_WINDOW, and
-#: about WBF_STEP_BOXES over all the parts still active (many parts: one box each, as they
-#: cannot meet; few large parts: several each)
-WBF_WINDOW = 8
-WBF_STEP_BOXES = 32
 
 
-def _by_part(part: np.ndarray, key: np.ndarray):
-    """Boxes grouped by part, ``key`` descending within a part (ties in input
-    order). Returns ``order`` and each part's box count and first position."""
+def _part_layout(part: np.ndarray, key: np.ndarray):
+    """Boxes by rank within their part (``key`` descending, ties in input
+    order), rank-major: ``order`` lists rank 0 of every part, then rank 1 of
+    every part that has one, ... with parts always in the same order (largest
+    first), so the parts still having a box of rank ``r`` are the first
+    ``active[r]`` of that order. Returns ``order``, ``active``, the row (part,
+    largest first) of each entry of ``order``, and the part count."""
+    n = len(key)
     by_key = np.argsort(-key)  # an unstable sort is several times faster; ties are rare
     ks = key[by_key]
     if (ks[1:] == ks[:-1]).any():
         by_key = np.argsort(-key, kind="stable")
     counts = np.bincount(part)
-    p = part[by_key]
-    # group by part keeping the key order (a stable radix sort on small integers)
-    order = by_key[np.argsort(p.astype(np.int16) if len(counts) <= np.iinfo(np.int16).max else p, kind="stable")]
-    return order, counts, np.cumsum(counts) - counts
+    n_parts = len(counts)
+    by_size = np.argsort(-counts, kind="stable")
+    row = np.empty(n_parts, np.int64)
+    row[by_size] = np.arange(n_parts)
+    r = row[part[by_key]]
+    # group by row keeping the key order (a stable radix sort on small integers)
+    grouped = np.argsort(r.astype(np.int16) if n_parts <= np.iinfo(np.int16).max else r, kind="stable")
+    order, r = by_key[grouped], r[grouped]
+    sizes = counts[by_size]
+    first = np.cumsum(sizes) - sizes
+    rank = np.arange(n) - first[r]
+    # rank-major: the parts with a box of rank k are rows 0 .. active[k]-1
+    active = np.searchsorted(-sizes, -np.arange(int(sizes[0])), side="left")
+    pos = (np.cumsum(active) - active)[rank] + r
+    out, out_row = np.empty_like(order), np.empty_like(r)
+    out[pos], out_row[pos] = order, r
+    return out, active, out_row, n_parts
 
 
 def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.55, skip_box_thr: float = 0.0,
@@ -417,96 +430,67 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
     if len(b) == 0:
         return BoxSet.empty()
     n_views = len(w)
-    part = _spatial_parts(b, lab)
-    order, counts, first = _by_part(part, ws)
-    row = part[order]  # the part of each box in the loop's order
-    c, m = len(counts), int(counts.max())
-    # the boxes in the loop's order: corners, area, and what each adds to its cluster's sums.
-    # Corners as (-x1, -y1, x2, y2): one minimum gives both ends of an intersection (negation and
-    # adding a negated number are exact, so every value is the same as with x2 - x1), and one
-    # maximum the hull of two boxes
+    order, active, row, c = _part_layout(_spatial_parts(b, lab), ws)
+    m = len(active)
+    # the boxes in the loop's order (one step's boxes are contiguous): corners, area, and what
+    # each adds to its cluster's sums
     pb = b[order]
+    # corners as (-x1, -y1, x2, y2): one minimum gives both ends of an intersection (negation and
+    # adding a negated number are exact, so every value is the same as with x2 - x1)
     neg = pb * np.array([-1.0, -1.0, 1.0, 1.0])
-    area = (pb[:, 2] - pb[:, 0]) * (pb[:, 3] - pb[:, 1])
+    nb = neg[:, None, :]
+    area = ((pb[:, 2] - pb[:, 0]) * (pb[:, 3] - pb[:, 1]))[:, None]
     add = np.empty((len(order), 5))
     np.multiply(ws[order, None], neg, out=add[:, :4])
     add[:, 4] = ws[order]
-    # two boxes whose hulls come closer than this may interact: a fused box is a weighted mean of
-    # its boxes' corners, outside their hull by rounding at most
-    margin = -PART_GAP * max(float(np.abs(pb).max()), np.finfo(np.float64).tiny)
     # per cluster slot (part, k): score-weighted corner sums and score sum (0:5), fused box (5:9),
     # both with x1 and y1 negated, and its area (9). Empty slots are zero boxes: IoU 0 with any
     # box. Room for `cap` clusters per part, doubled when a part needs more (most end with a few)
-    cap = min(m + 1, WBF_SLOTS)
+    cap = min(m, WBF_SLOTS)
     grid_state = np.zeros((c, cap, 10))
-    fz = np.zeros((5, c, cap))  # the fused boxes and areas again, coordinate-major (fast to scan)
+    state = grid_state.reshape(c * cap, 10)
     slot = np.zeros(len(order), np.int64)  # the cluster (slot within its part) each box joined
-    ncl = np.zeros(c, np.int64)            # clusters per part so far
-    done = np.zeros(c, np.int64)           # boxes per part so far
+    ncl = np.ones(c, np.int64)             # clusters per part so far (rank 0 founds one)
+    rows = np.arange(c)
+    base = rows * cap
     # the slot after a part's clusters reads as IoU just above iou_thr: argmax picks it (a new
     # cluster) exactly when no cluster overlaps the box by more than iou_thr
     sentinel = np.nextafter(iou_thr, np.inf)
-    act = np.arange(c)
-    while len(act):
-        k = len(act)
-        size = max(1, min(WBF_WINDOW, WBF_STEP_BOXES // k))
-        win = np.arange(size)
-        most = int(ncl[act].max())
-        if most + size + 1 > cap < m + 1:  # room for the window's new clusters and the empty slot
-            grown = np.zeros((c, min(max(2 * cap, most + size + 1), m + 1), 10))
-            grown[:, :cap] = grid_state
-            gz = np.zeros((5, c, grown.shape[1]))
-            gz[:, :, :cap] = fz
-            grid_state, fz, cap = grown, gz, grown.shape[1]
-        # each active part's next boxes in score order: decide each as if it came first...
-        rank = done[act, None] + win
-        valid = rank < counts[act, None]
-        at = np.where(valid, first[act, None] + rank, 0)
-        nq = neg[at]                                                  # (k, B, 4)
-        f = fz[:, act, :most + 1, None].transpose(0, 1, 3, 2)         # (5, k, 1, S)
-        q = nq.transpose(2, 0, 1)[..., None]                          # (4, k, B, 1)
-        iou = np.minimum(f[2], q[2])                                  # (k, B, S)
-        iou += np.minimum(f[0], q[0])
-        np.maximum(iou, 0.0, out=iou)
-        h = np.minimum(f[3], q[3])
-        h += np.minimum(f[1], q[1])
-        np.maximum(h, 0.0, out=h)
-        iou *= h
-        union = f[4] + area[at][..., None]
-        union -= iou
-        iou /= union
-        nk = ncl[act]
-        iou[np.arange(k), :, nk] = sentinel
-        t = iou.argmax(2)                                             # (k, B)
-        new = t == nk[:, None]
-        # ... which holds for a prefix of the window: box q is decided as in the sequential loop
-        # when no earlier box p of the prefix changed a cluster q touches. p changes one cluster,
-        # whose fused box stays inside the hull of its old one and box p (a new one: box p), so
-        # q is safe when it lies apart from every such hull
-        fused = fz[:4, act[:, None], t].transpose(1, 2, 0)           # (k, B, 4)
-        hull = np.where(new[..., None], nq, np.maximum(nq, fused))
-        meet = np.minimum(nq[:, :, None, :], hull[:, None, :, :])    # (k, q, p, 4)
-        touch = ((meet[..., 2:] + meet[..., :2]) > margin).all(-1) & (win[:, None] > win)  # p before q
-        bad = ~valid | touch.any(2)
-        take = win < np.where(bad.any(1), bad.argmax(1), size)[:, None]
-        # apply the prefix at once: its boxes change distinct clusters, each in score order
-        new &= take
-        slots = np.where(new, nk[:, None] + np.cumsum(new, 1) - 1, t)
-        pos = at[take]
-        slot[pos] = slots[take]
-        flat = grid_state.reshape(c * cap, 10)
-        idx = np.repeat(act, take.sum(1)) * cap + slot[pos]
-        r = flat[idx]
-        r[:, :5] += add[pos]
+    o, check = 0, cap
+    for step, k in enumerate(active.tolist()):
+        e = o + k
+        if step:
+            if step >= check:  # a part may have run out of slots (each step adds one cluster at most)
+                most = int(ncl[:k].max())
+                if most >= cap:
+                    grown = np.zeros((c, min(2 * cap, m), 10))
+                    grown[:, :cap] = grid_state
+                    grid_state, cap = grown, grown.shape[1]
+                    state, base = grid_state.reshape(c * cap, 10), rows * cap
+                check = step + cap - most
+            f = grid_state[:k, :min(step + 1, cap)]  # the clusters so far, and an empty slot
+            ends = np.minimum(f[..., 5:9], nb[o:e])
+            wh = ends[..., 2:] + ends[..., :2]
+            np.maximum(wh, 0.0, out=wh)
+            iou = wh[..., 0] * wh[..., 1]
+            union = f[..., 9] + area[o:e]
+            union -= iou
+            iou /= union
+            nk = ncl[:k]
+            iou[rows[:k], nk] = sentinel
+            t = iou.argmax(1)
+            nk += t == nk
+            slot[o:e] = t
+            at = base[:k] + t  # a new cluster is an empty slot joined
+        else:
+            at = base
+        r = state[at]
+        r[:, :5] += add[o:e]
         np.divide(r[:, :4], r[:, 4:5], out=r[:, 5:9])
         d = r[:, 7:9] + r[:, 5:7]
         np.multiply(d[:, 0], d[:, 1], out=r[:, 9])
-        flat[idx] = r
-        fz.reshape(5, c * cap)[:, idx] = r[:, 5:10].T
-        ncl[act] += new.sum(1)
-        done[act] += take.sum(1)
-        act = act[done[act] < counts[act]]
-    state = grid_state.reshape(c * cap, 10)
+        state[at] = r
+        o = e
     # every cluster's statistics from the final assignment
     member = row * cap + slot
     have = np.flatnonzero((np.arange(cap) < ncl[:, None]).reshape(-1))
