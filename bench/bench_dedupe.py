@@ -85,8 +85,9 @@ def main(argv=None):
     overall = C.summary(all_ratios)
     print(f"\nall seeds: time ratio no-dedupe/dedupe {C.fmt_ratio(overall, 2)} "
           f"(ideal 7/distinct = 3.5 when both flips are drawn); outputs equal to 1e-6: {'yes' if ok else 'NO'}")
-    C.finish(args, json_path=args.json, payload={"benchmark": "dedupe", "machine": C.machine(), "args": vars(args), "n": n,
-                             "per_seed": results, "time_ratio_all": overall, "outputs_equal_1e-6": ok})
+    C.finish(args, json_path=args.json, payload={
+        "benchmark": "dedupe", "machine": C.machine(), "args": vars(args), "n": n,
+        "per_seed": results, "time_ratio_all": overall, "outputs_equal_1e-6": ok})
     return 0 if ok else 1
 
 

@@ -346,8 +346,9 @@ def main(argv=None):
         print(f"\nFAIL: peak RSS beyond baseline + results exceeds {args.target_mb:.0f} MB in: {', '.join(over)}")
     else:
         print(f"\nOK: every row's peak RSS beyond baseline + results is under {args.target_mb:.0f} MB")
-    C.finish(args, json_path=args.json, payload={"benchmark": "memory", "command": cmdline, "machine": C.machine(), "args": vars(args),
-                             "target_mb": args.target_mb, "ok": ok, "over_target": over, "rows": rows})
+    C.finish(args, json_path=args.json, payload={
+        "benchmark": "memory", "command": cmdline, "machine": C.machine(), "args": vars(args),
+        "target_mb": args.target_mb, "ok": ok, "over_target": over, "rows": rows})
     return 0 if ok else 1
 
 

@@ -111,8 +111,9 @@ def main(argv=None):
                      "met" if r["tta"]["median"] <= 1.2 else "NOT met"])
     C.say(C.table(rows, ["estimator", "tta / plain", "naive / plain", "copies / plain", "plain s",
                          "max |tta-naive|", "tta <= 1.2"]))
-    C.finish(args, json_path=args.json, payload={"benchmark": "rows", "machine": C.machine(), "args": vars(args), "seconds": times,
-                             "results": out})
+    C.finish(args, json_path=args.json, payload={
+        "benchmark": "rows", "machine": C.machine(), "args": vars(args), "seconds": times,
+        "results": out})
     return 0 if max(diffs.values()) <= 1e-5 else 1
 
 
