@@ -54,8 +54,11 @@ test: install mediapipe
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup
 	OMP_NUM_THREADS=1 TTAKIT_REQUIRE_MEDIAPIPE=1 $(MP_PY) -m pytest -q -m mediapipe tests/test_mediapipe.py
 
+# The demo's table is one trained model: its weights depend on the thread count (and on the
+# CPU's vector instructions and the library versions; docs/reproducibility.md). Pin the threads.
+DEMO_THREADS ?= 2
 demo: install
-	$(PY) -m ttakit demo
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) -m ttakit demo
 
 bench: install
 	$(PY) bench/run_all.py
