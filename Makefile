@@ -54,11 +54,15 @@ test: install mediapipe
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup
 	OMP_NUM_THREADS=1 TTAKIT_REQUIRE_MEDIAPIPE=1 $(MP_PY) -m pytest -q -m mediapipe tests/test_mediapipe.py
 
-# The demo's table is one trained model: its weights depend on the thread count (and on the
-# CPU's vector instructions and the library versions; docs/reproducibility.md). Pin the threads.
+# The demo's table is one trained model: its weights depend on the thread count and on the
+# kernels oneDNN and MKL pick for the CPU (AVX2, AVX-512...), and on the library versions
+# (docs/reproducibility.md). Pin the threads, and cap both libraries at AVX2, which every
+# x86-64 CPU of the last decade has (DEMO_ISA= for the CPU's best kernels).
 DEMO_THREADS ?= 2
+DEMO_ISA ?= AVX2
 demo: install
-	OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) -m ttakit demo
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(if $(DEMO_ISA),ONEDNN_MAX_CPU_ISA=$(DEMO_ISA) MKL_CBWR=$(DEMO_ISA)) \
+		$(PY) -m ttakit demo
 
 bench: install
 	$(PY) bench/run_all.py
