@@ -54,8 +54,15 @@ test: install mediapipe docs
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup
 	OMP_NUM_THREADS=1 TTAKIT_REQUIRE_MEDIAPIPE=1 $(MP_PY) -m pytest -q -m mediapipe tests/test_mediapipe.py
 
+# The demo's table is one trained model: its weights depend on the thread count and on the
+# kernels oneDNN and MKL pick for the CPU (AVX2, AVX-512...), and on the library versions
+# (docs/reproducibility.md). Pin the threads, and cap both libraries at AVX2, which every
+# x86-64 CPU of the last decade has (DEMO_ISA= for the CPU's best kernels).
+DEMO_THREADS ?= 2
+DEMO_ISA ?= AVX2
 demo: install
-	$(PY) -m ttakit demo
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(if $(DEMO_ISA),ONEDNN_MAX_CPU_ISA=$(DEMO_ISA) MKL_CBWR=$(DEMO_ISA)) \
+		$(PY) -m ttakit demo
 
 # The documentation site (MkDocs, Material theme, API reference from the docstrings) into site/.
 # Strict: a broken link, anchor or reference fails the build, and so `make test`.

@@ -2,9 +2,15 @@
 
 Every figure the benchmarks report is a *ratio* of two arms timed side by
 side in the same process, interleaved (A, B, A, B, ...) over several
-repeats: the machine is shared and noisy, so absolute times drift, but
-interleaved ratios are stable. We report the median and the spread (min-max)
-of the per-round ratios.
+repeats: absolute times drift, interleaved ratios much less. We report the
+median and the spread (min-max) of the per-round ratios, and the CPU time
+of each arm beside its wall time.
+
+Every benchmark runs under the protocol of ``protocol.py``: :func:`begin`
+checks that the machine is quiet, :func:`interleave` reads it again after
+every round, and :func:`finish` marks the result ``contended`` when the
+machine was busy (thresholds in ``protocol.py``); ``--record`` writes the
+result tables into BENCHMARKS.md, and refuses to when they are contended.
 """
 
 from __future__ import annotations
@@ -12,10 +18,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
+import shlex
 import statistics
 import sys
 import time
 from pathlib import Path
+
+import protocol
 
 REPO = Path(__file__).resolve().parent.parent
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "68719476736"}
@@ -83,18 +93,46 @@ def timed(fn, *args, **kwargs):
     return time.perf_counter() - t0, out
 
 
-def interleave(arms: dict, repeats: int, rotate: bool = True) -> dict[str, list[float]]:
+def cpu_seconds() -> float:
+    """CPU seconds of this process (all its threads) and its reaped children."""
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime
+
+
+class Timings(dict):
+    """name -> wall seconds per round (a dict, as before), with ``cpu``:
+    name -> CPU seconds per round."""
+
+    def __init__(self, names):
+        super().__init__({n: [] for n in names})
+        self.cpu: dict[str, list[float]] = {n: [] for n in names}
+
+
+def interleave(arms: dict, repeats: int, rotate: bool = True) -> Timings:
     """Time each arm (name -> zero-argument callable) once per round, for
     ``repeats`` rounds; the order rotates every round so that no arm always
-    runs first. Returns name -> list of seconds, one per round."""
+    runs first. Returns name -> list of wall seconds, one per round, with the
+    CPU seconds in ``.cpu``. The running benchmark's guard reads the machine
+    after every round."""
     names = list(arms)
-    times: dict[str, list[float]] = {n: [] for n in names}
+    times = Timings(names)
     for r in range(repeats):
         k = r % len(names) if rotate else 0
         for n in names[k:] + names[:k]:
+            c0 = cpu_seconds()
             t, _ = timed(arms[n])
+            times.cpu[n].append(cpu_seconds() - c0)
             times[n].append(t)
+        tick()
     return times
+
+
+def time_table(times: Timings, digits: int = 3) -> str:
+    """Wall seconds (median, min-max over rounds) and CPU seconds (median) per arm."""
+    rows = [[n, f"{statistics.median(v):.{digits}f} ({min(v):.{digits}f}-{max(v):.{digits}f})",
+             f"{statistics.median(times.cpu[n]):.{digits}f}" if getattr(times, "cpu", None) else "-"]
+            for n, v in times.items()]
+    return table(rows, ["arm", "wall s (median, min-max)", "CPU s (median)"])
 
 
 def ratios(num: list[float], den: list[float]) -> list[float]:
@@ -160,3 +198,84 @@ def header(title: str, args) -> None:
           f"GPU: {m['gpu'] or 'none'}, malloc env: {'set' if m['malloc_env'] else 'NOT set'}, "
           f"load avg {m['load_avg_at_start'][0]:.2f}")
     print("args: " + " ".join(f"{k}={v}" for k, v in vars(args).items()))
+
+
+# -- the protocol around one benchmark ------------------------------------
+_GUARD: protocol.Guard | None = None
+_SAID: list[str] = []
+
+
+def add_protocol_args(p) -> None:
+    """``--record`` and ``--benchmarks`` (see :func:`finish`)."""
+    p.add_argument("--record", metavar="NAME", nargs="?", const="", default=None,
+                   help="write the result tables into --benchmarks under this name (default: the script's), "
+                        "only when the machine was quiet (bench/protocol.py)")
+    p.add_argument("--benchmarks", default=str(REPO / "BENCHMARKS.md"), help="file --record writes into")
+
+
+def begin(title: str, args, guard: protocol.Guard | None = None) -> protocol.Guard:
+    """Print the header and start watching the machine (the quiet check)."""
+    global _GUARD
+    header(title, args)
+    _GUARD = guard or protocol.Guard()
+    _SAID.clear()
+    b = _GUARD.start()
+    busy = protocol.assess_before(_GUARD.cores, b)
+    print(f"quiet check ({b['seconds']:.1f} s): load {b['load']:.2f} on {_GUARD.cores} cores, other processes + "
+          f"steal {b['others_share']:.1%} of the CPU" + ("" if not busy else "; BUSY: " + "; ".join(busy)), flush=True)
+    return _GUARD
+
+
+def tick() -> None:
+    """Read the machine between two rounds of a hand-written loop
+    (:func:`interleave` does it by itself)."""
+    if _GUARD is not None:
+        _GUARD.tick()
+
+
+def say(text: str = "") -> None:
+    """Print a result line or table; :func:`finish` records what was said."""
+    print(text, flush=True)
+    _SAID.append(text)
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that reproduces this run (without --record/--json/--benchmarks)."""
+    argv = list(sys.argv if argv is None else argv)
+    out, skip = [], False
+    for a in argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a in ("--json", "--benchmarks") or a.startswith(("--json=", "--benchmarks=", "--record")):
+            skip = a in ("--json", "--benchmarks")
+            continue
+        out.append(a)
+    script = os.path.relpath(os.path.abspath(argv[0]), REPO)
+    return " ".join(shlex.quote(a) for a in ["python", script, *out])
+
+
+def finish(args, payload: dict | None = None, json_path: str | None = None) -> dict:
+    """Stop watching; print the run's conditions; add them (and the
+    command) to ``payload`` and write it to ``json_path``; with
+    ``--record``, write what :func:`say` printed into BENCHMARKS.md, or
+    refuse when the machine was busy. Returns the conditions."""
+    global _GUARD
+    if _GUARD is None:
+        raise RuntimeError("finish() without begin()")
+    cond = _GUARD.finish()
+    _GUARD = None
+    print("\n" + protocol.describe(cond), flush=True)
+    if payload is not None:
+        payload["conditions"] = cond
+        payload.setdefault("command", command_line())
+        write_json(json_path, payload)
+    name = getattr(args, "record", None)
+    if name is not None:
+        name = name or Path(sys.argv[0]).stem.removeprefix("bench_")
+        try:
+            path = protocol.record(args.benchmarks, name, command_line(), "\n".join(_SAID), cond)
+            print(f"recorded in {path} (block {name!r})")
+        except protocol.ContendedError as e:
+            print(f"REFUSED: {e}", file=sys.stderr)
+    return cond

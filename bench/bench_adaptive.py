@@ -53,6 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=int, default=None, help="use only the first N test images (smoke runs)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--out", default="results/bench/adaptive.json")
+    C.add_protocol_args(p)
     return p.parse_args(argv)
 
 
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
     from ttakit.tuning.candidates import candidate_views
     from ttakit.zoo import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, load_cifar_resnet
 
-    C.header("adaptive TTA (ResNet-20, CIFAR-10)", args)
+    C.begin("adaptive TTA (ResNet-20, CIFAR-10)", args)
     x, y = C.load_cifar(args.data, "test", args.limit)
     order = np.random.default_rng(args.seed).permutation(len(y))
     ti, hi = np.sort(order[:args.n_tune]), np.sort(order[args.n_tune:])
@@ -148,7 +149,7 @@ def main(argv=None) -> int:
                      "holdout_forwards": float(f.mean()), "accuracy": acc, "nll": nll(p), "lift_kept": share})
     print(f"\nheld out ({len(y_h)} images): no TTA {acc_id:.2%} (NLL {nll(idp):.4f}), full policy {acc_full:.2%} "
           f"(NLL {nll(p_full):.4f}, {K} forwards), lift {100 * (acc_full - acc_id):+.2f} points")
-    print(C.table([[r["objective"], f"{r['budget']:g}", f"{r['tune_forwards']:.3f}", f"{r['holdout_forwards']:.3f}",
+    C.say(C.table([[r["objective"], f"{r['budget']:g}", f"{r['tune_forwards']:.3f}", f"{r['holdout_forwards']:.3f}",
                     f"{r['accuracy']:.2%}", f"{r['nll']:.4f}", f"{r['lift_kept']:.0%}", r["policy"]] for r in rows],
                   ["chosen for", "budget F", "fwd/img tune", "fwd/img held out", "accuracy", "NLL", "lift kept",
                    "policy"]))
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
             if c["kind"] == "adaptive" or obj == args.budget_objective[0]:
                 curve.append({**c, "objective": obj if c["kind"] == "adaptive" else ""})
     print("\nforwards curve (held out; adaptive chosen on all tuning images):")
-    print(C.table([[c["kind"], c["objective"], f"{c['budget']:g}", f"{c['forwards']:.3f}", f"{c['accuracy']:.2%}",
+    C.say(C.table([[c["kind"], c["objective"], f"{c['budget']:g}", f"{c['forwards']:.3f}", f"{c['accuracy']:.2%}",
                     f"{c['nll']:.4f}"] for c in curve], ["kind", "chosen for", "budget", "fwd/img", "accuracy", "NLL"]))
 
     # -- wall time, side by side -------------------------------------------------------
@@ -183,7 +184,7 @@ def main(argv=None) -> int:
         print(f"  {n} / full images/s: {C.fmt_ratio(speed[n], 2)}; forwards ratio "
               f"{res['full'].mean_forwards / res[n].mean_forwards:.2f}")
     print(f"  run vs cache max |dp| {gap:.1e}")
-    C.write_json(args.out, {
+    C.finish(args, json_path=args.out, payload={
         "machine": C.machine(), "args": vars(args), "full_policy": P.spec, "full_forwards": K,
         "tune_reason": full.reason, "accuracy_no_tta": acc_id, "accuracy_full": acc_full, "nll_no_tta": nll(idp),
         "nll_full": nll(p_full), "adaptive": rows, "curve": curve,

@@ -38,6 +38,7 @@ def parse_args(argv=None):
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
+    C.add_protocol_args(p)
     return p.parse_args(argv)
 
 
@@ -88,7 +89,7 @@ def main(argv=None):
     os.environ.setdefault("KERAS_BACKEND", "torch")
     import ttakit.engine
 
-    C.header("bench_batch_size: ttakit D4 throughput by forward batch size, with/without malloc env", args)
+    C.begin("bench_batch_size: ttakit D4 throughput by forward batch size, with/without malloc env", args)
     per = {"with": {b: [] for b in args.sizes}, "without": {b: [] for b in args.sizes}}
     for r in range(args.rounds):
         order = ["with", "without"] if r % 2 == 0 else ["without", "with"]
@@ -110,7 +111,7 @@ def main(argv=None):
                      f"{ips['without'][b]:.0f}", f"{ips['without'][b] / ips['without'][best['without']]:.3f}",
                      C.fmt_ratio(env_ratio[b], 2)])
     print()
-    print(C.table(rows, ["batch", "img/s with env", "vs best", "img/s without", "vs best",
+    C.say(C.table(rows, ["batch", "img/s with env", "vs best", "img/s without", "vs best",
                          "time without/with (per round)"]))
     default = ttakit.engine.CPU_BATCH
     within = [b for b in args.sizes if ips["with"][b] >= 0.95 * ips["with"][best["with"]]]
@@ -118,7 +119,7 @@ def main(argv=None):
           f"within 5% of the best (with env): {within}; engine default CPU_BATCH = {default} "
           f"({ips['with'].get(default, float('nan')) / ips['with'][best['with']]:.3f} of best with env, "
           f"{ips['without'].get(default, float('nan')) / ips['without'][best['without']]:.3f} without)")
-    C.write_json(args.json, {"benchmark": "batch_size", "machine": C.machine(), "args": vars(args),
+    C.finish(args, json_path=args.json, payload={"benchmark": "batch_size", "machine": C.machine(), "args": vars(args),
                              "seconds": {s: {str(b): t for b, t in d.items()} for s, d in per.items()},
                              "images_per_s": ips, "best": best, "without_over_with": env_ratio,
                              "within_5pct_with_env": within, "engine_cpu_batch": default})

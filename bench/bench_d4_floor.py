@@ -43,6 +43,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    C.add_protocol_args(p)
     return p.parse_args(argv)
 
 
@@ -59,7 +60,7 @@ def main(argv=None):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    C.header("bench_d4_floor: D4 TTA, ttakit vs the floor and vs ttach (tutorial CNN, PyTorch)", args)
+    C.begin("bench_d4_floor: D4 TTA, ttakit vs the floor and vs ttach (tutorial CNN, PyTorch)", args)
     torch.manual_seed(args.seed)
     model = tutorial_cnn_torch().eval()
     images, _ = C.load_cifar(args.data, "test", args.n)
@@ -102,7 +103,7 @@ def main(argv=None):
     fs = C.interleave({bs: floor(bs) for bs in args.floor_sizes}, args.sweep_repeats)
     floor_best = min(fs, key=lambda b: statistics.median(fs[b]))
     best_t = statistics.median(fs[floor_best])
-    print(C.table([[bs, f"{statistics.median(t):.3f}", f"{8 * n / statistics.median(t):.0f}",
+    C.say(C.table([[bs, f"{statistics.median(t):.3f}", f"{8 * n / statistics.median(t):.0f}",
                     f"{statistics.median(t) / best_t:.3f}"] for bs, t in fs.items()],
                   ["batch", "s (median)", "model inputs/s", "vs best"]))
 
@@ -110,7 +111,7 @@ def main(argv=None):
     ts = C.interleave({bs: ttach_run(bs) for bs in args.ttach_sizes}, args.sweep_repeats)
     ttach_best = min(ts, key=lambda b: statistics.median(ts[b]))
     best_t = statistics.median(ts[ttach_best])
-    print(C.table([[bs, f"{statistics.median(t):.3f}", f"{n / statistics.median(t):.0f}",
+    C.say(C.table([[bs, f"{statistics.median(t):.3f}", f"{n / statistics.median(t):.0f}",
                     f"{statistics.median(t) / best_t:.3f}"] for bs, t in ts.items()],
                   ["input batch", "s (median)", "images/s", "vs best"]))
 
@@ -132,11 +133,11 @@ def main(argv=None):
     targets = {"ttakit/floor": 1.05, "ttakit/ttach": 1.0, "ttakit@floor_best/floor": 1.05,
                "ttakit@floor_best/ttach": 1.0}
 
-    print(C.table([[k, f"{statistics.median(t):.3f}", f"{min(t):.3f}", f"{max(t):.3f}",
+    C.say(C.table([[k, f"{statistics.median(t):.3f}", f"{min(t):.3f}", f"{max(t):.3f}",
                     f"{n / statistics.median(t):.0f}"] for k, t in times.items()],
                   ["arm", "s (median)", "min", "max", "images/s (8 views each)"]))
     print()
-    print(C.table([[k, C.fmt_ratio(v), f"≤ {targets[k]}" if k in targets else "-",
+    C.say(C.table([[k, C.fmt_ratio(v), f"≤ {targets[k]}" if k in targets else "-",
                     ("met" if v["median"] <= targets[k] else "MISSED") if k in targets else "-"]
                    for k, v in rat.items()], ["ratio (median over rounds, min-max)", "value", "target", ""]))
 
@@ -150,7 +151,7 @@ def main(argv=None):
           f"({'OK' if max_diff <= 1e-5 else 'ABOVE 1e-5'}), labels agree on {label_agree:.1%}; "
           f"ttakit ran {res.forward_passes} forward passes ({res.forward_passes / n:g} per image)")
 
-    C.write_json(args.json, {
+    C.finish(args, json_path=args.json, payload={
         "benchmark": "d4_floor", "machine": C.machine(), "args": vars(args), "n": n,
         "floor_sweep": {str(k): v for k, v in fs.items()}, "floor_best": floor_best,
         "ttach_sweep": {str(k): v for k, v in ts.items()}, "ttach_best": ttach_best,

@@ -30,6 +30,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds per seed")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    C.add_protocol_args(p)
     return p.parse_args(argv)
 
 
@@ -45,7 +46,7 @@ def main(argv=None):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    C.header("bench_dedupe: 7 random flips, dedupe vs dedupe=False (tutorial CNN, PyTorch)", args)
+    C.begin("bench_dedupe: 7 random flips, dedupe vs dedupe=False (tutorial CNN, PyTorch)", args)
     torch.manual_seed(0)
     model = tutorial_cnn_torch().eval()
     images, _ = C.load_cifar(args.data, "test", args.n)
@@ -79,13 +80,14 @@ def main(argv=None):
         print(f"seed {seed}: {distinct} distinct, time ratio {C.fmt_ratio(ratio, 2)}", flush=True)
 
     print()
-    print(C.table(rows, ["seed", "policy", "distinct", "fwd/img", "fwd/img no-dedupe", "fewer",
+    C.say(C.table(rows, ["seed", "policy", "distinct", "fwd/img", "fwd/img no-dedupe", "fewer",
                          "max|diff|", "same labels", "time no-dedupe/dedupe (median, min-max)"]))
     overall = C.summary(all_ratios)
     print(f"\nall seeds: time ratio no-dedupe/dedupe {C.fmt_ratio(overall, 2)} "
           f"(ideal 7/distinct = 3.5 when both flips are drawn); outputs equal to 1e-6: {'yes' if ok else 'NO'}")
-    C.write_json(args.json, {"benchmark": "dedupe", "machine": C.machine(), "args": vars(args), "n": n,
-                             "per_seed": results, "time_ratio_all": overall, "outputs_equal_1e-6": ok})
+    C.finish(args, json_path=args.json, payload={
+        "benchmark": "dedupe", "machine": C.machine(), "args": vars(args), "n": n,
+        "per_seed": results, "time_ratio_all": overall, "outputs_equal_1e-6": ok})
     return 0 if ok else 1
 
 

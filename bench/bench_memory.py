@@ -79,6 +79,7 @@ def parse_args(argv=None):
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
+    C.add_protocol_args(p)
     return p.parse_args(argv)
 
 
@@ -300,7 +301,7 @@ def main(argv=None):
         child(args)
         return 0
     cmdline = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, C.REPO), *sys.argv[1:]])
-    print("== bench_memory: peak RSS streaming random 32x32x3 uint8 images through identity + hflip ==")
+    C.begin("bench_memory: peak RSS streaming random 32x32x3 uint8 images through identity + hflip", args)
     print(f"$ {cmdline}")
     print(f"n={args.n:,} in batches of {args.source_batch:,} (a generator), Classifier batch_size="
           f"{args.batch_size or 'engine default'}, {args.threads} torch/OpenMP thread(s) per subprocess, "
@@ -330,7 +331,7 @@ def main(argv=None):
         if beyond > args.target_mb * MB:
             over.append(f"{r['model']}/{r['allocator']} ({beyond / MB:.0f} MB)")
     print()
-    print(md_table(table_rows, headers))
+    C.say(md_table(table_rows, headers))
     print(f"\nresults kept: {rows[0]['results_bytes'] / args.n:.0f} B/image "
           f"({', '.join(f'{k} {v / MB:.1f} MB' for k, v in rows[0]['results_parts'].items() if v)}). "
           f"growth B/img: RSS slope between @{fmt_count(marks[0])} and @{fmt_count(marks[-1])}. "
@@ -345,8 +346,9 @@ def main(argv=None):
         print(f"\nFAIL: peak RSS beyond baseline + results exceeds {args.target_mb:.0f} MB in: {', '.join(over)}")
     else:
         print(f"\nOK: every row's peak RSS beyond baseline + results is under {args.target_mb:.0f} MB")
-    C.write_json(args.json, {"benchmark": "memory", "command": cmdline, "machine": C.machine(), "args": vars(args),
-                             "target_mb": args.target_mb, "ok": ok, "over_target": over, "rows": rows})
+    C.finish(args, json_path=args.json, payload={
+        "benchmark": "memory", "command": cmdline, "machine": C.machine(), "args": vars(args),
+        "target_mb": args.target_mb, "ok": ok, "over_target": over, "rows": rows})
     return 0 if ok else 1
 
 

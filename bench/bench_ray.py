@@ -52,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--work", default=None, help="folder for the images and outputs (default: a temporary one)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    C.add_protocol_args(p)
     return p.parse_args(argv)
 
 
@@ -131,6 +132,7 @@ def main(argv=None):
     for k in args.actors:
         arms[f"ray x{k}"] = (lambda k=k: ray_cmd(images, work / f"ray{k}", k))
         arms[f"ray x{k} fixed"] = (lambda k=k: ray_cmd(tiny, work / f"tiny{k}", k))
+    C.begin("bench_ray: ttakit predict --engine ray against one process", args)
     times: dict[str, list[float]] = {n: [] for n in arms}
     startup: dict[str, list[float]] = {n: [] for n in arms}
     names = list(arms)
@@ -143,6 +145,7 @@ def main(argv=None):
             if m:
                 startup[name].append(float(m.group(1)))
             print(f"round {r + 1} {name}: {seconds:.1f} s", flush=True)
+        C.tick()
 
     ref = read_csv(work / "single.csv")
     checks = {}
@@ -172,10 +175,10 @@ def main(argv=None):
                      f"{n / statistics.median(t):.0f}", f"{statistics.median(net):.0f}", C.fmt_ratio(ratio, 2),
                      f"{statistics.median(fixed):.1f} (Ray start {statistics.median(startup[f'ray x{k} fixed']):.1f})"])
     print()
-    print(C.table(rows, ["arm", "wall s", "img/s", "img/s net", "throughput vs single", "fixed cost s"]))
+    C.say(C.table(rows, ["arm", "wall s", "img/s", "img/s net", "throughput vs single", "fixed cost s"]))
     print(f"\nchecks against the single process: {checks}")
     print(f"load average at start {result['machine']['load_avg_at_start']}, at end {result['load_avg_at_end']}")
-    C.write_json(args.json, result)
+    C.finish(args, json_path=args.json, payload=result)
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -41,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="write results here")
+    C.add_protocol_args(p)
     return p.parse_args(argv)
 
 
@@ -96,6 +97,7 @@ def main(argv=None):
 
     with threadpool_limits(args.threads):  # BLAS and OpenMP (HistGradientBoosting) as torch: --threads
         times = C.interleave(arms, args.repeats)
+    C.begin("bench_rows: TTA of tabular estimators against one plain call", args)
     print(f"bench_rows: {args.rows} rows x {args.features} features x {args.copies} copies, "
           f"{args.threads} thread(s), {args.repeats} interleaved rounds (all arms of all estimators)")
     rows, out = [], {}
@@ -107,10 +109,11 @@ def main(argv=None):
         rows.append([name, C.fmt_ratio(r["tta"]), C.fmt_ratio(r["naive"]), C.fmt_ratio(r["copies"]),
                      f"{C.summary(plain)['median']:.3f}", f"{diffs[name]:.1e}",
                      "met" if r["tta"]["median"] <= 1.2 else "NOT met"])
-    print(C.table(rows, ["estimator", "tta / plain", "naive / plain", "copies / plain", "plain s",
+    C.say(C.table(rows, ["estimator", "tta / plain", "naive / plain", "copies / plain", "plain s",
                          "max |tta-naive|", "tta <= 1.2"]))
-    C.write_json(args.json, {"benchmark": "rows", "machine": C.machine(), "args": vars(args), "seconds": times,
-                             "results": out})
+    C.finish(args, json_path=args.json, payload={
+        "benchmark": "rows", "machine": C.machine(), "args": vars(args), "seconds": times,
+        "results": out})
     return 0 if max(diffs.values()) <= 1e-5 else 1
 
 

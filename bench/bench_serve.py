@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
+import _common as C  # noqa: E402
 from serve_support import Server, images, png_bytes, tiny_model_file  # noqa: E402
 
 BOUNDARY = b"ttakit-bench-7d3f"
@@ -243,6 +244,7 @@ def main(argv=None) -> int:
     ap.add_argument("--soak-minutes", type=float, default=10.0, help="minutes of steady load on (a) (0: none)")
     ap.add_argument("--rate", type=float, default=40.0, help="requests per second in the soak")
     ap.add_argument("--json", default=None, help="also write the results here")
+    C.add_protocol_args(ap)
     a = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     model = pick_model(a.model, tmp)
@@ -257,6 +259,7 @@ def main(argv=None) -> int:
     try:
         for s in servers.values():
             s.wait_ready()
+        C.begin("bench_serve: ttakit serve against a per-request server", a)
         print(f"model {model}, policy {a.policy!r}, {a.seconds:g} s x {a.rounds} rounds per row, "
               f"{os.cpu_count()} CPUs, batching server options {a.server_option}", flush=True)
         for c in a.concurrency:
@@ -266,6 +269,7 @@ def main(argv=None) -> int:
                     reqs = [predict_request(servers[name].port, png) for png in pngs]
                     acc[name].append(asyncio.run(closed_loop(servers[name].port, reqs, c, a.seconds,
                                                              a.max_requests, servers[name].proc.pid)))
+                C.tick()
             for name, runs in acc.items():
                 rows.append(pooled(runs, name, c))
                 print(json.dumps(rows[-1]), flush=True)
@@ -280,25 +284,24 @@ def main(argv=None) -> int:
         for s in servers.values():
             s.stop()
     print()
-    print("| concurrency | server | req/s | p50 ms | p99 ms | 503 rate | sent = answered | server CPU ms/request |")
-    print("|---|---|---:|---:|---:|---:|---|---:|")
+    C.say("| concurrency | server | req/s | p50 ms | p99 ms | 503 rate | sent = answered | server CPU ms/request |")
+    C.say("|---|---|---:|---:|---:|---:|---|---:|")
     for r in rows:
         ok = r["sent"] == r["answered"] and not r["errors"]
-        print(f"| {r['concurrency']} | {r['server']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+        C.say(f"| {r['concurrency']} | {r['server']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
               f"{r['rate_503']:.1%} | {r['sent']} = {r['answered']}{' ✓' if ok else ' ✗'} | {r['server_cpu_ms']:.2f} |")
     for c in a.concurrency:
         b = next(r for r in rows if r["concurrency"] == c and r["server"] == "ttakit serve")
         n = next(r for r in rows if r["concurrency"] == c and r["server"] == "naive")
-        print(f"concurrency {c}: {b['rps'] / n['rps']:.2f}x the naive throughput, p99 {b['p99_ms']:.0f} vs "
+        C.say(f"concurrency {c}: {b['rps'] / n['rps']:.2f}x the naive throughput, p99 {b['p99_ms']:.0f} vs "
               f"{n['p99_ms']:.0f} ms; server CPU per request {b['server_cpu_ms']:.2f} vs {n['server_cpu_ms']:.2f} ms "
               f"({n['server_cpu_ms'] / b['server_cpu_ms']:.2f}x less), client CPU {b['client_cpu_ms']:.2f} ms")
     if soak:
-        print(f"soak: {soak['sent']} sent at {soak['rate']:g}/s for {soak['seconds']:g} s, {soak['answered']} answered "
+        C.say(f"soak: {soak['sent']} sent at {soak['rate']:g}/s for {soak['seconds']:g} s, {soak['answered']} answered "
               f"(by status {soak['statuses']}, {soak['errors']} client errors); RSS {soak['rss_start_mb']:.1f} MB at the start, "
               f"{soak['rss_after_first_minute_mb']:.1f} MB after a minute, {soak['rss_end_mb']:.1f} MB at the end "
               f"(max {soak['rss_max_mb']:.1f})")
-    if a.json:
-        Path(a.json).write_text(json.dumps({"rows": rows, "soak": soak, "model": model, "policy": a.policy}, indent=1))
+    C.finish(a, {"rows": rows, "soak": soak, "model": model, "policy": a.policy}, a.json)
     return 0
 
 

@@ -45,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="model init, policy and tutorial RNG seed")
     p.add_argument("--retrain", action="store_true", help="ignore the cached trained model")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    C.add_protocol_args(p)
     return p.parse_args(argv)
 
 
@@ -78,7 +79,7 @@ def main(argv=None):
 
     from ttakit import Classifier, Policy
 
-    C.header("bench_tutorial_loop: ttakit vs the tutorial's per-image loop (Keras tutorial CNN)", args)
+    C.begin("bench_tutorial_loop: ttakit vs the tutorial's per-image loop (Keras tutorial CNN)", args)
     from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
     model, model_info = get_model(args)
@@ -251,11 +252,11 @@ def main(argv=None):
         [f"ttakit, one call on all {n} (x{len(blocks)})", n, f"{C.statistics.median(times['ttakit_full']):.3f}",
          f"{C.statistics.median(per_image['ttakit_full']) * 1e3:.3f}", f"{fp['ttakit']:g}", f"{acc['ttakit']:.3f}"],
     ]
-    print(C.table(rows, ["arm", "images", "seconds", "ms/image (median)", "fwd/image", "accuracy"]))
+    C.say(C.table(rows, ["arm", "images", "seconds", "ms/image (median)", "fwd/image", "accuracy"]))
     if lit_n < n:
         print(f"(the literal arm was timed on the first {lit_n} images and is reported per image)")
     print()
-    print(C.table([[k, C.fmt_ratio(v, 1), "≥ 50" if k.startswith("tutorial") else "-",
+    C.say(C.table([[k, C.fmt_ratio(v, 1), "≥ 50" if k.startswith("tutorial") else "-",
                     ("met" if v["median"] >= 50 else "MISSED") if k.startswith("tutorial") else "-"]
                    for k, v in speed.items()],
                   ["speed-up (median over rounds, min-max)", "ratio", "target", ""]))
@@ -266,7 +267,7 @@ def main(argv=None):
     print(f"accuracy: plain model (no TTA) {acc['plain (no TTA)']:.3f}; tutorial {acc['tutorial']:.3f} "
           f"(its own random draws per image); ttakit {acc['ttakit']:.3f} (policy seed {args.seed})")
 
-    C.write_json(args.json, {
+    C.finish(args, json_path=args.json, payload={
         "benchmark": "tutorial_loop", "machine": C.machine(), "args": vars(args), "model": model_info,
         "policy": policy.spec, "distinct_views": len(policy.unique()), "n": n, "literal_n": int(checked.sum()),
         "seconds": times, "seconds_per_image": per_image, "speedup": speed, "accuracy": acc,

@@ -1,37 +1,43 @@
-"""Weighted Boxes Fusion: ttakit (NumPy, vectorised over classes) against
-ensemble-boxes (the reference implementation) on the issue's case: 8 views x
-300 boxes per view, labels over 80 classes, one image.
+"""Box merges: ttakit (NumPy, vectorised over classes) against ensemble-boxes
+(the reference implementation), as a table over the input: views, boxes per
+view, classes, box sizes.
 
-    python bench/bench_wbf.py [--images 20] [--repeats 7] [--skewed] [--merges wbf,nms,soft_nms]
+    python bench/bench_wbf.py [--views 2 8] [--boxes 100 300] [--classes 3 80]
+                              [--sizes 0.02-0.17 0.02-0.5] [--images 5] [--repeats 5]
+                              [--skewed] [--merges wbf,nms,soft_nms]
 
-The boxes are realistic TTA output: 300 objects' worth of boxes per view,
-each view's boxes jittered copies of the same underlying detections (so
-clusters form), scores uniform. Both get identical inputs; the fused results
-are checked equal (1e-5) before timing. The two are timed side by side,
-interleaved, ``--repeats`` rounds over all images; prints per implementation
-the median time per image (min-max over the rounds) and the ratio of the
-medians (min-max of the per-round ratios). ``--skewed`` puts half the boxes
-in one class (the sequential depth of WBF is the box count of the largest
-group of one class's boxes whose x and y ranges chain together, so the ratio
-drops). ``--merges`` also
-times NMS and soft-NMS (Gaussian) against ensemble-boxes' ``nms`` and
-``soft_nms``.
+Each row is one input kind: ``--images`` images, each with ``boxes`` objects
+(labels uniform over ``classes``; ``--skewed``: half of them in class 0) of
+widths and heights uniform in the size range, seen by ``views`` views as
+jittered copies (so clusters form), scores uniform. Both implementations get
+identical inputs; the fused results are checked equal (1e-5) before timing
+(a near tie, where ensemble-boxes' float32 rounding decides the other way,
+is reported and the row still timed). The two are timed side by side,
+interleaved, ``--repeats`` rounds over all the row's images, under the
+protocol of ``protocol.py``. Printed per row: ms per image of each (median
+over rounds) and the speed-up (ensemble-boxes time / ttakit time, median and
+min-max over rounds; and the median of the same in CPU time). Where the speed-up comes from: ttakit's loop runs once
+per box *rank* within a class (every class at once), ensemble-boxes' once
+per box, so the speed-up falls with few classes (long classes) and with big
+boxes (classes that chain into one spatial part).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import itertools
+import statistics
 import warnings
 
+import _common as C
 import numpy as np
 
 MERGES = ("wbf", "nms", "soft_nms")
 
 
-def make_case(rng, views=8, boxes=300, classes=80, skewed=False):
+def make_case(rng, views=8, boxes=300, classes=80, skewed=False, sizes=(0.02, 0.17)):
     objects = rng.random((boxes, 2)) * 0.8 + 0.1
-    wh = rng.random((boxes, 2)) * 0.15 + 0.02
+    wh = rng.random((boxes, 2)) * (sizes[1] - sizes[0]) + sizes[0]
     if skewed:
         labels = np.where(rng.random(boxes) < 0.5, 0, rng.integers(0, classes, boxes))
     else:
@@ -52,13 +58,13 @@ def _version():
     return version("ensemble-boxes")
 
 
-def _pairs(merge):
+def _pairs(merge, views):
     """(reference on per-view lists, ttakit on stacked arrays) for one merge."""
     import ensemble_boxes as eb
 
     from ttakit.merge import boxes as tb
 
-    ones = np.ones(8)
+    ones = np.ones(views)
     if merge == "wbf":
         return (lambda bl, sl, ll: eb.weighted_boxes_fusion(bl, sl, ll, iou_thr=0.55),
                 lambda b, s, l, v: tb.wbf(b, s, l, v, ones, iou_thr=0.55))
@@ -73,35 +79,45 @@ def _pairs(merge):
                                            rescore=False))
 
 
-def run(merge, cases, stacked, repeats):
-    ref, mine = _pairs(merge)
-    for c, st in zip(cases, stacked):  # correctness first
+def mismatches(ref, mine, cases, stacked) -> int:
+    """Images whose fused results differ by more than 1e-5."""
+    bad = 0
+    for c, st in zip(cases, stacked):
         rb, rs, rl = ref(*c)
         got = mine(*st)
         o, p = np.lexsort((-rs, rl)), np.lexsort((-got.scores, got.labels))
-        np.testing.assert_allclose(rb[o], got.boxes[p], atol=1e-5)
-        np.testing.assert_allclose(rs[o], got.scores[p], atol=1e-5)
-    mine(*stacked[0])  # warm
-    t_ref, t_ours = [], []
-    for _ in range(repeats):  # interleaved rounds: the machine may be shared
-        t0 = time.perf_counter()
-        for c in cases:
-            ref(*c)
-        t_ref.append((time.perf_counter() - t0) / len(cases))
-        t0 = time.perf_counter()
-        for st in stacked:
-            mine(*st)
-        t_ours.append((time.perf_counter() - t0) / len(cases))
-    return np.array(t_ref), np.array(t_ours)
+        same = len(o) == len(p) and np.allclose(rb[o], got.boxes[p], atol=1e-5) and \
+            np.allclose(rs[o], got.scores[p], atol=1e-5)
+        bad += not same
+    return bad
+
+
+def parse_sizes(text: str) -> tuple[float, float]:
+    lo, _, hi = text.partition("-")
+    try:
+        lo, hi = float(lo), float(hi)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a size range is LOW-HIGH (e.g. 0.02-0.17), got {text!r}") from None
+    if not 0 < lo <= hi < 1:
+        raise argparse.ArgumentTypeError(f"box sizes must satisfy 0 < LOW <= HIGH < 1, got {text!r}")
+    return lo, hi
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=20)
-    ap.add_argument("--skewed", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--views", type=int, nargs="+", default=[2, 8])
+    ap.add_argument("--boxes", type=int, nargs="+", default=[100, 300], help="boxes (objects) per view")
+    ap.add_argument("--classes", type=int, nargs="+", default=[3, 80])
+    ap.add_argument("--sizes", type=parse_sizes, nargs="+", default=[(0.02, 0.17), (0.02, 0.5)],
+                    metavar="LOW-HIGH", help="box width and height range (fractions of the image)")
+    ap.add_argument("--images", type=int, default=5, help="images per row")
+    ap.add_argument("--skewed", action="store_true", help="half the objects in class 0")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds over all images (median reported)")
-    ap.add_argument("--merges", default="wbf", help=f"comma-separated, of {', '.join(MERGES)} (default: wbf)")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds over the row's images")
+    ap.add_argument("--merges", default="wbf", help=f"comma-separated, of {', '.join(MERGES)}")
+    ap.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    C.add_protocol_args(ap)
     a = ap.parse_args(argv)
     merges = [m.strip() for m in a.merges.split(",") if m.strip()]
     if not merges or any(m not in MERGES for m in merges):
@@ -109,20 +125,33 @@ def main(argv=None):
     warnings.filterwarnings("ignore")
     from ttakit.merge.boxes import stack_views
 
-    rng = np.random.default_rng(a.seed)
-    cases = [make_case(rng, skewed=a.skewed) for _ in range(a.images)]
-    stacked = [stack_views(*c) for c in cases]
-    kind = "skewed (half the boxes in one class)" if a.skewed else "labels uniform over 80 classes"
+    C.begin(f"bench_wbf: box merges, ttakit vs ensemble-boxes {_version()}", a)
+    results = []
     for merge in merges:
-        t_ref, t_ours = run(merge, cases, stacked, a.repeats)
-        ratios = t_ref / t_ours
-        print(f"{merge}, 8 views x 300 boxes, {kind}, {a.images} images, {a.repeats} rounds (median, min-max)")
-        print(f"  ensemble-boxes {_version()}: {np.median(t_ref) * 1e3:8.2f} ms/image "
-              f"({t_ref.min() * 1e3:.2f}-{t_ref.max() * 1e3:.2f})")
-        print(f"  ttakit                : {np.median(t_ours) * 1e3:8.2f} ms/image "
-              f"({t_ours.min() * 1e3:.2f}-{t_ours.max() * 1e3:.2f})")
-        print(f"  ratio                 : {np.median(t_ref) / np.median(t_ours):8.1f}x "
-              f"(per round {ratios.min():.1f}-{ratios.max():.1f})")
+        rows = []
+        for views, boxes, classes, sizes in itertools.product(a.views, a.boxes, a.classes, a.sizes):
+            rng = np.random.default_rng(a.seed)
+            cases = [make_case(rng, views, boxes, classes, a.skewed, sizes) for _ in range(a.images)]
+            stacked = [stack_views(*c) for c in cases]
+            ref, mine = _pairs(merge, views)
+            bad = mismatches(ref, mine, cases, stacked)
+            times = C.interleave({"ensemble-boxes": lambda: [ref(*c) for c in cases],
+                                  "ttakit": lambda: [mine(*st) for st in stacked]}, a.repeats)
+            per = {k: statistics.median(v) / len(cases) * 1e3 for k, v in times.items()}
+            speed = C.summary(C.ratios(times["ensemble-boxes"], times["ttakit"]))
+            speed_cpu = C.summary(C.ratios(times.cpu["ensemble-boxes"], times.cpu["ttakit"]))
+            results.append({"merge": merge, "views": views, "boxes": boxes, "classes": classes,
+                            "sizes": sizes, "ms_per_image": per, "speedup": speed, "speedup_cpu": speed_cpu,
+                            "mismatched_images": bad,
+                            "seconds": times, "cpu_seconds": times.cpu})
+            rows.append([views, boxes, classes, f"{sizes[0]:g}-{sizes[1]:g}", f"{per['ensemble-boxes']:.2f}",
+                         f"{per['ttakit']:.2f}", C.fmt_ratio(speed, 1), f"{speed_cpu['median']:.1f}", bad or ""])
+            print(" ".join(str(c) for c in rows[-1]), flush=True)
+        C.say(f"\n{merge}{' (skewed: half the objects in class 0)' if a.skewed else ''}, {a.images} images "
+              f"per row, {a.repeats} interleaved rounds:")
+        C.say(C.table(rows, ["views", "boxes/view", "classes", "box sizes", "ensemble-boxes ms/img",
+                             "ttakit ms/img", "speed-up (median, min-max)", "in CPU time", "images not equal"]))
+    C.finish(a, {"benchmark": "wbf", "machine": C.machine(), "args": vars(a), "rows": results}, a.json)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ def main(argv=None):
     p.add_argument("--only", nargs="+", choices=list(FULL), help="run only these benchmarks")
     p.add_argument("--data", default=C.default_data(), help="CIFAR-10 binary folder")
     p.add_argument("--out", default=str(C.REPO / "results" / "bench"), help="folder for the JSON results")
+    p.add_argument("--record", action="store_true",
+                   help="each benchmark writes its tables into BENCHMARKS.md if the machine was quiet for it "
+                        "(bench/protocol.py); a contended one is refused")
     args = p.parse_args(argv)
 
     env = {**os.environ, **C.MALLOC_ENV, "TTAKIT_BENCH_NO_REEXEC": "1"}
@@ -57,7 +60,8 @@ def main(argv=None):
             continue
         path = out / f"{name}.json"
         data = [] if name in NO_DATA else ["--data", args.data]
-        cmd = [sys.executable, str(HERE / f"bench_{name}.py"), *data, *extra, "--json", str(path)]
+        cmd = [sys.executable, str(HERE / f"bench_{name}.py"), *data, *extra, "--json", str(path),
+               *(["--record"] if args.record and not args.quick else [])]
         print(f"\n$ {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         rc = subprocess.run(cmd, env=env).returncode
@@ -67,7 +71,8 @@ def main(argv=None):
         if path.exists():
             summary[name] = json.loads(path.read_text())
 
-    print("\n== headline ratios ==")
+    contended = [k for k, v in summary.items() if v.get("conditions", {}).get("contended", True)]
+    print("\n== headline ratios ==" + (f" (CONTENDED, not figures: {', '.join(contended)})" if contended else ""))
     if "tutorial_loop" in summary:
         s = summary["tutorial_loop"]
         v = s["speedup"]["tutorial/ttakit (same block)"]

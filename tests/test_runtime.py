@@ -95,6 +95,22 @@ def test_onnx_d4_equals_eager_and_runs_onnx():
     assert res.forward_passes == eager.forward_passes == 29 * 8
 
 
+@pytest.mark.parametrize("threads, spinning", [(1, True), (2, False)])
+def test_onnx_session_follows_torch_threads_and_the_spinning_setting(monkeypatch, threads, spinning):
+    # ONNX Runtime's own default is one thread per physical core, whatever torch.set_num_threads says
+    monkeypatch.setattr(rt, "ONNX_SPINNING", spinning)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fast = rt.with_runtime(as_model(_model()), "onnx")
+        fast(torch.rand(4, 3, SIZE, SIZE))
+    finally:
+        torch.set_num_threads(before)
+    so = fast._chosen[(3, SIZE, SIZE)].session.get_session_options()
+    assert so.intra_op_num_threads == threads and so.inter_op_num_threads == 1
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
+
+
 def test_onnx_dynamic_batch_and_new_shapes():
     model = _model()
     fast = rt.with_runtime(as_model(model), "onnx")

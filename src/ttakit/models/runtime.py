@@ -46,6 +46,10 @@ TOLERANCE = 1e-4
 OPSET = 17
 #: input shapes exported or checked per model; further shapes run eagerly
 MAX_SHAPES = 16
+#: whether ONNX Runtime's CPU threads spin while waiting for work (its default). Spinning
+#: answers the next operator sooner on an idle machine and burns CPU on a busy one (the
+#: threads of PyTorch, which runs the views and the merge, then compete with them)
+ONNX_SPINNING = True
 
 
 def check_runtime(runtime: str) -> str:
@@ -179,8 +183,28 @@ def export_onnx(eager, x: torch.Tensor) -> ModelAdapter:
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ModelLoadError("the model is on CUDA but ONNX Runtime here has no CUDAExecutionProvider")
         providers = [("CUDAExecutionProvider", {"device_id": eager.device.index or 0})]
-    session = ort.InferenceSession(buf.getvalue(), providers=providers)
+    session = ort.InferenceSession(buf.getvalue(), session_options(), providers=providers)
     return OnnxModel(session, layout=eager.layout)
+
+
+def session_options(threads: int | None = None, spinning: bool | None = None):
+    """ONNX Runtime session options for a model exported here: as many
+    intra-operator threads as PyTorch uses (``torch.get_num_threads()``, so
+    ``torch.set_num_threads`` and ``OMP_NUM_THREADS`` govern both runtimes;
+    ONNX Runtime's own default is every physical core), one inter-operator
+    thread, operators in sequence, every graph optimisation (the default:
+    Conv+BatchNorm+ReLU fusion, the blocked NCHWc layout), and spinning as
+    :data:`ONNX_SPINNING` says."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, int(threads or torch.get_num_threads()))
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    spin = ONNX_SPINNING if spinning is None else spinning
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return so
 
 
 class CompiledModel(ModelAdapter):
