@@ -208,6 +208,8 @@ def decide(losses: np.ndarray, *, correct: np.ndarray | None = None, objective: 
         reasons = []
         if not e.p < alpha:
             reasons.append(f"loss test p = {e.p:.2g} >= {alpha:g}")
+        if not e.gain > 0:
+            reasons.append("no mean gain")
         if margin and not e.gain > margin * abs(base_loss):
             reasons.append(f"gain below the margin ({margin:g} of the loss)")
         if correct is not None and e.fixed - e.broken < min_net_fixed:
