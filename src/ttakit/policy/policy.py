@@ -45,6 +45,16 @@ class Policy:
 
     __slots__ = ("_views", "_weights", "_source", "_merge", "_inputs")
 
+    #: the policy kind that reads staged specs (a ``|`` outside quotes) and files with ``stages``:
+    #: the subclass declared with ``staged=True`` (:class:`~ttakit.policy.adaptive.AdaptivePolicy`,
+    #: which ``ttakit.policy`` always imports), so that this module need not import it
+    _staged_kind: type | None = None
+
+    def __init_subclass__(cls, staged: bool = False, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if staged:
+            Policy._staged_kind = cls
+
     def __init__(self, views: Iterable[View] | View, weights: Sequence[float] | None = None,
                  *, source: str | None = None, merge=None, inputs: InputContract | dict | None = None):
         if isinstance(views, View):
@@ -130,11 +140,8 @@ class Policy:
         """Build a policy from a spec string (see :mod:`ttakit.policy.spec`);
         a spec with stages (``identity @ margin<0.2 | hflip``) gives an
         :class:`~ttakit.policy.adaptive.AdaptivePolicy`."""
-        if cls is Policy and "|" in spec:
-            from .adaptive import AdaptivePolicy, is_adaptive_spec
-
-            if is_adaptive_spec(spec):
-                return AdaptivePolicy.parse(spec)
+        if cls is Policy and Policy._staged_kind is not None and _spec.is_staged(spec):
+            return Policy._staged_kind.parse(spec)
         return _spec.parse(spec, _build_call, _count_call, cls.concat).with_source(spec)
 
     @classmethod
@@ -316,10 +323,8 @@ class Policy:
         if version > NEWEST_VERSION:
             raise PolicyError(f"policy file version {d['version']} is newer than this ttakit "
                               f"understands ({NEWEST_VERSION}); upgrade ttakit")
-        if "stages" in d:
-            from .adaptive import AdaptivePolicy
-
-            return AdaptivePolicy.from_dict(d)
+        if "stages" in d and Policy._staged_kind is not None:
+            return Policy._staged_kind.from_dict(d)
         entries = d.get("views")
         if not isinstance(entries, list) or not entries:
             raise PolicyError("a policy file needs a non-empty 'views' list")

@@ -270,8 +270,21 @@ def check_policy_out(path: str | Path, flag: str = "--out") -> None:
                          "(what --policy reads back)")
 
 
+def save_policy(policy, out: str) -> None:
+    """``policy.save(out)`` all at once: into a temporary file beside it,
+    then renamed, so that a failure leaves ``out`` as it was."""
+    path = Path(out)
+    tmp = path.with_name(f".{path.name[:100]}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        policy.save(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise cannot_write(out, e) from None
+
+
 __all__ = ["PROG", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USAGE", "EXIT_FAILED_INPUTS", "EXIT_INTERRUPTED", "Command",
            "FLAGS", "in_flags", "error", "warn", "cli_warnings", "silence_stdout", "write_stdout", "pixels",
            "positive_int", "fraction", "add_model_options", "add_runtime_option",
            "normalize", "POLICY_SUFFIXES", "load_policy",
-           "read_classes", "cannot_write", "check_policy_out"]
+           "read_classes", "cannot_write", "check_policy_out", "save_policy"]

@@ -19,7 +19,8 @@ import argparse
 import sys
 
 from ...errors import UsageError
-from .common import EXIT_FAILED_INPUTS, EXIT_OK, cannot_write, in_flags, normalize, pixels, positive_int, warn
+from .common import (EXIT_FAILED_INPUTS, EXIT_OK, cannot_write, check_policy_out, in_flags, normalize, pixels,
+                     positive_int, save_policy, warn)
 
 TASK_CHOICES = ("classify", "detect", "segment", "keypoints")
 #: the candidate views of ``ttakit tune --task detect|segment`` unless --candidates says
@@ -259,8 +260,6 @@ def evaluate(args: argparse.Namespace) -> int:
 def tune(args: argparse.Namespace) -> int:
     from ...io.dense_eval import parse_merge_spec
     from ...io.dense_tune import tune_detection_files, tune_segmentation_files
-    from .common import check_policy_out
-    from .tune import save_policy
 
     check_policy_out(args.out)
     common = _common(args)
