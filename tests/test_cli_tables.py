@@ -189,7 +189,8 @@ def test_parquet_without_pyarrow_names_the_extra(cancer, capsys, monkeypatch):
     code, _, err = run(capsys, "evaluate", d / "model.skops", "--data", d / "test.parquet", "--target", "diagnosis",
                        "--views", "noise", "--fit-data", d / "train.csv")
     assert code == 2
-    assert "Parquet files need pyarrow" in err and "ttakit[tables]" in err
+    assert "Parquet (test.parquet; CSV needs nothing more) needs pyarrow" in err and "ttakit[tables]" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_row_policy_files_round_trip_categories_and_refuse_tampering(tmp_path):

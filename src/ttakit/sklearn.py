@@ -46,13 +46,16 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+
+from .errors import InputError, require
+
+require("sklearn", "sklearn", "ttakit.sklearn")  # one error naming the extra, not a bare ModuleNotFoundError
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, RegressorMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
 
-from .errors import InputError
 from .merge import Mean
 from .policy import Policy
 from .policy.rows import RowPolicy, save_row_policy

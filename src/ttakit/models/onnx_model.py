@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, require
 from .base import ModelAdapter, as_tensor, check_layout, to_layout
 
 
@@ -20,8 +20,7 @@ class OnnxModel(ModelAdapter):
     """
 
     def __init__(self, model, layout: str | None = None, providers=None, input_name: str | None = None):
-        import onnxruntime as ort
-
+        ort = require("onnxruntime", "onnx", "running an ONNX model")
         if isinstance(model, (str, Path)):
             path = Path(model)
             if not path.exists():
