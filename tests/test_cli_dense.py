@@ -293,3 +293,87 @@ def test_evaluate_keypoints_oks(drawn, tmp_path, capsys):
     # every point lands within a pixel or so of the truth: all found at OKS 0.5
     assert report["n_images"] == 3 and report["metrics"]["ap50"]["baseline"] == 1.0
     assert report["metrics"]["ap50"]["policy"] == 1.0 and report["metrics"]["map"]["policy"] > 0.5
+
+
+# -- detection outputs that load into pycocotools; a folder holding part of an annotation file ---------
+
+@pytest.mark.slow
+@needs_yolox
+def test_evaluate_detect_on_a_folder_holding_part_of_the_annotated_images(tmp_path, capsys):
+    """The whole mini annotation file (158 images) against a folder of two of them: the two are
+    evaluated, the 156 others are counted once, not reported one by one as unreadable."""
+    (tmp_path / "imgs").mkdir()
+    for n in NAMES[:2]:
+        shutil.copy(COCO / "val2017" / n, tmp_path / "imgs" / n)
+    rc = main(["evaluate", str(MODEL), "--data", str(tmp_path / "imgs"), "--task", "detect", "--decode", "yolox",
+               "--annotations", str(COCO / "instances_val2017_mini.json"), "--policy", "identity + hflip",
+               "--n-boot", "5", "--out", str(tmp_path / "r")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "cannot read" not in err and len(err.strip().splitlines()) <= 2, err
+    assert "156 images of" in err and "evaluated the 2 there" in err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["n_images"] == 2 and report["absent"] == 156 and report["failures"] == []
+    assert "156 images of the annotation file are not in the folder" in out
+
+
+@pytest.mark.slow
+@needs_yolox
+def test_predict_detect_results_load_into_coco_and_score_what_evaluate_scores(coco_mini, tmp_path, capsys):
+    root, ann = coco_mini
+    args = ["--task", "detect", "--decode", "yolox", "--policy", "identity + hflip", "--merge", "wbf"]
+    rc = main(["predict", str(MODEL), str(root / "imgs"), *args, "--annotations", str(root / "ann.json"),
+               "--out", str(tmp_path / "dets")])
+    assert rc == 3  # broken.jpg
+    records = json.loads((tmp_path / "dets" / "results.json").read_text())
+    by_name = {im["file_name"]: im["id"] for im in ann["images"]}
+    index = json.loads((tmp_path / "dets" / "index.json").read_text())
+    assert {Path(im["file"]).name: im["id"] for im in index["images"]} == by_name  # the file's own ids
+    cat_names = {c["id"]: c["name"] for c in ann["categories"]}
+    assert all(r["category_name"] == cat_names[r["category_id"]] for r in records)
+    assert {r["category_id"] for r in records} <= set(cat_names)  # COCO ids (1..90), not label indices
+    gt = load_coco_ground_truth(ann)
+    m = coco_map(gt, records)  # loadRes as written
+    rc = main(["evaluate", str(MODEL), "--data", str(root / "imgs"), *args, "--annotations",
+               str(root / "ann.json"), "--n-boot", "5", "--out", str(tmp_path / "r")])
+    capsys.readouterr()
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["metrics"]["map"]["policy"] == pytest.approx(m["map"], abs=1e-9)
+    assert report["metrics"]["ap50"]["policy"] == pytest.approx(m["ap50"], abs=1e-9)
+
+
+@pytest.mark.slow
+@needs_yolox
+def test_predict_detect_ids_from_stems_score_threshold_and_class_names(coco_mini, tmp_path, capsys):
+    root, _ = coco_mini
+    (tmp_path / "imgs").mkdir()
+    for n in NAMES[:2]:
+        shutil.copy(root / "imgs" / n, tmp_path / "imgs" / n)
+    names = (MODEL.parent / "coco_classes.txt").read_text().split("\n")
+    base = ["predict", str(MODEL), str(tmp_path / "imgs"), "--task", "detect", "--decode", "yolox",
+            "--policy", "identity"]
+    assert main([*base, "--out", str(tmp_path / "all")]) == 0
+    assert main([*base, "--score-threshold", "0.3", "--classes", str(MODEL.parent / "coco_classes.txt"),
+                 "--out", str(tmp_path / "some")]) == 0
+    capsys.readouterr()
+    every = json.loads((tmp_path / "all" / "results.json").read_text())
+    some = json.loads((tmp_path / "some" / "results.json").read_text())
+    assert {r["image_id"] for r in every} == {int(Path(n).stem) for n in NAMES[:2]}  # 000000010764.jpg -> 10764
+    assert len(some) == sum(r["score"] >= 0.3 for r in every) < len(every)
+    assert all(r["score"] >= 0.3 for r in some)
+    assert all(r["category_name"] == names[r["category_id"]] for r in some)
+    assert any(r["category_name"] == "person" for r in some)
+
+
+def test_predict_segment_masks_are_visible_with_probabilities_beside(drawn, tmp_path, capsys):
+    root, rects = drawn
+    out = tmp_path / "masks"
+    index = predict_drawn(root, "bright.pt", "segment", out, capsys)
+    for im in index["images"]:
+        (h, w), (y0, y1, x0, x1) = rects[Path(im["file"]).stem]
+        shown = np.asarray(Image.open(out / im["mask"]).convert("L"))  # as an image viewer shows it
+        assert shown[(y0 + y1) // 2, (x0 + x1) // 2] == 255 and shown[0, 0] == 0
+        assert np.asarray(Image.open(out / im["mask"])).max() == 1  # the values are still the labels
+        prob = np.asarray(Image.open(out / im["probability"]))
+        assert prob.shape == (h, w) and prob.dtype == np.uint8
+        assert prob[(y0 + y1) // 2, (x0 + x1) // 2] > 250  # the bright model is sure in the middle

@@ -65,9 +65,18 @@ def add_dense_options(p: argparse.ArgumentParser, command: str) -> None:
                    help="keypoints: left/right index pairs swapped under mirroring views, as '1-2,3-4'; "
                         "'coco' for COCO's 17 keypoints. Default: none")
     if command == "predict":
+        g.add_argument("--annotations", default=None, metavar="FILE",
+                       help="a COCO JSON naming the images (file_name -> image id) and, for detect, the categories "
+                            "(label k is the k-th by id, written with its name), so that results.json loads into "
+                            "pycocotools' COCO.loadRes against it; images it does not list are reported and left "
+                            "out. Default: image ids from the file names when all are numbers (COCO's "
+                            "000000010764.jpg is 10764), else 1, 2, ... in order; category id = label")
         g.add_argument("--category-ids", type=int, nargs="+", default=None, metavar="ID",
                        help="detect: the COCO category id of each model label, in label order (labels past the "
-                            "list are left out). Default: the label itself")
+                            "list are left out). Default: --annotations' categories, else the label itself")
+        g.add_argument("--score-threshold", type=float, default=None, metavar="T",
+                       help="detect: leave out boxes scoring below T (e.g. 0.3 to look at them; COCO's mAP wants "
+                            "them all). Default: keep every box the merge gives")
     else:
         g.add_argument("--annotations", default=None, metavar="FILE_OR_DIR",
                        help="detect: a COCO instances JSON; keypoints: a COCO person-keypoints JSON (the "
@@ -182,12 +191,15 @@ def predict(args: argparse.Namespace) -> int:
     from ...io import images
     from ...io.dense import predict_dense_files, write_dense
 
-    given = [flag for flag, v in (("--classes", args.classes), ("--top-k", args.top_k), ("--format", args.format))
-             if v is not None]
+    given = [flag for flag, v in (("--top-k", args.top_k), ("--format", args.format)) if v is not None]
+    if args.task != "detect":
+        given += [flag for flag, v in (("--classes", args.classes), ("--score-threshold", args.score_threshold))
+                  if v is not None]
     if given:
-        raise UsageError(f"{given[0]} is for --task classify; --task {args.task} writes COCO JSON (and PNG masks)")
+        raise UsageError(f"{given[0]} does not apply to --task {args.task}, which writes COCO JSON (and PNG masks)")
     if not args.out:
         raise UsageError(f"--task {args.task} writes a folder (results.json, index.json, masks/): pass --out DIR")
+    image_ids, cats, names = _coco_names(args)
     adapter, options, fitting = model_setup(args)
     policy = _policy(args.policy)
     merge = None
@@ -199,16 +211,37 @@ def predict(args: argparse.Namespace) -> int:
     elif args.merge:
         raise UsageError("--task keypoints merges by the confidence-weighted mean; --merge does not apply")
     pred = predict_dense_files(args.task, adapter, args.images, policy, merge, mode=args.mode,
-                               recursive=args.recursive, max_pixels=args.max_pixels, **fitting, **options)
+                               recursive=args.recursive, max_pixels=args.max_pixels, image_ids=image_ids,
+                               **fitting, **options)
     for path, why in pred.failures:
+        why = why.replace("the annotation file", f"--annotations {args.annotations}")
         warn(f"cannot read or predict {images.printable(path)}: {in_flags(why)}")
     try:
-        written = write_dense(pred, args.out, args.category_ids, model=args.model)
+        written = write_dense(pred, args.out, cats, model=args.model, names=names,
+                              score_threshold=args.score_threshold)
     except OSError as e:
         raise cannot_write(args.out, e) from None
     warn(f"wrote {len(pred.paths)} images' results to {written} ({pred.forward_passes} forward passes, "
          f"{pred.seconds:.2f} s)")
     return EXIT_FAILED_INPUTS if pred.failures else EXIT_OK
+
+
+def _coco_names(args: argparse.Namespace) -> tuple[dict | None, list | None, dict | None]:
+    """``(image ids, category ids, category names)`` for predict: from
+    ``--annotations``, ``--category-ids`` and ``--classes``."""
+    from ...io.dense import coco_file_ids
+    from .common import read_classes
+
+    image_ids, cats, names = None, args.category_ids, None
+    if args.annotations:
+        image_ids, names = coco_file_ids(args.annotations)
+        if cats is None and args.task == "detect" and names:
+            cats = sorted(names)
+    if args.classes:
+        classes = read_classes(args.classes)
+        ids = cats if cats is not None else range(len(classes))
+        names = {**(names or {}), **{int(c): n for c, n in zip(ids, classes)}}
+    return image_ids, cats, names
 
 
 def _policy(spec):
@@ -246,6 +279,9 @@ def evaluate(args: argparse.Namespace) -> int:
     else:
         report = evaluate_keypoint_files(adapter, args.data, args.annotations, policy, baseline, n_boot=args.n_boot,
                                          **fitting, **common, **options)
+    if report.absent:
+        warn(f"{report.absent} images of {args.annotations} are not in {args.data}; evaluated the "
+             f"{report.n_images + len(report.failures)} there")
     for path, why in report.failures:
         warn(f"cannot read or predict {path}: {in_flags(why)}")
     print(report.to_markdown())
