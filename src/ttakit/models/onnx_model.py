@@ -45,6 +45,13 @@ class OnnxModel(ModelAdapter):
                 raise ModelLoadError(f"cannot tell the layout of ONNX input {inp.name!r} with shape {shape}; "
                                      "pass layout='NCHW' or 'NHWC'")
         self.layout = check_layout(layout)
+        declared = _guess_layout(shape)
+        if declared is not None and declared != self.layout:
+            c = shape[1] if declared == "NCHW" else shape[3]
+            wrong = shape[1] if self.layout == "NCHW" else shape[3]
+            raise ModelLoadError(f"the ONNX input {inp.name!r} has shape {shape}: {declared}, {c} channels; "
+                                 f"layout={self.layout!r} would read it as {wrong} channels. Leave the layout out "
+                                 f"(ONNX models declare theirs) or pass layout={declared!r}")
         if len(shape) == 4:
             c = shape[1] if self.layout == "NCHW" else shape[3]
             hw = (shape[2], shape[3]) if self.layout == "NCHW" else (shape[1], shape[2])

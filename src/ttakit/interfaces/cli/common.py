@@ -257,6 +257,30 @@ def read_classes(path: str | Path) -> list[str]:
     return names
 
 
+def check_inputs(inputs: list[str]) -> None:
+    """Refuse, before any work, IMAGES arguments that cannot be what was
+    meant: a missing path without an image extension (a mistyped folder,
+    ``phots/``), or every argument missing. A missing image file among
+    others is not refused here: it is reported by name and the others are
+    still predicted (exit 3)."""
+    from ...errors import did_you_mean
+    from ...io.images import IMAGE_EXTENSIONS
+
+    missing = [p for p in inputs if not os.path.lexists(p)]
+    bad = [p for p in missing if Path(p).suffix.lower() not in IMAGE_EXTENSIONS]
+    if not bad and missing and len(missing) == len(inputs):
+        bad = missing
+    if bad:
+        p = Path(bad[0])
+        try:
+            siblings = [c.name for c in (p.parent if str(p.parent) else Path(".")).iterdir()]
+        except OSError:
+            siblings = []
+        hint = did_you_mean(p.name, siblings)
+        raise UsageError(f"no such file or folder: {bad[0]}.{hint}" +
+                         (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+
+
 def cannot_write(path, e: OSError) -> UsageError:
     """The error for an output file that could not be written."""
     return UsageError(f"cannot write {path}: {e.strerror or e}")
@@ -287,4 +311,4 @@ __all__ = ["PROG", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USAGE", "EXIT_FAILED_INPUTS
            "FLAGS", "in_flags", "error", "warn", "cli_warnings", "silence_stdout", "write_stdout", "pixels",
            "positive_int", "fraction", "add_model_options", "add_runtime_option",
            "normalize", "POLICY_SUFFIXES", "load_policy",
-           "read_classes", "cannot_write", "check_policy_out", "save_policy"]
+           "read_classes", "check_inputs", "cannot_write", "check_policy_out", "save_policy"]

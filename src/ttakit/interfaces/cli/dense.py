@@ -141,7 +141,7 @@ def model_setup(args: argparse.Namespace) -> tuple[object, dict, dict]:
     from ...zoo.decoders import get_decoder
 
     if args.model.startswith("zoo:"):
-        raise UsageError(f"--task {args.task} takes a model file, not {args.model}")
+        raise UsageError(f"{args.model} is an image classifier (--task classify); --task {args.task} takes a model file")
     spec = get_decoder(args.decode) if args.task == "detect" else None  # before the model: fail fast
     if args.task != "detect" and args.decode != "none":
         raise UsageError(f"--decode is for --task detect, not {args.task}")

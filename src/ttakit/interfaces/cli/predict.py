@@ -27,6 +27,7 @@ from .common import (
     add_model_options,
     add_runtime_option,
     cannot_write,
+    check_inputs,
     in_flags,
     load_policy,
     normalize,
@@ -36,6 +37,7 @@ from .common import (
     warn,
     write_stdout,
 )
+from .model_data import load_model, model_classes
 from .tables import add_table_options, run_predict, wants_table
 
 DESCRIPTION = """\
@@ -91,7 +93,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("model", metavar="MODEL",
                    help="model file: ONNX (.onnx), TorchScript (.pt, .pth, .ts, .torchscript) or Keras (.keras); "
-                        "for --data TABLE a scikit-learn model (.skops)")
+                        "or zoo:resnet20 / zoo:resnet32 (the published CIFAR ResNets, from --weights or "
+                        "$TTAKIT_MODELS, normalised for you, CIFAR-10 class names); for --data TABLE a "
+                        "scikit-learn model (.skops)")
     p.add_argument("images", metavar="IMAGES", nargs="*",
                    help="image files, or folders of them (png, jpg, jpeg, bmp, gif, tif, tiff, webp, ppm); with "
                         "--engine ray also .txt lists of files and .parquet/.npz shards (in folders too); "
@@ -112,6 +116,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="where to run: cpu, cuda or cuda:N, for TorchScript and ONNX models. "
                         "Default: TorchScript on cpu, ONNX on CUDA when available, else cpu")
     add_runtime_option(g)
+    g.add_argument("--weights", metavar="DIR", default=None,
+                   help="folder of the zoo ResNet checkpoints. Default: $TTAKIT_MODELS")
     g = p.add_argument_group("images")
     g.add_argument("--size", nargs="+", default=None, metavar=("H", "W"),
                    help="resize every image to H x W pixels (bilinear), given as 'H W', 'HxW' or 'N' "
@@ -179,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         return run_predict(args)
     if not args.images:
         raise UsageError("give IMAGES (files or folders), or --data TABLE with a scikit-learn MODEL")
+    check_inputs(args.images)
     if args.task != "classify":
         if args.engine == "ray":
             raise UsageError(f"--engine ray runs classification only; --task {args.task} runs locally")
@@ -196,9 +203,17 @@ def run(args: argparse.Namespace) -> int:
     size = images.parse_size(args.size)
     images.check_size(size, args.max_pixels)
     policy = load_policy(args.policy)
-    adapter = with_runtime(load_model_file(args.model, layout=args.model_layout, device=args.device), args.runtime)
+    output_kind = args.output_kind
+    if args.model.startswith("zoo:"):  # the published CIFAR ResNets, with their normalisation and class names
+        adapter, options = load_model(args)
+        preprocess, output_kind = options.get("preprocess"), options["output"]
+        classes = classes or model_classes(args)
+        size = size or (32, 32)
+    else:
+        adapter = with_runtime(load_model_file(args.model, layout=args.model_layout, device=args.device),
+                               args.runtime)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    pred = predict_files(adapter, args.images, policy, args.merge, output_kind=args.output_kind,
+    pred = predict_files(adapter, args.images, policy, args.merge, output_kind=output_kind,
                          batch_size=args.batch_size, preprocess=preprocess, size=size, mode=args.mode,
                          recursive=args.recursive, classes=classes, progress=progress, model_name=args.model,
                          max_pixels=args.max_pixels)

@@ -1,0 +1,121 @@
+"""What a new user meets in the first hour of the command line (issue 20):
+zoo models in ``predict`` with their normalisation, layout hints that point
+the right way, a mistyped folder as a usage error, one ``--help`` per task,
+one spelling per flag, flag wording in messages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ttakit.errors import ModelLoadError
+from ttakit.interfaces.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("TTAKIT_SHARED", ROOT.parent / "shared"))
+if not (SHARED / "models").exists():
+    SHARED = Path("/work/shared")
+CIFAR = SHARED / "data" / "cifar10"
+RESNETS = SHARED / "models" / "cifar10-resnet"
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("first_hour")
+    torch.manual_seed(0)
+    net = Tiny().eval()
+    torch.jit.script(net).save(str(d / "tiny.pt"))
+    torch.onnx.export(net, torch.rand(2, 3, 12, 12), str(d / "tiny.onnx"), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "n"}})
+    (d / "photos").mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(d / "photos" / f"{k}.png")
+    return d
+
+
+# -- item 5: a mistyped folder is a usage error -------------------------------------------
+
+def test_a_mistyped_folder_is_a_usage_error_before_any_work(files, tmp_path, capsys):
+    out = tmp_path / "preds.csv"
+    code, _, err = run(capsys, "predict", files / "tiny.pt", files / "phots", "--out", out)
+    assert code == 2, err
+    assert "no such file or folder" in err and "Did you mean 'photos'?" in err
+    assert not out.exists()  # no header-only CSV
+    # a missing image among others is still reported by name and the others predicted (exit 3)
+    code, _, err = run(capsys, "predict", files / "tiny.pt", files / "photos", files / "gone.png", "--out", out)
+    assert code == 3 and "gone.png" in err and out.exists()
+
+
+# -- item 4: layout hints that point the right way ------------------------------------------
+
+def test_an_nchw_onnx_model_read_as_nhwc_is_refused_with_the_right_layout(files, capsys):
+    from ttakit.models.loading import load_model_file
+
+    with pytest.raises(ModelLoadError, match=r"NCHW, 3 channels.*would read it as 12 channels.*layout='NCHW'"):
+        load_model_file(files / "tiny.onnx", layout="NHWC")
+    code, _, err = run(capsys, "predict", files / "tiny.onnx", files / "photos", "--model-layout", "NHWC")
+    assert code == 2
+    assert "--model-layout NCHW" in err and "expects 12 channels" not in err
+
+
+def test_the_layout_hint_names_the_other_layout_not_the_one_given(files, capsys):
+    code, _, err = run(capsys, "predict", files / "tiny.pt", files / "photos", "--model-layout", "NHWC")
+    assert code == 2
+    assert "read as NHWC; the other is --model-layout NCHW" in err
+    assert "(--model-layout NHWC)" not in err
+
+
+# -- item 3: zoo models in predict, with their normalisation -------------------------------
+
+@pytest.mark.skipif(not ((CIFAR / "cifar-10-batches-bin").exists() and (RESNETS / "resnet20-12fca82f.th").exists()),
+                    reason="needs ../shared/data/cifar10 and ../shared/models/cifar10-resnet")
+def test_predict_takes_zoo_models_with_their_normalisation(tmp_path, capsys):
+    import csv
+    import io
+
+    import ttakit
+    from ttakit.datasets import cifar10
+    from ttakit.zoo import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, load_cifar_resnet
+
+    data = cifar10(CIFAR, split="test", progress=False)
+    x, y = data.images[:40], data.labels[:40]
+    (tmp_path / "imgs").mkdir()
+    for k, img in enumerate(x):
+        Image.fromarray(img).save(tmp_path / "imgs" / f"{k:03d}.png")
+    code, out, err = run(capsys, "predict", "zoo:resnet20", tmp_path / "imgs", "--weights", RESNETS,
+                         "--policy", "identity + hflip")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    labels = np.array([int(r["label"]) for r in rows])
+    want = ttakit.Classifier(load_cifar_resnet(20, root=RESNETS), "identity + hflip", data_layout="NHWC",
+                             preprocess=ttakit.Normalize(CIFAR_RESNET_MEAN, CIFAR_RESNET_STD),
+                             output="logits").run(x)
+    np.testing.assert_array_equal(labels, want.labels)
+    np.testing.assert_allclose([float(r["confidence"]) for r in rows], want.probs.max(1), atol=1e-5)
+    assert rows[0]["class"] in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                "truck")
+    assert (labels == y).mean() >= 0.8  # normalised: ResNet-20 is ~92% accurate on CIFAR-10
