@@ -119,3 +119,39 @@ def test_predict_takes_zoo_models_with_their_normalisation(tmp_path, capsys):
     assert rows[0]["class"] in ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                                 "truck")
     assert (labels == y).mean() >= 0.8  # normalised: ResNet-20 is ~92% accurate on CIFAR-10
+
+
+# -- item 8: policy surprises ------------------------------------------------------------------
+
+def test_a_policy_without_identity_is_said_so(capsys):
+    from ttakit import Policy
+
+    bare = Policy.parse("hflips * shift(dx=[-1, 1])")
+    assert not bare.has_identity and len(bare) == 4
+    assert "no identity view" in bare.describe()
+    kept = Policy.parse("hflips * (identity + shift(dx=[-1, 1]))")
+    assert kept.has_identity and "no identity view" not in kept.describe()
+    code, _, err = run(capsys, "policy", "hflips * shift(dx=[-1, 1])")
+    assert code == 0 and "ttakit: warning: hflips * shift(dx=[-1, 1]): no identity view" in err
+    code, _, err = run(capsys, "policy", "hflips * (identity + shift(dx=[-1, 1]))")
+    assert code == 0 and "identity" not in err
+
+
+def test_a_shift_below_one_says_its_unit():
+    from ttakit import Policy
+    from ttakit.errors import PolicyError
+    from ttakit.views import Shift
+
+    with pytest.raises(PolicyError, match=r"shift by 0.5: pixels or a share.*unit='px'.*unit='fraction'"):
+        Policy.parse("shift(0.5)")
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8) / 400
+    half = Policy.parse("shift(0.5, unit='fraction')").views[0]
+    torch.testing.assert_close(half.apply(x), Shift(4).apply(x))  # half the width of 8 pixels
+    one = Policy.parse("shift(1)").views[0]  # an integer: one pixel, as before
+    assert torch.equal(one.apply(x)[..., 1:], x[..., :-1])
+    sub = Policy.parse("shift(0.5, unit='px')").views[0]
+    assert not torch.equal(sub.apply(x), half.apply(x))
+    for view in (half, sub, one):
+        assert Policy.from_dict(Policy([view]).to_dict()).views == (view,)  # the unit survives a file
+        assert Policy.parse(Policy([view]).spec).views == (view,)
+    assert Policy([one]).spec == "shift(1)"  # no unit where the number says it

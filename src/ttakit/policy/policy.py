@@ -32,6 +32,11 @@ VERSION = 2  # 2: the merge is saved as an object keyed by view (1: a positional
 NEWEST_VERSION = 3
 
 
+#: what :meth:`Policy.describe` (and the command line, as a warning) says of a policy without the identity
+NO_IDENTITY = ("no identity view: the input as it is is not among the views (a product keeps the identity only "
+               "when every factor has it; write 'identity + ...', or a factor as '(identity + shift(dx=[-1, 1]))')")
+
+
 class Policy:
     """An ordered list of views with weights.
 
@@ -212,6 +217,14 @@ class Policy:
     def is_identity(self) -> bool:
         return all(v == _IDENTITY for v in self._views)
 
+    @property
+    def has_identity(self) -> bool:
+        """True when one of the views is the identity (the input as it is).
+        A product keeps the identity only when every factor has it:
+        ``hflips * shift(dx=[-1, 1])`` has none, ``hflips * (identity +
+        shift(dx=[-1, 1]))`` has it."""
+        return any(v == _IDENTITY for v in self._views)
+
     def unique(self) -> "Policy":
         """Equal views merged into one entry with the summed weight, in order
         of first appearance. Merging with these weights gives exactly the
@@ -232,6 +245,8 @@ class Policy:
             lines.append(f"{i:>3}  {repr(v):<{width}}  {_num(w):>8}  {w / total:>6.1%}")
         lines.append(f"{len(self)} views, {len(u)} distinct: {len(u)} forward passes per input"
                      + (f" (dedupe saves {len(self) / len(u):.2f}x)" if len(u) < len(self) else ""))
+        if not self.has_identity:
+            lines.append(NO_IDENTITY)
         return "\n".join(lines)
 
     # -- algebra ------------------------------------------------------------

@@ -232,12 +232,18 @@ POLICY_SUFFIXES = (".yaml", ".yml", ".json")
 
 def load_policy(spec_or_file: str):
     """A policy from a spec string, or from a file when the argument ends in
-    .yaml, .yml or .json."""
+    .yaml, .yml or .json; a warning when it has no identity view."""
+    from ...errors import TTAKitWarning
     from ...policy import Policy
+    from ...policy.policy import NO_IDENTITY
 
     if Path(spec_or_file).suffix.lower() in POLICY_SUFFIXES:
-        return Policy.load(spec_or_file)
-    return Policy.parse(spec_or_file)
+        policy = Policy.load(spec_or_file)
+    else:
+        policy = Policy.parse(spec_or_file)
+    if not policy.has_identity:
+        warnings.warn(f"{spec_or_file}: {NO_IDENTITY}", TTAKitWarning, stacklevel=2)
+    return policy
 
 
 def read_classes(path: str | Path) -> list[str]:
