@@ -155,3 +155,56 @@ def test_a_shift_below_one_says_its_unit():
         assert Policy.from_dict(Policy([view]).to_dict()).views == (view,)  # the unit survives a file
         assert Policy.parse(Policy([view]).spec).views == (view,)
     assert Policy([one]).spec == "shift(1)"  # no unit where the number says it
+
+
+# -- item 7: progress that moves, with an ETA, only on a terminal unless asked; a readable steps table ----
+
+class Recorder:
+    """Stands for tqdm: records the total and every update."""
+
+    made: list = []
+
+    def __init__(self, total=None, **kwargs):
+        self.total, self.updates, self.kwargs = total, [], kwargs
+        Recorder.made.append(self)
+
+    def update(self, n=1):
+        self.updates.append(n)
+
+    def close(self):
+        pass
+
+
+def test_the_bar_moves_after_every_forward_batch(monkeypatch):
+    import tqdm.auto
+
+    import ttakit
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    Recorder.made.clear()
+    x = np.random.default_rng(0).random((20, 3, 8, 8), dtype=np.float32)
+    res = ttakit.Classifier(Tiny().eval(), "d4", batch_size=10, progress=True).run(x)
+    bar = Recorder.made[-1]
+    assert bar.total == 20 * 8 == res.forward_passes  # forward passes: inputs x views
+    assert sum(bar.updates) == bar.total
+    assert len(bar.updates) == 16  # 2 chunks of 10 inputs x 8 views, one view per forward batch of 10
+
+
+@pytest.fixture(scope="module")
+def labelled(files, tmp_path_factory):
+    d = tmp_path_factory.mktemp("labelled")
+    rng = np.random.default_rng(1)
+    np.savez(d / "data.npz", x=rng.integers(0, 256, (60, 12, 12, 3), dtype=np.uint8), y=rng.integers(0, 3, 60))
+    return d / "data.npz"
+
+
+def test_tune_prints_bars_only_when_asked_or_on_a_terminal_and_names_repeats(files, labelled, tmp_path, capsys):
+    common = ["tune", files / "tiny.pt", "--data", labelled, "--candidates", "flips", "--budget", "8"]
+    code, out, err = run(capsys, *common, "--out", tmp_path / "a.yaml")
+    assert code == 0, err
+    assert "pass/s" not in err and "%|" not in err  # stderr is not a terminal here: no bar in the log
+    views = [row.split("|")[2].strip() for row in out.splitlines() if row.startswith("| ") and row[2].isdigit()]
+    assert len(views) == 8 and len(set(views)) == 8, views  # 8 steps over 2 candidates: repeats say so
+    assert any("again (weight 2)" in v for v in views)
+    code, out, err = run(capsys, *common, "--progress", "--out", tmp_path / "b.yaml")
+    assert code == 0 and "%|" in err and "pass" in err and "<" in err  # a bar with its rate and ETA

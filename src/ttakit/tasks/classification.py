@@ -264,9 +264,12 @@ class Classifier:
         if return_views:
             task = ClassificationTask(s.merge, task.output, task.classes, keep_views=True, on_error=self.on_error)
         pol = s.run_policy
-        bar = _progress_bar(s.inputs.count(x), self.progress if progress is None else progress)
+        staged = isinstance(s.policy, AdaptivePolicy) and len(s.policy.stages) > 1
+        count = s.inputs.count(x)
+        bar = _progress_bar(count if staged or count is None else count * len(pol.views),
+                            self.progress if progress is None else progress, "img" if staged else "pass")
         try:
-            if isinstance(s.policy, AdaptivePolicy) and len(s.policy.stages) > 1:
+            if staged:
                 res = run_adaptive(task, s.adapter, x, s.policy, inputs=s.inputs, batch_size=s.batch_size,
                                    preprocess=s.preprocess, progress=bar)
             else:
@@ -331,9 +334,12 @@ def contracted_options(policy, **classifier_kwargs) -> dict:
     return out
 
 
-def _progress_bar(total, enabled: bool):
+def _progress_bar(total, enabled: bool, unit: str = "img"):
+    """A bar on stderr with a rate and an ETA: forward passes (inputs x
+    views, moved after every forward batch) for a plain policy, inputs for
+    an adaptive one (moved as inputs finish)."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="img", desc="ttakit")
+    return tqdm(total=total, unit=unit, desc="ttakit", mininterval=0.5, dynamic_ncols=True)

@@ -86,8 +86,11 @@ class TuneResult:
                  f"({self.forward_passes / max(1, self.n_tune):.1f} per tuning input), {self.seconds:.1f} s.",
                  "", "| step | view added | fit objective | guard acc | guard NLL (T from fit) | guard fixed/broken | p |",
                  "|---:|---|---:|---:|---:|---:|---:|"]
+        times: dict[str, int] = {}
         for i, s in enumerate(self.steps, 1):
-            lines.append(f"| {i} | {s['view']} | {s['fit_objective']:.4f} | {s['guard_accuracy']:.2%} | "
+            times[s["view"]] = times.get(s["view"], 0) + 1
+            added = s["view"] if times[s["view"]] == 1 else f"{s['view']} again (weight {times[s['view']]})"
+            lines.append(f"| {i} | {added} | {s['fit_objective']:.4f} | {s['guard_accuracy']:.2%} | "
                          f"{s['guard_nll']:.4f} | {s['guard_fixed']}/{s['guard_broken']} | {s['guard_p']:.2g} |")
         g = self.guard
         lines += ["", f"Identity on the guard split: accuracy {g['identity_accuracy']:.2%}, "
