@@ -170,7 +170,7 @@ def drawn(tmp_path_factory):
 
 def predict_drawn(root, model: str, task: str, out, capsys) -> dict:
     """``ttakit predict`` of a tiny model on the drawn images (input 32 x 32, flips); the index it writes."""
-    rc = main(["predict", str(root / model), str(root / "imgs"), "--task", task, "--input-size", "32",
+    rc = main(["predict", str(root / model), str(root / "imgs"), "--task", task, "--size", "32",
                "--policy", "identity + hflip", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     return json.loads((out / "index.json").read_text())
@@ -197,14 +197,14 @@ def test_evaluate_and_tune_segment(drawn, tmp_path, capsys):
     root, _ = drawn
     rc = main(["evaluate", str(root / "bright.pt"), "--data", str(root / "imgs"), "--task", "segment",
                "--annotations", str(root / "masks"), "--mask-suffix", "_mask", "--binary-masks",
-               "--input-size", "32", "--policy", "identity + hflip", "--n-boot", "50", "--out", str(tmp_path / "r")])
+               "--size", "32", "--policy", "identity + hflip", "--n-boot", "50", "--out", str(tmp_path / "r")])
     assert rc == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["n_images"] == 3 and report["settings"]["classes"] == 2
     assert report["metrics"]["miou"]["baseline"] > 0.85 and report["metrics"]["dice"]["policy"] > 0.9
     capsys.readouterr()
     rc = main(["tune", str(root / "bright.pt"), "--data", str(root / "imgs"), "--task", "segment",
-               "--annotations", str(root / "masks"), "--mask-suffix", "_mask", "--binary-masks", "--input-size", "32",
+               "--annotations", str(root / "masks"), "--mask-suffix", "_mask", "--binary-masks", "--size", "32",
                "--candidates", "flips", "--guard-fraction", "0.34", "--out", str(tmp_path / "p.yaml")])
     text = capsys.readouterr().out
     assert rc == 0 and (tmp_path / "p.yaml").exists() and "6 forward passes" in text
@@ -249,14 +249,14 @@ def test_merge_specs():
 
 
 def test_help_texts_name_what_the_code_does(capsys):
-    main(["predict", "--help"])
+    main(["predict", "--task", "detect", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for name in DECODERS:
         assert f"{name}:" in text
     assert "--task {classify,detect,segment,keypoints}" in text
-    main(["evaluate", "--help"])
+    main(["evaluate", "--task", "detect", "--help"])
     assert f"Default: {NO_MERGE}" in " ".join(capsys.readouterr().out.split())
-    main(["tune", "--help"])
+    main(["tune", "--task", "detect", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"'{DENSE_CANDIDATES}'" in text and "--task {classify,detect,segment}" in text
 
@@ -286,7 +286,7 @@ def test_evaluate_keypoints_oks(drawn, tmp_path, capsys):
     cats = [{"id": 1, "name": "person", "keypoints": [str(i) for i in range(17)], "skeleton": []}]
     (tmp_path / "kp.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     rc = main(["evaluate", str(tmp_path / "c17.pt"), "--data", str(root / "imgs"), "--task", "keypoints",
-               "--annotations", str(tmp_path / "kp.json"), "--input-size", "32", "--flip-pairs", "coco",
+               "--annotations", str(tmp_path / "kp.json"), "--size", "32", "--flip-pairs", "coco",
                "--n-boot", "10", "--out", str(tmp_path / "r")])
     assert rc == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "r" / "report.json").read_text())

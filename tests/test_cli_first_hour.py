@@ -6,6 +6,7 @@ one spelling per flag, flag wording in messages."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -208,3 +209,78 @@ def test_tune_prints_bars_only_when_asked_or_on_a_terminal_and_names_repeats(fil
     assert any("again (weight 2)" in v for v in views)
     code, out, err = run(capsys, *common, "--progress", "--out", tmp_path / "b.yaml")
     assert code == 0 and "%|" in err and "pass" in err and "<" in err  # a bar with its rate and ETA
+
+
+# -- one spelling per flag; the old ones still work, with a warning --------------------------
+
+def test_old_spellings_work_and_say_the_new_one(capsys, tmp_path):
+    pd = pytest.importorskip("pandas")
+    from sklearn.linear_model import LogisticRegression
+    from skops.io import dump
+
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.normal(size=(80, 3)), columns=["a", "b", "c"])
+    y = (x["a"] + 0.3 * rng.normal(size=80) > 0).astype(int)
+    x.assign(y=y).to_csv(tmp_path / "t.csv", index=False)
+    dump(LogisticRegression().fit(x, y), tmp_path / "m.skops")
+    base = ["predict", tmp_path / "m.skops", "--data", tmp_path / "t.csv", "--target", "y", "--fit-data",
+            tmp_path / "t.csv", "--copies", "2"]
+    code, new, err = run(capsys, *base, "--policy", "noise(0.1)")
+    assert code == 0 and "deprecated" not in err, err
+    code, old, err = run(capsys, *base, "--views", "noise(0.1)")
+    assert code == 0 and old == new
+    assert "ttakit: warning: --views is deprecated; use --policy" in err
+
+
+def test_size_is_one_flag_and_input_size_its_old_spelling(files, tmp_path, capsys):
+    base = ["predict", files / "tiny.pt", files / "photos", "--task", "segment", "--policy", "identity"]
+
+    class Seg(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat([x[:, :1], 1 - x[:, :1]], 1)
+
+    torch.jit.script(Seg()).save(str(tmp_path / "seg.pt"))
+    base[1] = tmp_path / "seg.pt"
+    code, _, err = run(capsys, *base, "--size", "8", "--out", tmp_path / "a")
+    assert code == 0 and "deprecated" not in err, err
+    code, _, err = run(capsys, *base, "--input-size", "8", "--out", tmp_path / "b")
+    assert code == 0 and "ttakit: warning: --input-size is deprecated; use --size" in err
+    assert (tmp_path / "a" / "results.json").read_text() == (tmp_path / "b" / "results.json").read_text()
+
+
+# -- one help per task, each at most 120 lines -----------------------------------------------
+
+HELPS = [("predict",), ("predict", "--engine", "ray"), ("predict", "--data", "x.csv"),
+         ("predict", "--task", "detect"), ("predict", "--task", "segment"), ("predict", "--task", "keypoints"),
+         ("evaluate",), ("evaluate", "--data", "x.csv"), ("evaluate", "--task", "detect"),
+         ("evaluate", "--task", "segment"), ("evaluate", "--task", "keypoints"),
+         ("tune",), ("tune", "--task", "detect"), ("tune", "--task", "segment")]
+
+
+@pytest.mark.parametrize("words", HELPS, ids=[" ".join(w) for w in HELPS])
+def test_one_help_per_task_of_at_most_120_lines(words, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run(capsys, *words, "--help")
+    assert code == 0
+    assert len(out.splitlines()) <= 120, len(out.splitlines())
+    task = words[2] if len(words) > 2 and words[1] == "--task" else None
+    for other in ("detect", "segment", "keypoints"):
+        if other != task:
+            assert f"{other} options:" not in out
+    listed = set(re.findall(r"^  (--[\w-]+)", out, re.M))  # the options the page describes
+    if task == "detect":
+        assert "--decode" in listed and "--mask-suffix" not in listed and "--top-k" not in listed
+    if task == "segment" and words[0] != "predict":
+        assert "--mask-suffix" in listed and "--decode" not in listed
+    if words[1:] == ("--data", "x.csv"):
+        assert "--fit-data" in listed and "--decode" not in listed and "--mode" not in listed
+    if len(words) == 1:
+        assert "--decode" not in listed and "--fit-data" not in listed and "the help of the other tasks:" in out
+    assert "--input-size" not in out and "--views" not in out  # the old spellings are hidden
+
+
+def test_messages_use_flags_not_python_parameters():
+    from ttakit.interfaces.cli.common import in_flags
+
+    assert in_flags("To fix: pass path= (the cifar-10-batches-bin folder)") == \
+        "To fix: pass --data-root (the cifar-10-batches-bin folder)"

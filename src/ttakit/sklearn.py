@@ -3,7 +3,7 @@
     clf = ttakit.sklearn.TTAClassifier(HistGradientBoostingClassifier(), random_state=0).fit(X, y)
     clf.predict_proba(X_test)      # the mean of the probabilities over augmented copies
     clf.fell_back_, clf.policy_    # whether TTA helped on held-out rows, and which views
-    clf.save_policy("policy.json") # the views and feature statistics, for ttakit evaluate/predict --views
+    clf.save_policy("policy.json") # the views and feature statistics, for ttakit evaluate/predict --policy
 
 :class:`TTAClassifier` and :class:`TTARegressor` are meta-estimators in the
 style of ``CalibratedClassifierCV``. ``fit``:
@@ -262,7 +262,7 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
     def save_policy(self, path):
         """Write the tuned views and the feature statistics to ``path`` (JSON,
         or YAML for ``.yaml``/``.yml``): with the fitted ``estimator_`` saved
-        by skops, ``ttakit evaluate``/``ttakit predict --views PATH`` give the
+        by skops, ``ttakit evaluate``/``ttakit predict --policy PATH`` give the
         same predictions as this estimator. Returns the path."""
         return save_row_policy(self.row_policy(), path)
 

@@ -19,8 +19,8 @@ import argparse
 import sys
 
 from ...errors import UsageError
-from .common import (EXIT_FAILED_INPUTS, EXIT_OK, cannot_write, check_policy_out, in_flags, normalize, pixels,
-                     positive_int, save_policy, warn)
+from .common import (EXIT_FAILED_INPUTS, EXIT_OK, add_size_option, cannot_write, check_policy_out, in_flags,
+                     normalize, pixels, positive_int, save_policy, warn)
 
 TASK_CHOICES = ("classify", "detect", "segment", "keypoints")
 #: the candidate views of ``ttakit tune --task detect|segment`` unless --candidates says
@@ -46,37 +46,32 @@ def add_dense_options(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("--decode", default="none", metavar="NAME",
                    help="how a detector's raw output becomes boxes: "
                         + "; ".join(f"{n}: {d.summary}" for n, d in DECODERS.items())
-                        + "; or module:function, your own function of the raw batch output (this imports that "
-                          "module, running its code). Default: none")
-    g.add_argument("--input-size", type=positive_int, nargs="+", default=None, metavar=("H", "W"),
-                   help="the model's input size; images are fitted into it (--fit) and results mapped back to "
-                        "each image's own pixels. Default: --size (predict), else the decoder's (yolox: 416), "
-                        "else what the model declares")
+                        + "; or module:function, your function of the raw output (imports it). Default: none")
+    if command != "predict":  # predict has --size among its image options
+        add_size_option(g, default_help="the decoder's (yolox: 416), else what the model declares")
     g.add_argument("--fit", choices=FITS, default=None,
-                   help="letterbox: keep the aspect ratio, paste top-left, pad; stretch: resize to the input "
-                        "size. Default: the decoder's (yolox: letterbox), else stretch")
+                   help="letterbox (aspect kept, padded) or stretch. Default: the decoder's (yolox: letterbox), "
+                        "else stretch")
     g.add_argument("--pad-value", type=int, default=None, metavar="V",
                    help="letterbox padding, 0-255. Default: the decoder's (yolox: 114), else 0")
     g.add_argument("--box-format", choices=("xyxy", "xywh", "cxcywh"), default="xyxy",
                    help="how the model (or the decode function) writes boxes. Default: xyxy")
     g.add_argument("--normalized-boxes", action="store_true",
                    help="the model's boxes are fractions of its input's width and height")
-    g.add_argument("--flip-pairs", default=None, metavar="PAIRS",
-                   help="keypoints: left/right index pairs swapped under mirroring views, as '1-2,3-4'; "
-                        "'coco' for COCO's 17 keypoints. Default: none")
+    if command != "tune":  # tune takes detect and segment
+        g.add_argument("--flip-pairs", default=None, metavar="PAIRS",
+                       help="keypoints: left/right index pairs swapped under mirroring views, as '1-2,3-4'; "
+                            "'coco' for COCO's 17 keypoints. Default: none")
     if command == "predict":
         g.add_argument("--annotations", default=None, metavar="FILE",
-                       help="a COCO JSON naming the images (file_name -> image id) and, for detect, the categories "
-                            "(label k is the k-th by id, written with its name), so that results.json loads into "
-                            "pycocotools' COCO.loadRes against it; images it does not list are reported and left "
-                            "out. Default: image ids from the file names when all are numbers (COCO's "
-                            "000000010764.jpg is 10764), else 1, 2, ... in order; category id = label")
+                       help="a COCO JSON giving the image ids (by file name) and, for detect, the categories "
+                            "(label k is the k-th by id): results.json then loads into COCO.loadRes against it. "
+                            "Default: ids from numeric file names (000000010764.jpg: 10764), else 1, 2, ...")
         g.add_argument("--category-ids", type=int, nargs="+", default=None, metavar="ID",
-                       help="detect: the COCO category id of each model label, in label order (labels past the "
-                            "list are left out). Default: --annotations' categories, else the label itself")
+                       help="the COCO category id of each model label, in label order (labels past the list are "
+                            "left out). Default: --annotations' categories, else the label")
         g.add_argument("--score-threshold", type=float, default=None, metavar="T",
-                       help="detect: leave out boxes scoring below T (e.g. 0.3 to look at them; COCO's mAP wants "
-                            "them all). Default: keep every box the merge gives")
+                       help="leave out boxes scoring below T (COCO's mAP wants them all). Default: keep all")
     else:
         g.add_argument("--annotations", default=None, metavar="FILE_OR_DIR",
                        help="detect: a COCO instances JSON; keypoints: a COCO person-keypoints JSON (the "
@@ -148,19 +143,15 @@ def model_setup(args: argparse.Namespace) -> tuple[object, dict, dict]:
     adapter = load_model_file(args.model, layout=args.model_layout, device=getattr(args, "device", None))
     from ...io.images import parse_size
 
-    size = parse_size(getattr(args, "size", None))
-    if args.input_size:
-        if len(args.input_size) not in (1, 2):
-            raise UsageError("--input-size takes H W, or one number for a square")
-        size = (args.input_size[0], args.input_size[-1])
-    elif size is not None:
+    size = parse_size(args.size)
+    if size is not None:
         pass
     elif spec is not None and spec.size:
         size = (spec.size, spec.size)
     else:
         size = getattr(adapter, "expected_size", None)
     if size is None:
-        raise UsageError(f"--task {args.task} needs the model's input size: pass --input-size H W")
+        raise UsageError(f"--task {args.task} needs the model's input size: pass --size H W")
     options: dict = {"batch_size": args.batch_size}
     pre = normalize(args.mean, args.std, getattr(args, "mode", "RGB"))
     if spec is not None:
