@@ -284,3 +284,12 @@ def test_messages_use_flags_not_python_parameters():
 
     assert in_flags("To fix: pass path= (the cifar-10-batches-bin folder)") == \
         "To fix: pass --data-root (the cifar-10-batches-bin folder)"
+
+
+def test_the_evaluate_report_names_the_flag_not_the_python_argument(files, labelled, tmp_path, capsys):
+    code, _, err = run(capsys, "tune", files / "tiny.pt", "--data", labelled, "--candidates", "flips", "--budget",
+                       "2", "--out", tmp_path / "p.yaml")
+    assert code == 0, err
+    code, out, err = run(capsys, "evaluate", files / "tiny.pt", "--data", labelled, "--policy", tmp_path / "p.yaml")
+    assert code == 0, err
+    assert "--calibrate-on tune" in out and "pass calibration=" not in out

@@ -202,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--engine ray runs classification only; --task {args.task} runs locally")
         return dense.predict(args)
     if args.engine == "ray":
+        if args.model.startswith("zoo:"):
+            raise UsageError(f"{args.model} runs with the local engine; --engine ray takes a model file")
         if args.progress is None:
             args.progress = sys.stderr.isatty()
         return predict_ray.run(args)
