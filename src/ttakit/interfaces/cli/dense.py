@@ -19,8 +19,8 @@ import argparse
 import sys
 
 from ...errors import UsageError
-from .common import (EXIT_FAILED_INPUTS, EXIT_OK, add_size_option, cannot_write, check_policy_out, in_flags,
-                     normalize, pixels, positive_int, save_policy, warn)
+from .common import (EXIT_FAILED_INPUTS, EXIT_OK, add_size_option, cannot_write, check_inputs, check_policy_out,
+                     in_flags, normalize, pixels, positive_int, save_policy, warn)
 
 TASK_CHOICES = ("classify", "detect", "segment", "keypoints")
 #: the candidate views of ``ttakit tune --task detect|segment`` unless --candidates says
@@ -190,6 +190,7 @@ def predict(args: argparse.Namespace) -> int:
         raise UsageError(f"{given[0]} does not apply to --task {args.task}, which writes COCO JSON (and PNG masks)")
     if not args.out:
         raise UsageError(f"--task {args.task} writes a folder (results.json, index.json, masks/): pass --out DIR")
+    check_inputs(args.images)
     image_ids, cats, names = _coco_names(args)
     adapter, options, fitting = model_setup(args)
     policy = _policy(args.policy)

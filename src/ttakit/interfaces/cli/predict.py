@@ -196,7 +196,6 @@ def run(args: argparse.Namespace) -> int:
         return run_predict(args)
     if not args.images:
         raise UsageError("give IMAGES (files or folders), or --data TABLE with a scikit-learn MODEL")
-    check_inputs(args.images)
     if args.task != "classify":
         if args.engine == "ray":
             raise UsageError(f"--engine ray runs classification only; --task {args.task} runs locally")
@@ -208,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             args.progress = sys.stderr.isatty()
         return predict_ray.run(args)
     predict_ray.check_options(args)
+    check_inputs(args.images)
     fmt = writers.format_for(args.out, args.format)
     if args.out:
         check_out(args.out, args.images, args.recursive)
