@@ -3,6 +3,8 @@
 - every import between ttakit's packages points down the layer list below
   (function-level imports count too: a lazy import is still a dependency);
 - no import circle between modules at import time;
+- no import circle between files at all, counting imports inside functions
+  (a lazy import hides a circle from Python, not from the reader);
 - no private (underscore) name is imported across packages.
 
 The README's "Layout" section lists the same layers.
@@ -136,9 +138,8 @@ def test_no_private_name_crosses_a_package():
     assert not bad, "\n".join(bad)
 
 
-def test_no_import_circle_at_import_time():
-    graph = {m: sorted({t for t, _, _ in imports(m, p, top_level_only=True) if t in MODULES and t != m})
-             for m, p in MODULES.items()}
+def _cycles(graph: dict[str, list[str]]) -> list[str]:
+    """The circles of the import graph ``module -> imported modules``."""
     # a package's __init__ importing its own submodules, and those importing siblings, is the normal shape;
     # a circle is a path back to where it started
     state: dict[str, int] = {}
@@ -160,7 +161,26 @@ def test_no_import_circle_at_import_time():
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
+    return cycles
+
+
+def test_no_import_circle_at_import_time():
+    graph = {m: sorted({t for t, _, _ in imports(m, p, top_level_only=True) if t in MODULES and t != m})
+             for m, p in MODULES.items()}
+    cycles = _cycles(graph)
     assert not cycles, "import circles:\n" + "\n".join(cycles)
+
+
+def _file_graph() -> dict[str, list[str]]:
+    """Module -> the modules it imports anywhere in the file, functions included."""
+    return {m: sorted({t for t, _, _ in imports(m, p) if t in MODULES and t != m}) for m, p in MODULES.items()}
+
+
+def test_no_import_circle_between_files():
+    """Even imports inside functions: files of one package must not import each other both ways."""
+    graph = _file_graph()
+    cycles = _cycles(graph)
+    assert not cycles, "import circles between files (imports in functions count):\n" + "\n".join(cycles)
 
 
 @pytest.mark.parametrize("name", ["Classifier", "Policy", "evaluate", "tune", "register_merge"])

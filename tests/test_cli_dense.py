@@ -170,7 +170,7 @@ def drawn(tmp_path_factory):
 
 def predict_drawn(root, model: str, task: str, out, capsys) -> dict:
     """``ttakit predict`` of a tiny model on the drawn images (input 32 x 32, flips); the index it writes."""
-    rc = main(["predict", str(root / model), str(root / "imgs"), "--task", task, "--input-size", "32",
+    rc = main(["predict", str(root / model), str(root / "imgs"), "--task", task, "--size", "32",
                "--policy", "identity + hflip", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     return json.loads((out / "index.json").read_text())
@@ -197,14 +197,14 @@ def test_evaluate_and_tune_segment(drawn, tmp_path, capsys):
     root, _ = drawn
     rc = main(["evaluate", str(root / "bright.pt"), "--data", str(root / "imgs"), "--task", "segment",
                "--annotations", str(root / "masks"), "--mask-suffix", "_mask", "--binary-masks",
-               "--input-size", "32", "--policy", "identity + hflip", "--n-boot", "50", "--out", str(tmp_path / "r")])
+               "--size", "32", "--policy", "identity + hflip", "--n-boot", "50", "--out", str(tmp_path / "r")])
     assert rc == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["n_images"] == 3 and report["settings"]["classes"] == 2
     assert report["metrics"]["miou"]["baseline"] > 0.85 and report["metrics"]["dice"]["policy"] > 0.9
     capsys.readouterr()
     rc = main(["tune", str(root / "bright.pt"), "--data", str(root / "imgs"), "--task", "segment",
-               "--annotations", str(root / "masks"), "--mask-suffix", "_mask", "--binary-masks", "--input-size", "32",
+               "--annotations", str(root / "masks"), "--mask-suffix", "_mask", "--binary-masks", "--size", "32",
                "--candidates", "flips", "--guard-fraction", "0.34", "--out", str(tmp_path / "p.yaml")])
     text = capsys.readouterr().out
     assert rc == 0 and (tmp_path / "p.yaml").exists() and "6 forward passes" in text
@@ -249,14 +249,14 @@ def test_merge_specs():
 
 
 def test_help_texts_name_what_the_code_does(capsys):
-    main(["predict", "--help"])
+    main(["predict", "--task", "detect", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for name in DECODERS:
         assert f"{name}:" in text
     assert "--task {classify,detect,segment,keypoints}" in text
-    main(["evaluate", "--help"])
+    main(["evaluate", "--task", "detect", "--help"])
     assert f"Default: {NO_MERGE}" in " ".join(capsys.readouterr().out.split())
-    main(["tune", "--help"])
+    main(["tune", "--task", "detect", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert f"'{DENSE_CANDIDATES}'" in text and "--task {classify,detect,segment}" in text
 
@@ -286,10 +286,94 @@ def test_evaluate_keypoints_oks(drawn, tmp_path, capsys):
     cats = [{"id": 1, "name": "person", "keypoints": [str(i) for i in range(17)], "skeleton": []}]
     (tmp_path / "kp.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     rc = main(["evaluate", str(tmp_path / "c17.pt"), "--data", str(root / "imgs"), "--task", "keypoints",
-               "--annotations", str(tmp_path / "kp.json"), "--input-size", "32", "--flip-pairs", "coco",
+               "--annotations", str(tmp_path / "kp.json"), "--size", "32", "--flip-pairs", "coco",
                "--n-boot", "10", "--out", str(tmp_path / "r")])
     assert rc == 0, capsys.readouterr().err
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     # every point lands within a pixel or so of the truth: all found at OKS 0.5
     assert report["n_images"] == 3 and report["metrics"]["ap50"]["baseline"] == 1.0
     assert report["metrics"]["ap50"]["policy"] == 1.0 and report["metrics"]["map"]["policy"] > 0.5
+
+
+# -- detection outputs that load into pycocotools; a folder holding part of an annotation file ---------
+
+@pytest.mark.slow
+@needs_yolox
+def test_evaluate_detect_on_a_folder_holding_part_of_the_annotated_images(tmp_path, capsys):
+    """The whole mini annotation file (158 images) against a folder of two of them: the two are
+    evaluated, the 156 others are counted once, not reported one by one as unreadable."""
+    (tmp_path / "imgs").mkdir()
+    for n in NAMES[:2]:
+        shutil.copy(COCO / "val2017" / n, tmp_path / "imgs" / n)
+    rc = main(["evaluate", str(MODEL), "--data", str(tmp_path / "imgs"), "--task", "detect", "--decode", "yolox",
+               "--annotations", str(COCO / "instances_val2017_mini.json"), "--policy", "identity + hflip",
+               "--n-boot", "5", "--out", str(tmp_path / "r")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "cannot read" not in err and len(err.strip().splitlines()) <= 2, err
+    assert "156 images of" in err and "evaluated the 2 there" in err
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["n_images"] == 2 and report["absent"] == 156 and report["failures"] == []
+    assert "156 images of the annotation file are not in the folder" in out
+
+
+@pytest.mark.slow
+@needs_yolox
+def test_predict_detect_results_load_into_coco_and_score_what_evaluate_scores(coco_mini, tmp_path, capsys):
+    root, ann = coco_mini
+    args = ["--task", "detect", "--decode", "yolox", "--policy", "identity + hflip", "--merge", "wbf"]
+    rc = main(["predict", str(MODEL), str(root / "imgs"), *args, "--annotations", str(root / "ann.json"),
+               "--out", str(tmp_path / "dets")])
+    assert rc == 3  # broken.jpg
+    records = json.loads((tmp_path / "dets" / "results.json").read_text())
+    by_name = {im["file_name"]: im["id"] for im in ann["images"]}
+    index = json.loads((tmp_path / "dets" / "index.json").read_text())
+    assert {Path(im["file"]).name: im["id"] for im in index["images"]} == by_name  # the file's own ids
+    cat_names = {c["id"]: c["name"] for c in ann["categories"]}
+    assert all(r["category_name"] == cat_names[r["category_id"]] for r in records)
+    assert {r["category_id"] for r in records} <= set(cat_names)  # COCO ids (1..90), not label indices
+    gt = load_coco_ground_truth(ann)
+    m = coco_map(gt, records)  # loadRes as written
+    rc = main(["evaluate", str(MODEL), "--data", str(root / "imgs"), *args, "--annotations",
+               str(root / "ann.json"), "--n-boot", "5", "--out", str(tmp_path / "r")])
+    capsys.readouterr()
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["metrics"]["map"]["policy"] == pytest.approx(m["map"], abs=1e-9)
+    assert report["metrics"]["ap50"]["policy"] == pytest.approx(m["ap50"], abs=1e-9)
+
+
+@pytest.mark.slow
+@needs_yolox
+def test_predict_detect_ids_from_stems_score_threshold_and_class_names(coco_mini, tmp_path, capsys):
+    root, _ = coco_mini
+    (tmp_path / "imgs").mkdir()
+    for n in NAMES[:2]:
+        shutil.copy(root / "imgs" / n, tmp_path / "imgs" / n)
+    names = (MODEL.parent / "coco_classes.txt").read_text().split("\n")
+    base = ["predict", str(MODEL), str(tmp_path / "imgs"), "--task", "detect", "--decode", "yolox",
+            "--policy", "identity"]
+    assert main([*base, "--out", str(tmp_path / "all")]) == 0
+    assert main([*base, "--score-threshold", "0.3", "--classes", str(MODEL.parent / "coco_classes.txt"),
+                 "--out", str(tmp_path / "some")]) == 0
+    capsys.readouterr()
+    every = json.loads((tmp_path / "all" / "results.json").read_text())
+    some = json.loads((tmp_path / "some" / "results.json").read_text())
+    assert {r["image_id"] for r in every} == {int(Path(n).stem) for n in NAMES[:2]}  # 000000010764.jpg -> 10764
+    assert len(some) == sum(r["score"] >= 0.3 for r in every) < len(every)
+    assert all(r["score"] >= 0.3 for r in some)
+    assert all(r["category_name"] == names[r["category_id"]] for r in some)
+    assert any(r["category_name"] == "person" for r in some)
+
+
+def test_predict_segment_masks_are_visible_with_probabilities_beside(drawn, tmp_path, capsys):
+    root, rects = drawn
+    out = tmp_path / "masks"
+    index = predict_drawn(root, "bright.pt", "segment", out, capsys)
+    for im in index["images"]:
+        (h, w), (y0, y1, x0, x1) = rects[Path(im["file"]).stem]
+        shown = np.asarray(Image.open(out / im["mask"]).convert("L"))  # as an image viewer shows it
+        assert shown[(y0 + y1) // 2, (x0 + x1) // 2] == 255 and shown[0, 0] == 0
+        assert np.asarray(Image.open(out / im["mask"])).max() == 1  # the values are still the labels
+        prob = np.asarray(Image.open(out / im["probability"]))
+        assert prob.shape == (h, w) and prob.dtype == np.uint8
+        assert prob[(y0 + y1) // 2, (x0 + x1) // 2] > 250  # the bright model is sure in the middle

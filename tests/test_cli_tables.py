@@ -61,7 +61,7 @@ def cancer(tmp_path_factory):
 def test_evaluate_spec_with_fit_data_matches_the_naive_loop(cancer, capsys, tmp_path):
     d, model, x, y = cancer
     code, out, err = run(capsys, "evaluate", d / "model.skops", "--data", d / "test.parquet", "--target", "diagnosis",
-                         "--views", "noise(0.3)", "--fit-data", d / "train.csv", "--copies", "4", "--out", tmp_path)
+                         "--policy", "noise(0.3)", "--fit-data", d / "train.csv", "--copies", "4", "--out", tmp_path)
     assert code == 0, err
     report = json.loads((tmp_path / "report.json").read_text())
     stats = FeatureStats().fit(x.iloc[:N_TRAIN])  # from the training rows, never the test rows
@@ -93,7 +93,7 @@ def test_predict_with_a_saved_policy_equals_the_meta_estimator(cancer, capsys, t
     clf.policy_ = Policy(views, [1 / 3] * 3 + [1 / 2] * 2)
     clf.save_policy(tmp_path / "policy.json")
     code, _, err = run(capsys, "predict", d / "model.skops", "--data", d / "test.csv", "--target", "diagnosis",
-                       "--views", tmp_path / "policy.json", "--out", tmp_path / "pred.parquet")
+                       "--policy", tmp_path / "policy.json", "--out", tmp_path / "pred.parquet")
     assert code == 0, err
     got = pd.read_parquet(tmp_path / "pred.parquet")
     test = x.iloc[N_TRAIN:]
@@ -113,7 +113,7 @@ def test_regression_reports_rmse_mae_coverage_and_predicts_the_spread(capsys, tm
     frame.iloc[300:].to_csv(tmp_path / "test.csv", index=False)
     model = Ridge(alpha=0.1).fit(x.iloc[:300], y.iloc[:300])
     sio.dump(model, tmp_path / "ridge.skops")
-    common = ["--views", "jitter(0.1)", "--fit-data", tmp_path / "train.csv", "--copies", "5"]
+    common = ["--policy", "jitter(0.1)", "--fit-data", tmp_path / "train.csv", "--copies", "5"]
     code, out, err = run(capsys, "evaluate", tmp_path / "ridge.skops", "--data", tmp_path / "test.csv",
                          "--target", "progression", *common, "--out", tmp_path / "rep")
     assert code == 0, err
@@ -140,7 +140,7 @@ def test_untrusted_skops_types_are_listed_and_refused_until_trusted(capsys, tmp_
     x.assign(diagnosis=y).to_csv(tmp_path / "all.csv", index=False)
     sio.dump(HistGradientBoostingClassifier(max_iter=5).fit(x, y), tmp_path / "hgb.skops")
     argv = ["evaluate", tmp_path / "hgb.skops", "--data", tmp_path / "all.csv", "--target", "diagnosis",
-            "--views", "dropout(0.1)", "--fit-data", tmp_path / "all.csv", "--copies", "2"]
+            "--policy", "dropout(0.1)", "--fit-data", tmp_path / "all.csv", "--copies", "2"]
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""
     assert "not trusted by default" in err and "TreePredictor" in err and "--trust" in err
@@ -152,7 +152,7 @@ def test_untrusted_skops_types_are_listed_and_refused_until_trusted(capsys, tmp_
 
 def test_pickles_need_allow_pickle_whose_help_says_the_risk(cancer, capsys):
     d, *_ = cancer
-    argv = ["predict", d / "model.pkl", "--data", d / "test.csv", "--target", "diagnosis", "--views", "noise(0.1)",
+    argv = ["predict", d / "model.pkl", "--data", d / "test.csv", "--target", "diagnosis", "--policy", "noise(0.1)",
             "--fit-data", d / "train.csv", "--copies", "2"]
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == ""
@@ -160,26 +160,26 @@ def test_pickles_need_allow_pickle_whose_help_says_the_risk(cancer, capsys):
     code, out, err = run(capsys, *argv, "--allow-pickle")
     assert code == 0, err
     assert out.startswith("row,prediction,p_0,p_1")
-    code, out, _ = run(capsys, "predict", "--help")
+    code, out, _ = run(capsys, "predict", "--data", "x.csv", "--help")  # the help of tables
     assert "RISK: unpickling runs whatever code" in " ".join(out.split())
 
 
 def test_bad_columns_and_missing_statistics_are_named(cancer, capsys, tmp_path):
     d, *_ = cancer
     base = ["evaluate", d / "model.skops", "--data", d / "test.csv"]
-    code, _, err = run(capsys, *base, "--target", "diagnosys", "--views", "noise", "--fit-data", d / "train.csv")
+    code, _, err = run(capsys, *base, "--target", "diagnosys", "--policy", "noise", "--fit-data", d / "train.csv")
     assert code == 2 and "--target 'diagnosys' is not a column of the table" in err and "diagnosis" in err
-    code, _, err = run(capsys, *base, "--target", "diagnosis", "--views", "noise")
+    code, _, err = run(capsys, *base, "--target", "diagnosis", "--policy", "noise")
     assert code == 2 and "needs --fit-data" in err
-    code, _, err = run(capsys, *base, "--views", "noise", "--fit-data", d / "train.csv")
+    code, _, err = run(capsys, *base, "--policy", "noise", "--fit-data", d / "train.csv")
     assert code == 2 and "needs --target" in err
     code, _, err = run(capsys, *base, "--target", "diagnosis")
-    assert code == 2 and "needs --views" in err
+    assert code == 2 and "needs --policy" in err
     code, _, err = run(capsys, "evaluate", d / "model.skops", "--data", "cifar10", "--target", "diagnosis")
     assert code == 2 and "give it a table" in err
     pd.read_csv(d / "test.csv").drop(columns=["mean area"]).to_csv(tmp_path / "short.csv", index=False)
     code, _, err = run(capsys, "evaluate", d / "model.skops", "--data", tmp_path / "short.csv", "--target",
-                       "diagnosis", "--views", "noise", "--fit-data", d / "train.csv")
+                       "diagnosis", "--policy", "noise", "--fit-data", d / "train.csv")
     assert code == 2 and "lacks column(s) the model was fitted on: mean area" in err
 
 
@@ -187,9 +187,10 @@ def test_parquet_without_pyarrow_names_the_extra(cancer, capsys, monkeypatch):
     d, *_ = cancer
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
     code, _, err = run(capsys, "evaluate", d / "model.skops", "--data", d / "test.parquet", "--target", "diagnosis",
-                       "--views", "noise", "--fit-data", d / "train.csv")
+                       "--policy", "noise", "--fit-data", d / "train.csv")
     assert code == 2
-    assert "Parquet files need pyarrow" in err and "ttakit[tables]" in err
+    assert "Parquet (test.parquet; CSV needs nothing more) needs pyarrow" in err and "ttakit[tables]" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_row_policy_files_round_trip_categories_and_refuse_tampering(tmp_path):

@@ -105,7 +105,7 @@ def test_write_predictions_picks_the_format(pred, tmp_path):
 
 def test_model_failure_is_a_model_run_error_with_the_cause(folder):
     gray = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    with pytest.raises(ModelRunError, match=r"model_layout='NCHW'.*mode='RGB'") as info:
+    with pytest.raises(ModelRunError, match=r"read as NCHW; the other is model_layout='NHWC'.*the other is mode='L'") as info:
         predict_files(gray, [folder], "identity")
     assert isinstance(info.value.__cause__, RuntimeError)
 

@@ -109,7 +109,7 @@ fill = st.sampled_from(["constant", "nearest", "reflect", "wrap"])
 d4_view = st.sampled_from(d4())
 shift_view = st.builds(Shift, st.one_of(st.integers(-4, 4), st.floats(-3.5, 3.5, **finite)),
                        st.one_of(st.integers(-4, 4), st.floats(-0.5, 0.5, **finite)), fill,
-                       st.floats(0, 1, **finite))
+                       st.floats(0, 1, **finite), st.sampled_from(["px", "fraction"]))
 scale_view = st.builds(Scale, st.floats(0.5, 1.5, **finite), fill)
 rotate_view = st.builds(Rotate, st.floats(-45, 45, **finite), fill)
 crop_view = st.builds(Crop, st.one_of(st.floats(0.5, 1.0), st.integers(4, 8),

@@ -328,7 +328,7 @@ def test_equality_and_hash():
 
 REPR_VIEWS = GEOMETRIC + [
     Multiply(1.2), Multiply(0.8, clip=False), Add(-0.1), Contrast(0.5), ChannelShift(0.05),
-    GaussianNoise(0.02, seed=3), compose(Multiply(1.1), hflip(), Shift(1.5, 0.25)),
+    GaussianNoise(0.02, seed=3), compose(Multiply(1.1), hflip(), Shift(1.5, 0.25, unit="px")),
     Crop(0.5, "tr"), Scale(1.1, fill="constant", cval=0.25),
 ]
 

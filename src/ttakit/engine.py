@@ -87,7 +87,9 @@ def run(task, adapter, data, views: Sequence, weights: Sequence[float], *, input
 
     ``views``/``weights`` are the distinct views to run and their weights;
     ``inputs`` validates and converts chunks; ``progress`` is an object with
-    ``update(n)`` (a tqdm bar) or None.
+    ``update(n)`` (a tqdm bar) or None, told the forward passes (inputs x
+    views) after every forward batch: its total is the number of inputs
+    times ``len(views)``, and it moves as often as the model runs.
     """
     bs = check_batch_size(batch_size) or default_batch_size(adapter.device)
     views = list(views)
@@ -107,9 +109,9 @@ def run(task, adapter, data, views: Sequence, weights: Sequence[float], *, input
             else:
                 for j, i in enumerate(part):
                     task_run.add(i, _slice(out, j, x.shape[0], len(part)))
+            if progress is not None:
+                progress.update(len(part) * x.shape[0])
         task_run.end()
-        if progress is not None:
-            progress.update(len(raw))
     return task_run.finish()
 
 

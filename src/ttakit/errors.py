@@ -63,6 +63,28 @@ class UsageError(TTAKitError, ValueError):
     """A command-line option is missing, malformed or inconsistent."""
 
 
+class MissingExtraError(TTAKitError, ImportError):
+    """An optional dependency is not installed; the message names the
+    ``ttakit[extra]`` that brings it (``pip install 'ttakit[onnx]'``). An
+    ``ImportError`` too, so ``except ImportError`` keeps working."""
+
+
+def require(module: str, extra: str, what: str):
+    """``import module`` and return it; when it is not installed, raise
+    :class:`MissingExtraError`: "``what`` needs ``module``, which is not
+    installed: pip install 'ttakit[extra]'". An installed module that fails
+    to import for a reason of its own says that reason too."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        root = module.split(".")[0]
+        missing = isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == root
+        why = "which is not installed" if missing else f"which failed to import ({type(e).__name__}: {e})"
+        raise MissingExtraError(f"{what} needs {root}, {why}: pip install 'ttakit[{extra}]'") from None
+
+
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """A short hint naming the closest valid choice, or '' when none is close."""
     close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)

@@ -3,7 +3,7 @@
     clf = ttakit.sklearn.TTAClassifier(HistGradientBoostingClassifier(), random_state=0).fit(X, y)
     clf.predict_proba(X_test)      # the mean of the probabilities over augmented copies
     clf.fell_back_, clf.policy_    # whether TTA helped on held-out rows, and which views
-    clf.save_policy("policy.json") # the views and feature statistics, for ttakit evaluate/predict --views
+    clf.save_policy("policy.json") # the views and feature statistics, for ttakit evaluate/predict --policy
 
 :class:`TTAClassifier` and :class:`TTARegressor` are meta-estimators in the
 style of ``CalibratedClassifierCV``. ``fit``:
@@ -48,13 +48,16 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+
+from .errors import InputError, require
+
+require("sklearn", "sklearn", "ttakit.sklearn")  # one error naming the extra, not a bare ModuleNotFoundError
 from sklearn.base import BaseEstimator, ClassifierMixin, MetaEstimatorMixin, RegressorMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
 
-from .errors import InputError
 from .merge import Mean
 from .policy import Policy
 from .policy.rows import RowPolicy, save_row_policy
@@ -289,7 +292,7 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
     def save_policy(self, path):
         """Write the tuned views and the feature statistics to ``path`` (JSON,
         or YAML for ``.yaml``/``.yml``): with the fitted ``estimator_`` saved
-        by skops, ``ttakit evaluate``/``ttakit predict --views PATH`` give the
+        by skops, ``ttakit evaluate``/``ttakit predict --policy PATH`` give the
         same predictions as this estimator. Returns the path."""
         return save_row_policy(self.row_policy(), path)
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, require
 
 
 # -- segmentation ---------------------------------------------------------------------
@@ -148,12 +148,8 @@ def paired_segmentation(pred_a, pred_b, gt, num_classes: int, ignore_index: int 
 # -- detection -----------------------------------------------------------------------
 
 def _coco():
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:
-        raise InputError("COCO metrics need pycocotools: pip install 'ttakit[coco]'") from None
-    return COCO, COCOeval
+    what = "COCO metrics (and reading COCO annotations)"
+    return require("pycocotools.coco", "coco", what).COCO, require("pycocotools.cocoeval", "coco", what).COCOeval
 
 
 def load_coco_ground_truth(annotations):

@@ -250,8 +250,8 @@ def _fair_baselines(model, cache, pol, base, y, p_pol, calibration, classifier_k
             rows.append(_fair_row(f"{name} + temperature", f"{t:.3f}", probs, y, fw))
     else:
         note = ("no calibration data was given, so each T is cross-fitted: fitted on one half of these inputs, "
-                "applied to the other, and the other way round (pass calibration=(x_tune, y_tune) to use the "
-                "tuning data).")
+                "applied to the other, and the other way round (to fit them on the tuning data: --calibrate-on "
+                "tune on the command line, calibration=(x_tune, y_tune) in Python).")
         half = np.random.default_rng(0).permutation(len(y)) < len(y) // 2
         for name, p, fw in candidates:
             raw = cache.predict(p, "mean")

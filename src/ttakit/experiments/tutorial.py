@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import require
 from ..evaluation import PredictionCache
 from ..models import as_model
 from ..policy import Policy
@@ -86,8 +87,7 @@ def train_tutorial_model(train_x: np.ndarray, train_y: np.ndarray, seed: int, ep
                          batch_size: int, verbose: int):
     """The tutorial's Keras 3 CNN, trained as the tutorial does."""
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    import keras
-
+    keras = require("keras", "keras", "training the tutorial's Keras CNN")
     from ..zoo import tutorial_cnn_keras
 
     model = tutorial_cnn_keras(seed=seed)

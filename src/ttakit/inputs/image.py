@@ -59,8 +59,9 @@ class ImageInputs(Inputs):
         c = x.shape[1]
         expected = getattr(adapter, "expected_channels", None)
         if expected is not None and c != expected:
-            raise InputError(f"the model expects {expected} channels, the input has {c} "
-                             f"(shape {tuple(x.shape)} as NCHW)")
+            layout = getattr(adapter, "layout", None)
+            read = f" (its input read as {layout})" if layout else ""
+            raise InputError(f"the model expects {expected} channels{read}, the input has {c}")
 
     def check_range(self, raw, x, preprocess):
         if preprocess is not None or getattr(raw, "dtype", None) in (np.uint8, torch.uint8) or x.numel() == 0:

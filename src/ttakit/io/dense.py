@@ -116,6 +116,38 @@ class DensePredictions:
     settings: dict = field(default_factory=dict)
     seconds: float = 0.0
     forward_passes: int = 0
+    confidence: list = field(default_factory=list)  #: segment: per image, the label's merged probability per pixel
+
+
+def stem_ids(paths: Sequence) -> dict | None:
+    """Image ids from the files' stems when every stem is a number and no
+    two are the same (``000000010764.jpg`` is image 10764, as in COCO's
+    own folders), else None."""
+    ids = {}
+    for p in paths:
+        stem = Path(p).stem
+        if not stem.isdigit():
+            return None
+        ids[str(p)] = int(stem)
+    return ids if len(set(ids.values())) == len(ids) else None
+
+
+def coco_file_ids(annotations) -> tuple[dict, dict]:
+    """``(image id by file name, category name by id)`` of the COCO file
+    ``annotations`` (a path or a loaded dict): what makes predictions of
+    its images load into pycocotools' ``COCO.loadRes`` against it."""
+    try:
+        data = annotations if isinstance(annotations, dict) else json.loads(Path(annotations).read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read the COCO annotations {annotations}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise InputError(f"{annotations} is not a COCO annotation file (no 'images' list)")
+    try:
+        images = {Path(im["file_name"]).name: int(im["id"]) for im in data["images"]}
+        names = {int(c["id"]): str(c.get("name", c["id"])) for c in data.get("categories") or []}
+    except (KeyError, TypeError, ValueError) as e:
+        raise InputError(f"{annotations}: an image or category lacks a valid 'file_name'/'id' ({e})") from None
+    return images, names
 
 
 def spec_of(policy) -> str:
@@ -136,7 +168,7 @@ def _front(task: str, model, policy, merge, options: dict):
     if task == "detect":
         return Detector(model, policy, merge or "wbf", **options)
     if task == "segment":
-        return Segmenter(model, policy, merge or "mean", labels_only=True, uncertainty=False, **options)
+        return Segmenter(model, policy, merge or "mean", uncertainty=False, **options)
     if task == "keypoints":
         return KeypointDetector(model, policy, **options)
     raise InputError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
@@ -151,10 +183,19 @@ def predict_dense_files(task: str, model, inputs: Sequence, policy="identity + h
     go to the :class:`~ttakit.Detector` / :class:`~ttakit.Segmenter` /
     :class:`~ttakit.KeypointDetector` (``merge_options``, ``decode``,
     ``preprocess``, ``flip_pairs``...; ``data_layout`` is NHWC).
-    ``image_ids`` maps a file path to its id (default: 1, 2, ... in order)."""
+    ``image_ids`` maps a file path, or its name, to its image id (a file
+    it does not name is a failure); default: the stems when all are numbers
+    (:func:`stem_ids`), else 1, 2, ... in order."""
     t0 = time.perf_counter()
     failures: list[Failure] = []
     paths = find_images(inputs, recursive, failures)
+    if image_ids is not None:
+        known = {p: str(p) in image_ids or Path(p).name in image_ids for p in paths}
+        failures.extend((str(p), "not an image of the annotation file") for p in paths if not known[p])
+        paths = [p for p in paths if known[p]]
+        image_ids = {str(p): int(image_ids.get(str(p), image_ids.get(Path(p).name))) for p in paths}
+    else:
+        image_ids = stem_ids(paths)
     front = _front(task, model, policy, merge, {"data_layout": "NHWC", "on_error": "mark", **options})
     out = DensePredictions(task, [], [], [], [], failures,
                            {"policy": spec_of(policy), "merge": merge_name(merge, options),
@@ -175,6 +216,8 @@ def predict_dense_files(task: str, model, inputs: Sequence, policy="identity + h
             out.sizes.append(f.sizes[k])
             out.ids.append(int(image_ids[p]) if image_ids is not None else len(out.ids) + 1)
             out.outputs.append(_back(task, res, k, f, fit))
+            if task == "segment":
+                out.confidence.append(_confidence_back(res.probs[k], res.labels[k], f, k, fit))
     out.seconds = time.perf_counter() - t0
     return out
 
@@ -189,21 +232,38 @@ def _back(task: str, res, k: int, f: Fitted, fit: str):
     return {"points": res.points[k] / np.array([rx, ry]), "confidence": res.confidence[k], "spread": res.spread[k]}
 
 
+def _confidence_back(probs: np.ndarray, labels: np.ndarray, f: Fitted, k: int, fit: str) -> np.ndarray:
+    """The label's merged probability per pixel, 0-255 (uint8), in the image's own pixels."""
+    p = np.take_along_axis(np.asarray(probs), np.asarray(labels)[None], 0)[0]
+    return labels_back(np.rint(np.clip(p, 0, 1) * 255), f.sizes[k], f.scales[k], fit).astype(np.uint8)
+
+
 # -- COCO records ----------------------------------------------------------------
 
-def detection_records(pred: DensePredictions, category_ids: Sequence[int] | None = None) -> list[dict]:
+def detection_records(pred: DensePredictions, category_ids: Sequence[int] | None = None, *,
+                      names: dict | None = None, score_threshold: float | None = None) -> list[dict]:
     """COCO detection results; ``category_ids[label]`` names each label's
-    category (labels past its end are left out), default the label itself."""
+    category (labels past its end are left out), default the label itself.
+    ``names`` maps a category id to its name, written as ``category_name``
+    (pycocotools ignores the extra field); boxes scoring below
+    ``score_threshold`` are left out."""
     from ..evaluation.dense import coco_detections
 
     ids, boxes, scores, labels = [], [], [], []
     for i, o in zip(pred.ids, pred.outputs):
         keep = np.ones(len(o["labels"]), bool) if category_ids is None else o["labels"] < len(category_ids)
+        if score_threshold is not None:
+            keep &= np.asarray(o["scores"]) >= score_threshold
         ids.append(i)
         boxes.append(o["boxes"][keep])
         scores.append(o["scores"][keep])
         labels.append(o["labels"][keep])
-    return coco_detections(ids, boxes, scores, labels, category_ids)
+    records = coco_detections(ids, boxes, scores, labels, category_ids)
+    if names:
+        for r in records:
+            if r["category_id"] in names:
+                r["category_name"] = names[r["category_id"]]
+    return records
 
 
 def keypoint_records(pred: DensePredictions, category_id: int = 1) -> list[dict]:
@@ -235,40 +295,80 @@ def mask_records(pred: DensePredictions, background: int | None = 0) -> list[dic
     return out
 
 
+def palette() -> list[int]:
+    """The 256 colours of label PNGs: 0 (background) black, 1 white, then
+    PASCAL VOC's colours (bit-interleaved, all distinct), so every class is
+    visible while the pixel values stay the labels."""
+    colours = [(0, 0, 0), (255, 255, 255)]
+    for k in range(2, 256):
+        r = g = b = 0
+        c = k
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        colours.append((r, g, b))
+    return [v for rgb in colours for v in rgb]
+
+
 def write_mask(labels: np.ndarray, path: Path) -> None:
-    """A label map as a PNG: 8-bit when every label is below 256, else 16-bit."""
+    """A label map as a PNG whose pixel values are the labels: a palette
+    PNG (:func:`palette`: background black, class 1 white, other classes in
+    colour) when every label is below 256, else a 16-bit grey one."""
     from PIL import Image
 
     lab = np.asarray(labels)
     if lab.min() < 0 or lab.max() >= 2**16:
         raise InputError(f"label maps must hold 0 to 65535 to be written as PNG, got {lab.min()} to {lab.max()}")
-    im = Image.fromarray(lab.astype(np.uint8)) if lab.max() < 256 else Image.fromarray(lab.astype(np.uint16))
+    if lab.max() < 256:
+        im = Image.fromarray(lab.astype(np.uint8), mode="L").convert("P")
+        im.putpalette(palette())
+    else:
+        im = Image.fromarray(lab.astype(np.uint16))
+    _save_png(im, path)
+
+
+def write_grey(values: np.ndarray, path: Path) -> None:
+    """An 8-bit grey PNG of ``values`` (0-255)."""
+    from PIL import Image
+
+    _save_png(Image.fromarray(np.asarray(values, np.uint8), mode="L"), path)
+
+
+def _save_png(im, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp.png")
     im.save(tmp)
     tmp.replace(path)
 
 
-def write_dense(pred: DensePredictions, out, category_ids: Sequence[int] | None = None, model: str = "") -> Path:
-    """Write ``results.json``, ``index.json`` (and ``masks/*.png``) into the
-    folder ``out``; returns the results file."""
+def write_dense(pred: DensePredictions, out, category_ids: Sequence[int] | None = None, model: str = "", *,
+                names: dict | None = None, score_threshold: float | None = None) -> Path:
+    """Write ``results.json``, ``index.json`` (and for segmentation
+    ``masks/NAME.png``, the labels, and ``masks/NAME.prob.png``, the label's
+    probability x 255) into the folder ``out``; returns the results file.
+    ``names`` and ``score_threshold``: as :func:`detection_records`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     images = [{"id": int(i), "file": p, "height": int(s[0]), "width": int(s[1])}
               for i, p, s in zip(pred.ids, pred.paths, pred.sizes)]
     if pred.task == "detect":
-        records = detection_records(pred, category_ids)
+        records = detection_records(pred, category_ids, names=names, score_threshold=score_threshold)
     elif pred.task == "keypoints":
         records = keypoint_records(pred)
     else:
         (out / "masks").mkdir(exist_ok=True)
-        names: set[str] = set()
-        for img, lab in zip(images, pred.outputs):
-            name = f"{Path(img['file']).stem}.png"
-            if name in names:  # two inputs of one stem (different folders or extensions)
-                name = f"{Path(img['file']).stem}.{img['id']}.png"
-            names.add(name)
-            write_mask(lab, out / "masks" / name)
-            img["mask"] = f"masks/{name}"
+        taken: set[str] = set()
+        for k, (img, lab) in enumerate(zip(images, pred.outputs)):
+            stem = Path(img['file']).stem
+            if f"{stem}.png" in taken:  # two inputs of one stem (different folders or extensions)
+                stem = f"{stem}.{img['id']}"
+            taken.add(f"{stem}.png")
+            write_mask(lab, out / "masks" / f"{stem}.png")
+            img["mask"] = f"masks/{stem}.png"
+            if k < len(pred.confidence):
+                write_grey(pred.confidence[k], out / "masks" / f"{stem}.prob.png")
+                img["probability"] = f"masks/{stem}.prob.png"
         records = mask_records(pred)
     results = out / "results.json"
     if records is not None:
@@ -281,5 +381,6 @@ def write_dense(pred: DensePredictions, out, category_ids: Sequence[int] | None 
     return results if records is not None else out / "index.json"
 
 
-__all__ = ["TASKS", "Fitted", "fit_images", "labels_back", "read_files", "DensePredictions", "predict_dense_files",
-           "detection_records", "keypoint_records", "mask_records", "write_mask", "write_dense"]
+__all__ = ["TASKS", "Fitted", "fit_images", "labels_back", "read_files", "DensePredictions", "stem_ids",
+           "coco_file_ids", "predict_dense_files", "detection_records", "keypoint_records", "mask_records", "palette",
+           "write_mask", "write_grey", "write_dense"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,6 +87,7 @@ class DenseReport:
     seconds: float = 0.0        #: wall time of the whole evaluation
     failures: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
+    absent: int = 0             #: images of the annotation file that are not in the folder (left out)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -103,6 +105,8 @@ class DenseReport:
             hh = "" if p is None else f"{p['improved']}/{p['worsened']}"
             lines.append(f"| {k} | {m['baseline']:.4f} | {m['policy']:.4f} | {diff} | {hh} |")
         lines += ["", f"{self.forward_passes} forward passes, {self.seconds:.1f} s in all."]
+        if self.absent:
+            lines.append(f"{self.absent} images of the annotation file are not in the folder (left out).")
         if self.failures:
             lines.append(f"{len(self.failures)} images could not be read or predicted (left out).")
         return "\n".join(lines) + "\n"
@@ -151,12 +155,21 @@ def _ground_truth(data: dict, ids: list[int]):
 
 
 def _read_coco(data, listed, mode, max_pixels, limit):
-    listed = listed[:limit]
-    arrays, good, failures = read_files([p for _, p in listed], mode, max_pixels)
-    by_path = {str(p): im for im, p in listed}
+    """``(arrays, images, paths, failures, absent)``: the annotated images
+    that are in the folder (the first ``limit``), read; ``absent`` counts
+    those of the file that are not there, which are left out, not failures
+    (a folder may hold a part of a large annotation file)."""
+    present = [(im, p) for im, p in listed if os.path.lexists(p)]
+    absent = len(listed) - len(present)
+    if not present:
+        where = Path(listed[0][1]).parent if listed else "the folder"
+        raise InputError(f"none of the {len(listed)} images of the annotation file is in {where}")
+    present = present[:limit]
+    arrays, good, failures = read_files([p for _, p in present], mode, max_pixels)
+    by_path = {str(p): im for im, p in present}
     if not arrays:
         raise InputError("none of the annotated images could be read")
-    return arrays, [by_path[p] for p in good], good, failures
+    return arrays, [by_path[p] for p in good], good, failures, absent
 
 
 def _paired_coco(gt, recs_a, recs_b, iou_type, n_boot, seed) -> tuple[dict, dict]:
@@ -181,7 +194,7 @@ def evaluate_detection_files(model, folder, annotations, policy="identity + hfli
 
     t0 = time.perf_counter()
     data, listed = coco_images(annotations, folder)
-    arrays, images, paths, failures = _read_coco(data, listed, mode, max_pixels, limit)
+    arrays, images, paths, failures, absent = _read_coco(data, listed, mode, max_pixels, limit)
     cats = list(category_ids) if category_ids is not None else sorted(c["id"] for c in data["categories"])
     f = fit_images(arrays, size, fit, pad_value)
     cache = DetectionCache(model, f.x, data_layout="NHWC", on_error="mark", **detector_options)
@@ -200,7 +213,7 @@ def evaluate_detection_files(model, folder, annotations, policy="identity + hfli
     return DenseReport("detect", len(ok), spec_of(policy), spec_of(baseline), merge, baseline_merge, metrics, paired,
                        cache.forward_passes, time.perf_counter() - t0, failures,
                        {"n_boot": n_boot, "size": list(size), "fit": fit, "category_ids": cats,
-                        "model_seconds": cache.seconds})
+                        "model_seconds": cache.seconds}, absent)
 
 
 def evaluate_keypoint_files(model, folder, annotations, policy="identity + hflip", baseline="identity", *,
@@ -214,7 +227,7 @@ def evaluate_keypoint_files(model, folder, annotations, policy="identity + hflip
 
     t0 = time.perf_counter()
     data, listed = coco_images(annotations, folder)
-    arrays, images, paths, failures = _read_coco(data, listed, mode, max_pixels, limit)
+    arrays, images, paths, failures, absent = _read_coco(data, listed, mode, max_pixels, limit)
     f = fit_images(arrays, size, fit, pad_value)
     recs, passes, failed = [], 0, np.zeros(len(images), bool)
     for pol in (baseline, policy):
@@ -231,7 +244,8 @@ def evaluate_keypoint_files(model, folder, annotations, policy="identity + hflip
     gt = _ground_truth(data, ok)
     metrics, paired = _paired_coco(gt, recs[0], recs[1], "keypoints", n_boot, seed)
     return DenseReport("keypoints", len(ok), spec_of(policy), spec_of(baseline), "mean", "mean", metrics, paired, passes,
-                       time.perf_counter() - t0, failures, {"n_boot": n_boot, "size": list(size), "fit": fit})
+                       time.perf_counter() - t0, failures, {"n_boot": n_boot, "size": list(size), "fit": fit},
+                       absent)
 
 
 # -- segmentation ----------------------------------------------------------------

@@ -38,7 +38,7 @@ def tune_detection_files(model, folder, annotations, candidates="flips", merges=
     if objective not in DETECTION_OBJECTIVES:
         raise InputError(f"objective must be one of {', '.join(DETECTION_OBJECTIVES)}, got {objective!r}")
     data, listed = coco_images(annotations, folder)
-    arrays, images, paths, _ = _read_coco(data, listed, mode, max_pixels, limit)
+    arrays, images, paths, _, _ = _read_coco(data, listed, mode, max_pixels, limit)
     cats = list(category_ids) if category_ids is not None else sorted(c["id"] for c in data["categories"])
     f = fit_images(arrays, size, fit, pad_value)
     cache = DetectionCache(model, f.x, data_layout="NHWC", on_error="mark", **detector_options)

@@ -81,6 +81,11 @@ def failed_rows(result) -> dict[int, str]:
     return out
 
 
+def _other(choice: str) -> str:
+    """The other value of a two-way choice: the layout or the colour mode."""
+    return {"NCHW": "NHWC", "NHWC": "NCHW", "RGB": "L", "L": "RGB"}.get(choice, choice)
+
+
 def predict_files(model, inputs: Sequence[str | Path], policy="identity + hflip", merge=None, *,
                   output_kind: str = "auto", batch_size: int | None = None, preprocess=None, size=None,
                   mode: str = "RGB", recursive: bool = False, classes: Sequence[str] | None = None,
@@ -134,8 +139,9 @@ def predict_files(model, inputs: Sequence[str | Path], policy="identity + hflip"
     except ModelError as e:  # the model itself failed: usually a wrong layout, size or mode
         cause = e.__cause__ or e
         raise ModelRunError(
-            f"the model failed on the images ({type(cause).__name__}: {cause_line(cause)}). Check the model's input layout "
-            f"(model_layout={adapter.layout!r}), the image size (size=) and mode (mode={mode!r})") from cause
+            f"the model failed on the images ({type(cause).__name__}: {cause_line(cause)}). Check the model's input "
+            f"layout (read as {adapter.layout}; the other is model_layout={_other(adapter.layout)!r}), the image size "
+            f"(size=) and mode (now {mode}; the other is mode={_other(mode)!r})") from cause
     finally:
         if bar is not None:
             bar.close()

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, require
 
 CSV_SUFFIXES = (".csv", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 TABLE_SUFFIXES = CSV_SUFFIXES + PARQUET_SUFFIXES
-EXTRA = "pip install 'ttakit[tables]'"
 
 
 def is_table(path) -> bool:
@@ -29,19 +28,11 @@ def is_table(path) -> bool:
 
 
 def _pandas():
-    try:
-        import pandas as pd
-    except ImportError:
-        raise InputError(f"reading and writing tables needs pandas: {EXTRA}") from None
-    return pd
+    return require("pandas", "tables", "reading and writing tables")
 
 
 def _check_parquet(path: Path) -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        raise InputError(f"{path.name}: Parquet files need pyarrow, which is not installed: {EXTRA} "
-                         "(or pip install pyarrow), or use CSV") from None
+    require("pyarrow", "tables", f"Parquet ({path.name}; CSV needs nothing more)")
 
 
 def read_table(path) -> "pd.DataFrame":  # noqa: F821

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, require
 from .base import ModelAdapter, as_tensor, check_layout, to_layout
 
 
@@ -28,8 +28,7 @@ class KerasModel(ModelAdapter):
     """
 
     def __init__(self, model, layout: str | None = None, runtime: str = "keras"):
-        import keras
-
+        keras = require("keras", "keras", "a Keras model")
         if runtime not in ("keras", "onnx"):
             raise ModelLoadError(f"runtime must be 'keras' or 'onnx', got {runtime!r}")
         self.model = model
@@ -84,7 +83,7 @@ def _export_onnx(model, shape):
     import tempfile
     from pathlib import Path
 
-    from ..errors import ModelLoadError
+    from ..errors import ModelLoadError, require
     from .onnx_model import OnnxModel
 
     if not getattr(model, "built", True) or shape is None:

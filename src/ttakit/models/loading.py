@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, require
 from .base import ModelAdapter
 
 SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".ts": "torchscript",
@@ -46,10 +46,7 @@ def load_model(path, **kwargs) -> ModelAdapter:
                                  "torch.jit.script(model).save(path) or torch.jit.trace") from None
         return TorchModel(module, **kwargs)
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    try:
-        import keras
-    except ImportError:
-        raise ModelLoadError("loading a .keras model needs keras: pip install 'ttakit[keras]'") from None
+    keras = require("keras", "keras", "loading a .keras model")
     from .keras_model import KerasModel
 
     try:
@@ -71,8 +68,7 @@ def _check_device(device: str, kind: str | None) -> dict:
             raise ModelLoadError(f"device={device!r}: CUDA is not available to PyTorch here")
         return {"device": dev}
     if kind == "onnx":
-        import onnxruntime as ort
-
+        ort = require("onnxruntime", "onnx", "running an .onnx model")
         provider = "CPUExecutionProvider" if dev == "cpu" else "CUDAExecutionProvider"
         available = ort.get_available_providers()
         if provider not in available:

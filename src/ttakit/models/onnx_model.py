@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, require
 from .base import ModelAdapter, as_tensor, check_layout, to_layout
 
 
@@ -20,8 +20,7 @@ class OnnxModel(ModelAdapter):
     """
 
     def __init__(self, model, layout: str | None = None, providers=None, input_name: str | None = None):
-        import onnxruntime as ort
-
+        ort = require("onnxruntime", "onnx", "running an ONNX model")
         if isinstance(model, (str, Path)):
             path = Path(model)
             if not path.exists():
@@ -46,6 +45,13 @@ class OnnxModel(ModelAdapter):
                 raise ModelLoadError(f"cannot tell the layout of ONNX input {inp.name!r} with shape {shape}; "
                                      "pass layout='NCHW' or 'NHWC'")
         self.layout = check_layout(layout)
+        declared = _guess_layout(shape)
+        if declared is not None and declared != self.layout:
+            c = shape[1] if declared == "NCHW" else shape[3]
+            wrong = shape[1] if self.layout == "NCHW" else shape[3]
+            raise ModelLoadError(f"the ONNX input {inp.name!r} has shape {shape}: {declared}, {c} channels; "
+                                 f"layout={self.layout!r} would read it as {wrong} channels. Leave the layout out "
+                                 f"(ONNX models declare theirs) or pass layout={declared!r}")
         if len(shape) == 4:
             c = shape[1] if self.layout == "NCHW" else shape[3]
             hw = (shape[2], shape[3]) if self.layout == "NCHW" else (shape[1], shape[2])

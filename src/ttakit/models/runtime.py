@@ -35,7 +35,7 @@ import warnings
 
 import torch
 
-from ..errors import ModelLoadError, RuntimeFallbackWarning
+from ..errors import ModelLoadError, RuntimeFallbackWarning, require
 from .base import ModelAdapter, as_tensor
 
 #: the runtimes :func:`with_runtime` knows
@@ -167,8 +167,7 @@ def export_onnx(eager, x: torch.Tensor) -> ModelAdapter:
     """An :class:`~ttakit.models.onnx_model.OnnxModel` running the module of
     ``eager`` (a TorchModel), exported on the shape of batch ``x`` with a
     dynamic batch axis."""
-    import onnxruntime as ort
-
+    ort = require("onnxruntime", "onnx", "runtime='onnx'")
     from .onnx_model import OnnxModel
 
     sample = eager.prepare(x[:2])

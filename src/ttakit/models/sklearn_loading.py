@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, require
 
 SKOPS_SUFFIXES = (".skops",)
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
@@ -21,10 +21,7 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 
 def untrusted_types(path: str | Path) -> list[str]:
     """The types in a ``.skops`` file that skops does not trust by default."""
-    try:
-        import skops.io as sio
-    except ImportError:
-        raise ModelLoadError("reading .skops files needs skops: pip install skops") from None
+    sio = require("skops.io", "tables", "reading a .skops model")
     try:
         return list(sio.get_untrusted_types(file=str(path)))
     except Exception as e:  # skops raises its own and zipfile's errors for a bad file
@@ -44,8 +41,7 @@ def load_sklearn(path: str | Path, *, trusted: Sequence[str] = (), allow_pickle:
         raise ModelLoadError(f"model file not found: {path}")
     suffix = path.suffix.lower()
     if suffix in SKOPS_SUFFIXES:
-        import skops.io as sio
-
+        sio = require("skops.io", "tables", "reading a .skops model")
         missing = sorted(set(untrusted_types(path)) - set(trusted))
         if missing:
             raise ModelLoadError(f"{path.name} holds types that are not trusted by default: "

@@ -37,6 +37,7 @@ from ..errors import PolicyError
 from ..limits import current
 from .contract import InputContract
 from .policy import FORMAT, Policy
+from .spec import is_staged as is_adaptive_spec, split_stages
 
 #: file version of adaptive policies (plain policies keep version 2)
 ADAPTIVE_VERSION = 3
@@ -107,7 +108,7 @@ def measure(probs, name: str):
     return part[:, -1] - part[:, -2]
 
 
-class AdaptivePolicy(Policy):
+class AdaptivePolicy(Policy, staged=True):
     """A policy run in stages (see the module doc).
 
     ``AdaptivePolicy([p1, p2, p3], ["margin<0.2", "margin<0.1"])`` from
@@ -257,28 +258,6 @@ class AdaptivePolicy(Policy):
                 raise PolicyError("the last stage of an adaptive policy has 'continue_if' but no stage follows")
         whole = Policy.from_dict({**rest, "version": 2, "views": [e for s in stages for e in s["views"]]})
         return cls(parts, rules, source=whole.source, merge=whole.merge, inputs=whole.inputs)
-
-
-def split_stages(spec: str) -> list[str]:
-    """``spec`` split at the ``|`` outside quotes."""
-    parts, cur, quote = [], [], None
-    for c in spec:
-        if quote:
-            quote = None if c == quote else quote
-        elif c in "'\"":
-            quote = c
-        elif c == "|":
-            parts.append("".join(cur))
-            cur = []
-            continue
-        cur.append(c)
-    parts.append("".join(cur))
-    return parts
-
-
-def is_adaptive_spec(spec: str) -> bool:
-    """True when ``spec`` has stages (a ``|`` outside quotes)."""
-    return len(split_stages(spec)) > 1
 
 
 def _rebuild_adaptive(stages, rules, source, merge, inputs) -> AdaptivePolicy:

@@ -32,6 +32,11 @@ VERSION = 2  # 2: the merge is saved as an object keyed by view (1: a positional
 NEWEST_VERSION = 3
 
 
+#: what :meth:`Policy.describe` (and the command line, as a warning) says of a policy without the identity
+NO_IDENTITY = ("no identity view: the input as it is is not among the views (a product keeps the identity only "
+               "when every factor has it; write 'identity + ...', or a factor as '(identity + shift(dx=[-1, 1]))')")
+
+
 class Policy:
     """An ordered list of views with weights.
 
@@ -44,6 +49,16 @@ class Policy:
     """
 
     __slots__ = ("_views", "_weights", "_source", "_merge", "_inputs")
+
+    #: the policy kind that reads staged specs (a ``|`` outside quotes) and files with ``stages``:
+    #: the subclass declared with ``staged=True`` (:class:`~ttakit.policy.adaptive.AdaptivePolicy`,
+    #: which ``ttakit.policy`` always imports), so that this module need not import it
+    _staged_kind: type | None = None
+
+    def __init_subclass__(cls, staged: bool = False, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if staged:
+            Policy._staged_kind = cls
 
     def __init__(self, views: Iterable[View] | View, weights: Sequence[float] | None = None,
                  *, source: str | None = None, merge=None, inputs: InputContract | dict | None = None):
@@ -130,11 +145,8 @@ class Policy:
         """Build a policy from a spec string (see :mod:`ttakit.policy.spec`);
         a spec with stages (``identity @ margin<0.2 | hflip``) gives an
         :class:`~ttakit.policy.adaptive.AdaptivePolicy`."""
-        if cls is Policy and "|" in spec:
-            from .adaptive import AdaptivePolicy, is_adaptive_spec
-
-            if is_adaptive_spec(spec):
-                return AdaptivePolicy.parse(spec)
+        if cls is Policy and Policy._staged_kind is not None and _spec.is_staged(spec):
+            return Policy._staged_kind.parse(spec)
         return _spec.parse(spec, _build_call, _count_call, cls.concat).with_source(spec)
 
     @classmethod
@@ -205,6 +217,14 @@ class Policy:
     def is_identity(self) -> bool:
         return all(v == _IDENTITY for v in self._views)
 
+    @property
+    def has_identity(self) -> bool:
+        """True when one of the views is the identity (the input as it is).
+        A product keeps the identity only when every factor has it:
+        ``hflips * shift(dx=[-1, 1])`` has none, ``hflips * (identity +
+        shift(dx=[-1, 1]))`` has it."""
+        return any(v == _IDENTITY for v in self._views)
+
     def unique(self) -> "Policy":
         """Equal views merged into one entry with the summed weight, in order
         of first appearance. Merging with these weights gives exactly the
@@ -225,6 +245,8 @@ class Policy:
             lines.append(f"{i:>3}  {repr(v):<{width}}  {_num(w):>8}  {w / total:>6.1%}")
         lines.append(f"{len(self)} views, {len(u)} distinct: {len(u)} forward passes per input"
                      + (f" (dedupe saves {len(self) / len(u):.2f}x)" if len(u) < len(self) else ""))
+        if not self.has_identity:
+            lines.append(NO_IDENTITY)
         return "\n".join(lines)
 
     # -- algebra ------------------------------------------------------------
@@ -316,10 +338,8 @@ class Policy:
         if version > NEWEST_VERSION:
             raise PolicyError(f"policy file version {d['version']} is newer than this ttakit "
                               f"understands ({NEWEST_VERSION}); upgrade ttakit")
-        if "stages" in d:
-            from .adaptive import AdaptivePolicy
-
-            return AdaptivePolicy.from_dict(d)
+        if "stages" in d and Policy._staged_kind is not None:
+            return Policy._staged_kind.from_dict(d)
         entries = d.get("views")
         if not isinstance(entries, list) or not entries:
             raise PolicyError("a policy file needs a non-empty 'views' list")

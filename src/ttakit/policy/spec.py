@@ -312,3 +312,25 @@ def parse(spec: str, call: Callable, count: Callable, concat: Callable):
     if isinstance(result, float):
         raise PolicyError(f"policy spec {short(spec)} is a number, not views")
     return result
+
+
+def split_stages(spec: str) -> list[str]:
+    """``spec`` split at the ``|`` outside quotes (the stages of an adaptive policy)."""
+    parts, cur, quote = [], [], None
+    for c in spec:
+        if quote:
+            quote = None if c == quote else quote
+        elif c in "'\"":
+            quote = c
+        elif c == "|":
+            parts.append("".join(cur))
+            cur = []
+            continue
+        cur.append(c)
+    parts.append("".join(cur))
+    return parts
+
+
+def is_staged(spec: str) -> bool:
+    """True when ``spec`` has stages (a ``|`` outside quotes)."""
+    return len(split_stages(spec)) > 1

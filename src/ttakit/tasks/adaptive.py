@@ -24,7 +24,7 @@ import torch
 from .. import engine
 from ..errors import InputError
 from ..policy import AdaptivePolicy
-from .classification import ClassificationResult, ClassificationRun, ClassificationTask
+from .classification_run import ClassificationResult, ClassificationRun, ClassificationTask
 
 #: whole forward batches of inputs that may wait for a stage before it runs
 PENDING_BATCHES = 1

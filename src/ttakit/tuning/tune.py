@@ -102,8 +102,11 @@ class TuneResult:
                  "", "| views | view added | objective (all inputs) | cross-fitted acc | cross-fitted NLL "
                  "| fixed/broken | p (one-sided) | guard |",
                  "|---:|---|---:|---:|---:|---:|---:|---|"]
+        times: dict[str, int] = {}
         for s in self.steps:
-            lines.append(f"| {s['length']} | {s['view']} | {s['fit_objective']:.4f} | {s['guard_accuracy']:.2%} | "
+            times[s["view"]] = times.get(s["view"], 0) + 1
+            added = s["view"] if times[s["view"]] == 1 else f"{s['view']} again (weight {times[s['view']]})"
+            lines.append(f"| {s['length']} | {added} | {s['fit_objective']:.4f} | {s['guard_accuracy']:.2%} | "
                          f"{s['guard_nll']:.4f} | {s['guard_fixed']}/{s['guard_broken']} | "
                          + ("" if s["guard_p"] is None else f"{s['guard_p']:.2g}") + f" | {s['verdict']} |")
         g = self.guard

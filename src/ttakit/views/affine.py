@@ -25,9 +25,8 @@ def _check_fill(fill: str) -> str:
     return fill
 
 
-def _pixels(v: float, extent: int) -> float:
-    """Keras rule: |v| < 1 is a fraction of the extent, otherwise pixels."""
-    return v * extent if isinstance(v, float) and abs(v) < 1 else float(v)
+#: what a shift's numbers count: pixels, or shares of the width and height
+SHIFT_UNITS = ("px", "fraction")
 
 
 def _centred(m2: np.ndarray, in_size: Size, out_size: Size | None = None) -> np.ndarray:
@@ -52,24 +51,43 @@ class _Resampled(GeometricView):
 
 
 class Shift(_Resampled):
-    """Move the image content by ``dx`` pixels right and ``dy`` pixels down.
+    """Move the image content by ``dx`` pixels right and ``dy`` pixels down;
+    with ``unit="fraction"``, by ``dx`` times the width and ``dy`` times the
+    height. Whole-pixel shifts are exact copies.
 
-    As in Keras, a float with magnitude below 1 is a fraction of the width
-    (height); anything else is pixels. Whole-pixel shifts are exact copies.
+    A value strictly between -1 and 1 other than 0 (``shift(0.5)``) is
+    refused without a ``unit``: Keras reads it as a fraction of the image,
+    while ``shift(1)`` is one pixel, so say which (``unit="px"`` or
+    ``unit="fraction"``).
     """
 
     name = "shift"
 
-    def __init__(self, dx: float = 0, dy: float = 0, fill: str = "nearest", cval: float = 0.0):
+    def __init__(self, dx: float = 0, dy: float = 0, fill: str = "nearest", cval: float = 0.0,
+                 unit: str | None = None):
         self.dx, self.dy = check_number("shift dx", dx), check_number("shift dy", dy)
         self.fill, self.cval = _check_fill(fill), float(check_number("cval", cval))
+        if unit is not None and unit not in SHIFT_UNITS:
+            raise PolicyError(f"shift unit must be one of {', '.join(map(repr, SHIFT_UNITS))}, got {short_repr(unit)}")
+        if unit is None and self._ambiguous():
+            v = next(v for v in (self.dx, self.dy) if 0 < abs(v) < 1)
+            raise PolicyError(f"shift by {v:g}: pixels or a share of the image? Write unit='px' for {v:g} pixel, "
+                              f"unit='fraction' for {v:g} x the width/height (Keras' width_shift_range reading)")
+        self.unit = unit or "px"
+
+    def _ambiguous(self) -> bool:
+        return any(0 < abs(v) < 1 for v in (self.dx, self.dy))
 
     def params(self):
-        return {"dx": self.dx, "dy": self.dy, "fill": self.fill, "cval": self.cval}
+        p = {"dx": self.dx, "dy": self.dy, "fill": self.fill, "cval": self.cval}
+        if self.unit == "fraction" or self._ambiguous():  # written only where the numbers alone do not say
+            p["unit"] = self.unit
+        return p
 
     def matrix(self, size: Size) -> np.ndarray:
         h, w = size
-        return np.array([[1, 0, _pixels(self.dx, w)], [0, 1, _pixels(self.dy, h)], [0, 0, 1]], dtype=float)
+        sx, sy = (w, h) if self.unit == "fraction" else (1, 1)
+        return np.array([[1, 0, self.dx * sx], [0, 1, self.dy * sy], [0, 0, 1]], dtype=float)
 
 
 class Rotate(_Resampled):

@@ -47,7 +47,7 @@ VIEWS: dict[str, Entry] = {
     "rot270": Entry(lambda: dihedral.rot90(3), "three quarter turns"),
     "transpose": Entry(dihedral.transpose, "swap rows and columns"),
     "transverse": Entry(dihedral.transverse, "transpose about the anti-diagonal"),
-    "shift": Entry(affine.Shift, "move content dx right, dy down (pixels, or fraction if |v| < 1)"),
+    "shift": Entry(affine.Shift, "move content dx right, dy down, in pixels (unit='fraction': shares of width, height)"),
     "scale": Entry(affine.Scale, "resize by factor, then crop or pad back to size"),
     "zoom": Entry(affine.Scale, "alias of scale"),
     "rotate": Entry(affine.Rotate, "rotate by angle degrees about the centre"),

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, require
 
 __all__ = [
     "TUTORIAL_CNN_PARAMS",
@@ -50,8 +50,8 @@ def tutorial_cnn_keras(seed: Optional[int] = None):
     to ``torch`` if unset. ``seed`` seeds Keras' weight initialisers.
     """
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    import keras
-    from keras import layers
+    keras = require("keras", "keras", "the tutorial CNN in Keras")
+    layers = keras.layers
 
     if seed is not None:
         keras.utils.set_random_seed(seed)

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from ...version import __version__
 from ...errors import ModelError, ModelRunError, TTAKitError, UsageError
 from ...io.prediction import cause_line
-from . import demo, evaluate, export, policy, predict, reproduce, serve, tune, views
+from . import demo, evaluate, export, policy, predict, reproduce, serve, task_help, tune, views
 from .common import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -62,9 +62,12 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=30)
 
 
-def build_parser(commands: Sequence[Command] | None = None) -> argparse.ArgumentParser:
+def build_parser(commands: Sequence[Command] | None = None,
+                 argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The parser of ``ttakit``, with a sub-command for each of ``commands``
-    (default :data:`COMMANDS`)."""
+    (default :data:`COMMANDS`). When ``argv`` asks for the help of predict,
+    evaluate or tune, that help is about the task the rest of ``argv``
+    names (:mod:`~ttakit.interfaces.cli.task_help`)."""
     commands = COMMANDS if commands is None else list(commands)
     names = [c.name for c in commands]
     if len(set(names)) != len(names):
@@ -88,6 +91,8 @@ def build_parser(commands: Sequence[Command] | None = None) -> argparse.Argument
                            epilog=cmd.epilog, formatter_class=_Formatter)
         cmd.configure(p)
         p.set_defaults(_run=cmd.run)
+        if argv and argv[0] == cmd.name and cmd.name in task_help.COMMANDS and task_help.wants_help(argv[1:]):
+            task_help.focus(p, cmd.name, task_help.task_of(argv[1:]), cmd.descriptions)
     return parser
 
 
@@ -108,7 +113,7 @@ def main(argv: Sequence[str] | None = None, *, commands: Sequence[Command] | Non
     from ...engine import tune_allocator
 
     tune_allocator()  # our own process: keep big tensors in the heap (see BENCHMARKS.md)
-    parser = build_parser(commands)
+    parser = build_parser(commands, sys.argv[1:] if argv is None else list(argv))
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or an argparse usage error (already printed)

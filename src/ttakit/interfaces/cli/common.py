@@ -41,6 +41,7 @@ class Command:
     run: Callable[[argparse.Namespace], int]              #: does the work, returns the exit code
     description: str | None = None                        #: longer text for ``ttakit NAME --help``
     epilog: str | None = None
+    descriptions: dict | None = None                      #: task -> the description of that task's help
 
 
 # -- printing ---------------------------------------------------------------------------
@@ -50,7 +51,7 @@ FLAGS = {
     "device": "--device", "output": "--output-kind", "output_kind": "--output-kind", "size": "--size",
     "mode": "--mode", "recursive": "--recursive", "batch_size": "--batch-size",
     "holdout_fraction": "--holdout-fraction", "guard_fraction": "--guard-fraction",
-    "max_pixels": "--max-pixels", "classes": "--classes", "download": "--download",
+    "max_pixels": "--max-pixels", "classes": "--classes", "download": "--download", "path": "--data-root",
 }
 _PARAMETER = re.compile(
     r"\b(" + "|".join(sorted(FLAGS, key=len, reverse=True)) + r")="
@@ -174,25 +175,45 @@ def fraction(text: str) -> float:
 
 
 # -- shared options ---------------------------------------------------------------------
+class Deprecated(argparse.Action):
+    """An old spelling of a flag, kept working and out of the help: it
+    stores into the new flag's ``dest`` and warns, naming the new one.
+    ``add_argument("--old", action=Deprecated, new="--new", dest="new", ...)``."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{PROG}: warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_size_option(g, *, default_help: str) -> None:
+    """``--size`` (and its old spelling ``--input-size``), in the argument group ``g``."""
+    g.add_argument("--size", nargs="+", default=None, metavar=("H", "W"),
+                   help=f"the size images are brought to, H x W pixels: 'H W', 'HxW' or 'N' for a square. "
+                        f"Default: {default_help}")
+    g.add_argument("--input-size", nargs="+", dest="size", action=Deprecated, new="--size")
+
 def add_model_options(g, *, normalize_default: str) -> None:
     """``--output-kind``, ``--model-layout``, ``--batch-size``, ``--mean`` and
     ``--std``, in the argument group ``g``."""
     from ...tasks.classification import OUTPUT_KINDS
 
     g.add_argument("--output-kind", choices=OUTPUT_KINDS, default="auto",
-                   help="what the model returns: probs, logits, or auto (probabilities when the first "
-                        "batch's rows are non-negative and sum to 1). Default: auto")
+                   help="what the model returns; auto: probabilities when the first batch's rows are "
+                        "distributions. Default: auto")
     g.add_argument("--model-layout", choices=("NCHW", "NHWC"), type=str.upper, default=None,
-                   help="the layout the model consumes. Default: read from the model for ONNX and Keras, "
-                        "NCHW for TorchScript")
+                   help="the layout the model consumes. Default: what ONNX and Keras models declare, NCHW "
+                        "for TorchScript")
     g.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
-                   help="model inputs (images x views) per forward pass. Default: 512 on CPU (the command "
-                        "tunes the allocator for it), 1024 on GPU")
+                   help="model inputs (images x views) per forward pass. Default: 512 on CPU, 1024 on GPU")
     g.add_argument("--mean", type=float, nargs="+", default=None, metavar="M",
-                   help="per-channel mean subtracted after augmentation, on pixels in [0, 1] "
-                        f"(3 values for RGB, 1 for L, or 1 for all). Default: {normalize_default}")
+                   help="per-channel mean subtracted after augmentation, on pixels in [0, 1] (1 value, or 3 "
+                        f"for RGB). Default: {normalize_default}")
     g.add_argument("--std", type=float, nargs="+", default=None, metavar="S",
-                   help="per-channel std divided by after subtracting --mean, on pixels in [0, 1]. Default: 1")
+                   help="per-channel std divided by after --mean. Default: 1")
 
 
 def add_runtime_option(g) -> None:
@@ -200,10 +221,8 @@ def add_runtime_option(g) -> None:
     from ...models.runtime import RUNTIMES
 
     g.add_argument("--runtime", choices=RUNTIMES, default="eager",
-                   help="how a PyTorch model (TorchScript, zoo) runs: eager as it is; onnx exported once to "
-                        "ONNX Runtime; compile through torch.compile. Either is checked against eager on the "
-                        "first batch (outputs within 1e-4) and given up with a warning where it fails or "
-                        "differs. Default: eager")
+                   help="how a PyTorch model runs: as it is (eager), exported to ONNX Runtime, or through "
+                        "torch.compile; checked against eager on the first batch. Default: eager")
 
 
 def normalize(mean: list[float] | None, std: list[float] | None, mode: str = "RGB"):
@@ -232,12 +251,18 @@ POLICY_SUFFIXES = (".yaml", ".yml", ".json")
 
 def load_policy(spec_or_file: str):
     """A policy from a spec string, or from a file when the argument ends in
-    .yaml, .yml or .json."""
+    .yaml, .yml or .json; a warning when it has no identity view."""
+    from ...errors import TTAKitWarning
     from ...policy import Policy
+    from ...policy.policy import NO_IDENTITY
 
     if Path(spec_or_file).suffix.lower() in POLICY_SUFFIXES:
-        return Policy.load(spec_or_file)
-    return Policy.parse(spec_or_file)
+        policy = Policy.load(spec_or_file)
+    else:
+        policy = Policy.parse(spec_or_file)
+    if not policy.has_identity:
+        warnings.warn(f"{spec_or_file}: {NO_IDENTITY}", TTAKitWarning, stacklevel=2)
+    return policy
 
 
 def read_classes(path: str | Path) -> list[str]:
@@ -257,6 +282,30 @@ def read_classes(path: str | Path) -> list[str]:
     return names
 
 
+def check_inputs(inputs: list[str]) -> None:
+    """Refuse, before any work, IMAGES arguments that cannot be what was
+    meant: a missing path without an image extension (a mistyped folder,
+    ``phots/``), or every argument missing. A missing image file among
+    others is not refused here: it is reported by name and the others are
+    still predicted (exit 3)."""
+    from ...errors import did_you_mean
+    from ...io.images import IMAGE_EXTENSIONS
+
+    missing = [p for p in inputs if not os.path.lexists(p)]
+    bad = [p for p in missing if Path(p).suffix.lower() not in IMAGE_EXTENSIONS]
+    if not bad and missing and len(missing) == len(inputs):
+        bad = missing
+    if bad:
+        p = Path(bad[0])
+        try:
+            siblings = [c.name for c in (p.parent if str(p.parent) else Path(".")).iterdir()]
+        except OSError:
+            siblings = []
+        hint = did_you_mean(p.name, siblings)
+        raise UsageError(f"no such file or folder: {bad[0]}.{hint}" +
+                         (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+
+
 def cannot_write(path, e: OSError) -> UsageError:
     """The error for an output file that could not be written."""
     return UsageError(f"cannot write {path}: {e.strerror or e}")
@@ -270,8 +319,21 @@ def check_policy_out(path: str | Path, flag: str = "--out") -> None:
                          "(what --policy reads back)")
 
 
+def save_policy(policy, out: str) -> None:
+    """``policy.save(out)`` all at once: into a temporary file beside it,
+    then renamed, so that a failure leaves ``out`` as it was."""
+    path = Path(out)
+    tmp = path.with_name(f".{path.name[:100]}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        policy.save(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise cannot_write(out, e) from None
+
+
 __all__ = ["PROG", "EXIT_OK", "EXIT_INTERNAL", "EXIT_USAGE", "EXIT_FAILED_INPUTS", "EXIT_INTERRUPTED", "Command",
            "FLAGS", "in_flags", "error", "warn", "cli_warnings", "silence_stdout", "write_stdout", "pixels",
-           "positive_int", "fraction", "add_model_options", "add_runtime_option",
+           "positive_int", "fraction", "Deprecated", "add_size_option", "add_model_options", "add_runtime_option",
            "normalize", "POLICY_SUFFIXES", "load_policy",
-           "read_classes", "cannot_write", "check_policy_out"]
+           "read_classes", "check_inputs", "cannot_write", "check_policy_out", "save_policy"]

@@ -19,7 +19,8 @@ import argparse
 import sys
 
 from ...errors import UsageError
-from .common import EXIT_FAILED_INPUTS, EXIT_OK, cannot_write, in_flags, normalize, pixels, positive_int, warn
+from .common import (EXIT_FAILED_INPUTS, EXIT_OK, add_size_option, cannot_write, check_inputs, check_policy_out,
+                     in_flags, normalize, pixels, positive_int, save_policy, warn)
 
 TASK_CHOICES = ("classify", "detect", "segment", "keypoints")
 #: the candidate views of ``ttakit tune --task detect|segment`` unless --candidates says
@@ -45,28 +46,32 @@ def add_dense_options(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("--decode", default="none", metavar="NAME",
                    help="how a detector's raw output becomes boxes: "
                         + "; ".join(f"{n}: {d.summary}" for n, d in DECODERS.items())
-                        + "; or module:function, your own function of the raw batch output (this imports that "
-                          "module, running its code). Default: none")
-    g.add_argument("--input-size", type=positive_int, nargs="+", default=None, metavar=("H", "W"),
-                   help="the model's input size; images are fitted into it (--fit) and results mapped back to "
-                        "each image's own pixels. Default: --size (predict), else the decoder's (yolox: 416), "
-                        "else what the model declares")
+                        + "; or module:function, your function of the raw output (imports it). Default: none")
+    if command != "predict":  # predict has --size among its image options
+        add_size_option(g, default_help="the decoder's (yolox: 416), else what the model declares")
     g.add_argument("--fit", choices=FITS, default=None,
-                   help="letterbox: keep the aspect ratio, paste top-left, pad; stretch: resize to the input "
-                        "size. Default: the decoder's (yolox: letterbox), else stretch")
+                   help="letterbox (aspect kept, padded) or stretch. Default: the decoder's (yolox: letterbox), "
+                        "else stretch")
     g.add_argument("--pad-value", type=int, default=None, metavar="V",
                    help="letterbox padding, 0-255. Default: the decoder's (yolox: 114), else 0")
     g.add_argument("--box-format", choices=("xyxy", "xywh", "cxcywh"), default="xyxy",
                    help="how the model (or the decode function) writes boxes. Default: xyxy")
     g.add_argument("--normalized-boxes", action="store_true",
                    help="the model's boxes are fractions of its input's width and height")
-    g.add_argument("--flip-pairs", default=None, metavar="PAIRS",
-                   help="keypoints: left/right index pairs swapped under mirroring views, as '1-2,3-4'; "
-                        "'coco' for COCO's 17 keypoints. Default: none")
+    if command != "tune":  # tune takes detect and segment
+        g.add_argument("--flip-pairs", default=None, metavar="PAIRS",
+                       help="keypoints: left/right index pairs swapped under mirroring views, as '1-2,3-4'; "
+                            "'coco' for COCO's 17 keypoints. Default: none")
     if command == "predict":
+        g.add_argument("--annotations", default=None, metavar="FILE",
+                       help="a COCO JSON giving the image ids (by file name) and, for detect, the categories "
+                            "(label k is the k-th by id): results.json then loads into COCO.loadRes against it. "
+                            "Default: ids from numeric file names (000000010764.jpg: 10764), else 1, 2, ...")
         g.add_argument("--category-ids", type=int, nargs="+", default=None, metavar="ID",
-                       help="detect: the COCO category id of each model label, in label order (labels past the "
-                            "list are left out). Default: the label itself")
+                       help="the COCO category id of each model label, in label order (labels past the list are "
+                            "left out). Default: --annotations' categories, else the label")
+        g.add_argument("--score-threshold", type=float, default=None, metavar="T",
+                       help="leave out boxes scoring below T (COCO's mAP wants them all). Default: keep all")
     else:
         g.add_argument("--annotations", default=None, metavar="FILE_OR_DIR",
                        help="detect: a COCO instances JSON; keypoints: a COCO person-keypoints JSON (the "
@@ -131,26 +136,22 @@ def model_setup(args: argparse.Namespace) -> tuple[object, dict, dict]:
     from ...zoo.decoders import get_decoder
 
     if args.model.startswith("zoo:"):
-        raise UsageError(f"--task {args.task} takes a model file, not {args.model}")
+        raise UsageError(f"{args.model} is an image classifier (--task classify); --task {args.task} takes a model file")
     spec = get_decoder(args.decode) if args.task == "detect" else None  # before the model: fail fast
     if args.task != "detect" and args.decode != "none":
         raise UsageError(f"--decode is for --task detect, not {args.task}")
     adapter = load_model_file(args.model, layout=args.model_layout, device=getattr(args, "device", None))
     from ...io.images import parse_size
 
-    size = parse_size(getattr(args, "size", None))
-    if args.input_size:
-        if len(args.input_size) not in (1, 2):
-            raise UsageError("--input-size takes H W, or one number for a square")
-        size = (args.input_size[0], args.input_size[-1])
-    elif size is not None:
+    size = parse_size(args.size)
+    if size is not None:
         pass
     elif spec is not None and spec.size:
         size = (spec.size, spec.size)
     else:
         size = getattr(adapter, "expected_size", None)
     if size is None:
-        raise UsageError(f"--task {args.task} needs the model's input size: pass --input-size H W")
+        raise UsageError(f"--task {args.task} needs the model's input size: pass --size H W")
     options: dict = {"batch_size": args.batch_size}
     pre = normalize(args.mean, args.std, getattr(args, "mode", "RGB"))
     if spec is not None:
@@ -181,12 +182,16 @@ def predict(args: argparse.Namespace) -> int:
     from ...io import images
     from ...io.dense import predict_dense_files, write_dense
 
-    given = [flag for flag, v in (("--classes", args.classes), ("--top-k", args.top_k), ("--format", args.format))
-             if v is not None]
+    given = [flag for flag, v in (("--top-k", args.top_k), ("--format", args.format)) if v is not None]
+    if args.task != "detect":
+        given += [flag for flag, v in (("--classes", args.classes), ("--score-threshold", args.score_threshold))
+                  if v is not None]
     if given:
-        raise UsageError(f"{given[0]} is for --task classify; --task {args.task} writes COCO JSON (and PNG masks)")
+        raise UsageError(f"{given[0]} does not apply to --task {args.task}, which writes COCO JSON (and PNG masks)")
     if not args.out:
         raise UsageError(f"--task {args.task} writes a folder (results.json, index.json, masks/): pass --out DIR")
+    check_inputs(args.images)
+    image_ids, cats, names = _coco_names(args)
     adapter, options, fitting = model_setup(args)
     policy = _policy(args.policy)
     merge = None
@@ -198,16 +203,37 @@ def predict(args: argparse.Namespace) -> int:
     elif args.merge:
         raise UsageError("--task keypoints merges by the confidence-weighted mean; --merge does not apply")
     pred = predict_dense_files(args.task, adapter, args.images, policy, merge, mode=args.mode,
-                               recursive=args.recursive, max_pixels=args.max_pixels, **fitting, **options)
+                               recursive=args.recursive, max_pixels=args.max_pixels, image_ids=image_ids,
+                               **fitting, **options)
     for path, why in pred.failures:
+        why = why.replace("the annotation file", f"--annotations {args.annotations}")
         warn(f"cannot read or predict {images.printable(path)}: {in_flags(why)}")
     try:
-        written = write_dense(pred, args.out, args.category_ids, model=args.model)
+        written = write_dense(pred, args.out, cats, model=args.model, names=names,
+                              score_threshold=args.score_threshold)
     except OSError as e:
         raise cannot_write(args.out, e) from None
     warn(f"wrote {len(pred.paths)} images' results to {written} ({pred.forward_passes} forward passes, "
          f"{pred.seconds:.2f} s)")
     return EXIT_FAILED_INPUTS if pred.failures else EXIT_OK
+
+
+def _coco_names(args: argparse.Namespace) -> tuple[dict | None, list | None, dict | None]:
+    """``(image ids, category ids, category names)`` for predict: from
+    ``--annotations``, ``--category-ids`` and ``--classes``."""
+    from ...io.dense import coco_file_ids
+    from .common import read_classes
+
+    image_ids, cats, names = None, args.category_ids, None
+    if args.annotations:
+        image_ids, names = coco_file_ids(args.annotations)
+        if cats is None and args.task == "detect" and names:
+            cats = sorted(names)
+    if args.classes:
+        classes = read_classes(args.classes)
+        ids = cats if cats is not None else range(len(classes))
+        names = {**(names or {}), **{int(c): n for c, n in zip(ids, classes)}}
+    return image_ids, cats, names
 
 
 def _policy(spec):
@@ -245,6 +271,9 @@ def evaluate(args: argparse.Namespace) -> int:
     else:
         report = evaluate_keypoint_files(adapter, args.data, args.annotations, policy, baseline, n_boot=args.n_boot,
                                          **fitting, **common, **options)
+    if report.absent:
+        warn(f"{report.absent} images of {args.annotations} are not in {args.data}; evaluated the "
+             f"{report.n_images + len(report.failures)} there")
     for path, why in report.failures:
         warn(f"cannot read or predict {path}: {in_flags(why)}")
     print(report.to_markdown())
@@ -259,8 +288,6 @@ def evaluate(args: argparse.Namespace) -> int:
 def tune(args: argparse.Namespace) -> int:
     from ...io.dense_eval import parse_merge_spec
     from ...io.dense_tune import tune_detection_files, tune_segmentation_files
-    from .common import check_policy_out
-    from .tune import save_policy
 
     check_policy_out(args.out)
     common = _common(args)

@@ -11,16 +11,16 @@ from . import dense
 from .dense import add_dense_options, add_task_option
 from .common import EXIT_FAILED_INPUTS, EXIT_OK, Command, load_policy
 from .model_data import add_model_and_data, load_data, load_model
-from .tables import add_table_options, run_evaluate, wants_table
+from .tables import add_table_options, run_evaluate, take_policy
 
 
 def configure(p: argparse.ArgumentParser) -> None:
     add_model_and_data(p)
     add_task_option(p)
     e = p.add_argument_group("evaluation")
-    e.add_argument("--policy", default="identity + hflip", metavar="SPEC_OR_FILE",
-                   help="policy to evaluate: a spec or a policy file (e.g. from ttakit tune). "
-                        "Default: 'identity + hflip'")
+    e.add_argument("--policy", default=None, metavar="SPEC_OR_FILE",
+                   help="policy to evaluate: a spec or a policy file (e.g. from ttakit tune); for a table, a row "
+                        "policy file, or a row spec with --fit-data. Default: 'identity + hflip' (images)")
     e.add_argument("--baseline", default="identity", metavar="SPEC_OR_FILE",
                    help="what to compare against. Default: identity (no TTA)")
     e.add_argument("--merge", default=None, metavar="NAME",
@@ -37,11 +37,12 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    table = take_policy(args)
     if args.task != "classify":
         return dense.evaluate(args)
     from ...evaluation import evaluate
 
-    if wants_table(args):
+    if table:
         return run_evaluate(args)
     model, options = load_model(args)
     policy = load_policy(args.policy)

@@ -6,6 +6,7 @@ held-out part of the data it was tuned on."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ...errors import UsageError
 from ...io import labelled
@@ -48,7 +49,15 @@ def add_model_and_data(p: argparse.ArgumentParser) -> None:
                    help="folder of the zoo ResNet checkpoints. Default: $TTAKIT_MODELS")
     add_model_options(m, normalize_default="none (the zoo ResNets use their own)")
     add_runtime_option(m)
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show progress bars on stderr (forward passes, with a rate and an ETA). Default: on when "
+                        "stderr is a terminal, off in logs and pipes")
+
+
+def wants_progress(args: argparse.Namespace) -> bool:
+    """``--progress``/``--no-progress``, else whether stderr is a terminal."""
+    given = getattr(args, "progress", None)
+    return sys.stderr.isatty() if given is None else bool(given)
 
 
 def load_model(args: argparse.Namespace):
@@ -57,7 +66,7 @@ def load_model(args: argparse.Namespace):
     from ...models import Normalize, as_model
     from ...models.runtime import with_runtime
 
-    options: dict = {"output": args.output_kind, "batch_size": args.batch_size, "progress": args.progress}
+    options: dict = {"output": args.output_kind, "batch_size": args.batch_size, "progress": wants_progress(args)}
     norm = normalize(args.mean, args.std)
     if norm is not None:
         options["preprocess"] = norm
@@ -96,7 +105,7 @@ def load_data(args: argparse.Namespace, policy=None) -> labelled.Labelled:
     """The labelled data ``--data`` names, cut to ``--subset``, labelled by
     the model's class names (:func:`model_classes`); files that could not
     be read are reported on stderr (the command then exits with 3)."""
-    data = labelled.load_labelled(args.data, root=args.data_root, layout=args.data_layout, progress=args.progress,
+    data = labelled.load_labelled(args.data, root=args.data_root, layout=args.data_layout, progress=wants_progress(args),
                                   download=args.download, classes=model_classes(args, policy))
     for path, why in data.failures:
         warn(f"cannot read {printable(path)}: {why}")

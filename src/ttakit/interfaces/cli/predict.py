@@ -26,7 +26,9 @@ from .common import (
     Command,
     add_model_options,
     add_runtime_option,
+    add_size_option,
     cannot_write,
+    check_inputs,
     in_flags,
     load_policy,
     normalize,
@@ -36,41 +38,60 @@ from .common import (
     warn,
     write_stdout,
 )
-from .tables import add_table_options, run_predict, wants_table
+from .model_data import load_model, model_classes
+from .tables import add_table_options, run_predict, take_policy
 
 DESCRIPTION = """\
 Classify image files with test-time augmentation.
 
-Each image is read with Pillow (RGB by default), scaled from 0-255 to [0, 1],
-augmented with every distinct view of the policy, normalised (--mean/--std),
-run through the model, and the views' predictions are merged.
-
-Output, one row per image: path, label (class index), class (with --classes),
-confidence (merged probability of the label), entropy (nats), spread (std over
-views of the label's probability), agreement (weighted share of views whose top
-class is the label), and the probabilities (CSV: one column p_<class> each;
-JSON: a list, plus a summary). Images that cannot be found or read (unreadable
-folders, dangling links, images over --max-pixels, unsupported modes) and
-images the model returns inf or NaN for are reported by name on stderr and
-left out; the others are still predicted and written, and the exit code is 3.
-16-bit images are scaled from 0-65535, float images (TIFF mode F) from [0, 1];
-alpha channels are dropped, CMYK converted and animated images cut to their
-first frame, said in one summary line on stderr. --out is written all at
-once (a temporary file renamed), never over one of the inputs.
-
-Tables: with --data TABLE.csv|.parquet and a scikit-learn MODEL (.skops),
-each row is predicted with the row views of --views (see 'tables' below)
-and written as one row: row (position in the table), prediction, and
-p_<class> per class (classification) or std, the spread across the copies
-(regression); CSV on standard output, or --out FILE.csv|.parquet.
-
-With --engine ray the same prediction runs as a batch job on Ray (local, or a
-cluster with --address): IMAGES may also be .txt lists of files and Parquet or
-NPZ shards, and --out is a folder of Parquet files (part-NNNNNN.parquet: id,
-label, scores, probs, policy_id), with _manifest.json (the blocks committed)
-and _failures.csv (id, reason). Killed at any moment, the same command run
-again finishes the job, every input exactly once. See docs/scale-out.md.
+Each image is read with Pillow, scaled from 0-255 to [0, 1], augmented with
+every distinct view of the policy, normalised (--mean/--std), run through the
+model, and the views' predictions are merged. One row per image: path, label,
+class (with --classes), confidence, entropy, spread and agreement over views,
+and the probabilities. Images that cannot be read, or that the model returns
+inf or NaN for, are named on stderr and left out (exit 3).
 """
+
+DESCRIPTIONS = {
+    "table": """\
+Predict the rows of a table with a fitted scikit-learn model and row views.
+
+With --data TABLE.csv|.parquet and a scikit-learn MODEL (.skops), each row is
+predicted with the row views of --policy (a row policy file, or a spec with
+--fit-data) and written as one row: row (position in the table), prediction,
+and p_<class> per class (classification) or std, the spread across the copies
+(regression); CSV on standard output, or --out FILE.csv|.parquet.
+""",
+    "ray": """\
+Classify image files with test-time augmentation, as a batch job on Ray.
+
+With --engine ray the prediction runs on Ray (local, or a cluster with
+--address): IMAGES may also be .txt lists of files and Parquet or NPZ shards,
+and --out is a folder of Parquet files (part-NNNNNN.parquet: id, label,
+scores, probs, policy_id), with _manifest.json (the blocks committed) and
+_failures.csv (id, reason). Killed at any moment, the same command run again
+finishes the job, every input exactly once. See docs/scale-out.md.
+""",
+}
+_DENSE = """\
+{what} in image files with test-time augmentation.
+
+Each image is fitted into the model's input (--size, --fit), augmented with
+every distinct view of the policy, and the views' outputs are mapped back to
+the image's own pixels and merged (--merge). --out DIR receives results.json
+(COCO's result format{coco}), index.json (each image's id, file and size, the
+failures, the settings){masks}. Images that cannot be read are named on stderr
+and left out (exit 3).
+"""
+DESCRIPTIONS["detect"] = _DENSE.format(
+    what="Detect objects", masks="",
+    coco=": image_id, category_id, category_name with --classes or --annotations, bbox x y w h, score; "
+         "it loads into pycocotools' COCO.loadRes against the --annotations file")
+DESCRIPTIONS["segment"] = _DENSE.format(
+    what="Segment", coco=", RLE per class when pycocotools is installed",
+    masks=", and masks/NAME.png, the labels as a palette PNG (background\nblack, class 1 white, others in "
+          "colour), with masks/NAME.prob.png, the label's\nprobability x 255, beside it")
+DESCRIPTIONS["keypoints"] = _DENSE.format(what="Find keypoints", masks="", coco=": keypoints as x, y, v, score")
 
 EPILOG = """\
 examples:
@@ -78,11 +99,11 @@ examples:
   ttakit predict model.pt a.png b.jpg --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225 --size 224 224
   ttakit predict model.keras photos/ --policy policy.yaml --classes classes.txt --format json
   ttakit predict model.onnx photos/ --model-layout NHWC --device cuda
-  ttakit predict model.skops --data new.csv --views policy.json --out preds.parquet
+  ttakit predict model.skops --data new.csv --policy policy.json --out preds.parquet
   ttakit predict model.pt shards/ -r --policy d4 --engine ray --out preds/
   ttakit predict model.pt shards/ -r --policy d4 --engine ray --address auto --gpus-per-actor 1 --out /nfs/preds/
   ttakit predict yolox_nano.onnx photos/ --task detect --decode yolox --policy hflips --merge "wbf(iou_thr=0.6)" --out dets/
-  ttakit predict unet.pt scans/ --task segment --input-size 256 256 --policy d4 --out masks/
+  ttakit predict unet.pt scans/ --task segment --size 256 256 --policy d4 --out masks/
 """
 
 
@@ -90,17 +111,17 @@ def configure(p: argparse.ArgumentParser) -> None:
     from ...merge import MERGES
 
     p.add_argument("model", metavar="MODEL",
-                   help="model file: ONNX (.onnx), TorchScript (.pt, .pth, .ts, .torchscript) or Keras (.keras); "
-                        "for --data TABLE a scikit-learn model (.skops)")
+                   help="model file (.onnx, TorchScript .pt/.pth/.ts, .keras), or zoo:resnet20 / zoo:resnet32 "
+                        "(normalised for you); with --data TABLE a scikit-learn model (.skops)")
     p.add_argument("images", metavar="IMAGES", nargs="*",
-                   help="image files, or folders of them (png, jpg, jpeg, bmp, gif, tif, tiff, webp, ppm); with "
-                        "--engine ray also .txt lists of files and .parquet/.npz shards (in folders too); "
-                        "or none, with --data TABLE (see 'tables')")
+                   help="image files or folders of them; with --engine ray also .txt lists of files and "
+                        ".parquet/.npz shards")
     add_task_option(p)
     g = p.add_argument_group("augmentation")
-    g.add_argument("--policy", "-p", default="identity + hflip", metavar="SPEC_OR_FILE",
+    g.add_argument("--policy", "-p", default=None, metavar="SPEC_OR_FILE",
                    help="the views to run: a spec such as 'd4' or 'identity + hflip + scale(0.9, 1.1)', "
-                        "or a policy file (.yaml, .yml, .json). Default: 'identity + hflip'. "
+                        "or a policy file (.yaml, .yml, .json); for a table, a row policy file, or a row spec "
+                        "such as 'noise(0.1)' with --fit-data. Default: 'identity + hflip' (images). "
                         "See 'ttakit views' and 'ttakit policy'")
     g.add_argument("--merge", "-m", default=None, metavar="NAME",
                    help=f"how to merge the views' predictions: {', '.join(MERGES)} "
@@ -112,34 +133,30 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="where to run: cpu, cuda or cuda:N, for TorchScript and ONNX models. "
                         "Default: TorchScript on cpu, ONNX on CUDA when available, else cpu")
     add_runtime_option(g)
+    g.add_argument("--weights", metavar="DIR", default=None,
+                   help="folder of the zoo ResNet checkpoints. Default: $TTAKIT_MODELS")
     g = p.add_argument_group("images")
-    g.add_argument("--size", nargs="+", default=None, metavar=("H", "W"),
-                   help="resize every image to H x W pixels (bilinear), given as 'H W', 'HxW' or 'N' "
-                        "for square. Default: the size the model expects (ONNX, Keras) when it says, else "
-                        "the images' own size, which must then be the same for all")
+    add_size_option(g, default_help="what the model declares (the decoder's with --decode: yolox 416), else "
+                                    "the images' own (one size for all)")
     g.add_argument("--mode", choices=images.MODES, default="RGB", type=str.upper,
                    help="read images as RGB (3 channels) or L (grayscale, 1 channel). Default: RGB")
     g.add_argument("--max-pixels", type=pixels, default=images.MAX_PIXELS, metavar="N",
-                   help="refuse (by name, from the file header, before decoding) images with more than N "
-                        "pixels, and a --size larger than that; 40e6 and 40M are accepted. "
+                   help="refuse images of more than N pixels (40e6 and 40M are accepted), from their header. "
                         f"Default: {images.MAX_PIXELS:,}")
     g.add_argument("--recursive", "-r", action="store_true",
                    help="also take images from the sub-folders of folders in IMAGES. Default: top level only")
     g = p.add_argument_group("output")
     g.add_argument("--classes", default=None, metavar="FILE",
-                   help="text file of class names, one per line, in the model's output order; adds a "
-                        "'class' column and names the probability columns. Default: class indices")
+                   help="class names, one per line, in the model's output order. Default: class indices")
     g.add_argument("--top-k", type=positive_int, default=None, metavar="K",
-                   help="include only the K largest probabilities per image (CSV: columns top1_label, "
-                        "top1_prob, ...; JSON: a 'top_k' list). Default: all classes")
+                   help="write only the K largest probabilities per image. Default: all classes")
     g.add_argument("--format", "-f", choices=tuple(writers.WRITERS), default=None,
                    help="output format. Default: json when --out ends in .json, else csv")
     g.add_argument("--out", "-o", default=None, metavar="FILE",
-                   help="write the results to FILE (with --engine ray, or --task detect/segment/keypoints: to "
-                        "the folder FILE, required). Default: standard output")
+                   help="write the results to FILE (a folder, required, with --engine ray or --task detect, "
+                        "segment, keypoints). Default: standard output")
     g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show a progress bar on stderr (Ray's own with --engine ray). Default: on when stderr "
-                        "is a terminal")
+                   help="show a progress bar on stderr. Default: on when stderr is a terminal")
     add_table_options(p, command="predict")
     add_dense_options(p, "predict")
     predict_ray.add_options(p)
@@ -172,10 +189,10 @@ def _is_under(path: Path, folder: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.runtime != "eager" and (wants_table(args) or args.engine == "ray"):
+    if args.runtime != "eager" and (take_policy(args) or args.engine == "ray"):
         raise UsageError(f"--runtime {args.runtime} is for image files predicted here; it does not apply to "
                          "--data TABLE or --engine ray")
-    if wants_table(args):
+    if take_policy(args):
         return run_predict(args)
     if not args.images:
         raise UsageError("give IMAGES (files or folders), or --data TABLE with a scikit-learn MODEL")
@@ -184,10 +201,13 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--engine ray runs classification only; --task {args.task} runs locally")
         return dense.predict(args)
     if args.engine == "ray":
+        if args.model.startswith("zoo:"):
+            raise UsageError(f"{args.model} runs with the local engine; --engine ray takes a model file")
         if args.progress is None:
             args.progress = sys.stderr.isatty()
         return predict_ray.run(args)
     predict_ray.check_options(args)
+    check_inputs(args.images)
     fmt = writers.format_for(args.out, args.format)
     if args.out:
         check_out(args.out, args.images, args.recursive)
@@ -196,9 +216,17 @@ def run(args: argparse.Namespace) -> int:
     size = images.parse_size(args.size)
     images.check_size(size, args.max_pixels)
     policy = load_policy(args.policy)
-    adapter = with_runtime(load_model_file(args.model, layout=args.model_layout, device=args.device), args.runtime)
+    output_kind = args.output_kind
+    if args.model.startswith("zoo:"):  # the published CIFAR ResNets, with their normalisation and class names
+        adapter, options = load_model(args)
+        preprocess, output_kind = options.get("preprocess"), options["output"]
+        classes = classes or model_classes(args)
+        size = size or (32, 32)
+    else:
+        adapter = with_runtime(load_model_file(args.model, layout=args.model_layout, device=args.device),
+                               args.runtime)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    pred = predict_files(adapter, args.images, policy, args.merge, output_kind=args.output_kind,
+    pred = predict_files(adapter, args.images, policy, args.merge, output_kind=output_kind,
                          batch_size=args.batch_size, preprocess=preprocess, size=size, mode=args.mode,
                          recursive=args.recursive, classes=classes, progress=progress, model_name=args.model,
                          max_pixels=args.max_pixels)
@@ -223,4 +251,4 @@ def run(args: argparse.Namespace) -> int:
 
 
 COMMAND = Command("predict", "classify image files with test-time augmentation", configure=configure, run=run,
-                  description=DESCRIPTION, epilog=EPILOG)
+                  description=DESCRIPTION, epilog=EPILOG, descriptions=DESCRIPTIONS)

@@ -34,9 +34,7 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("scale-out (--engine ray)")
     g.add_argument("--engine", choices=ENGINES, default="local",
-                   help="local: this process. ray: a resumable batch job on Ray (pip install 'ttakit[ray]'): "
-                        "IMAGES may also be .txt lists of files and Parquet/NPZ shards, --out is a folder of "
-                        "Parquet files, and running the same command again after a kill finishes the job. "
+                   help="local: this process; ray: a resumable batch job on Ray (pip install 'ttakit[ray]'). "
                         "Default: local")
     g.add_argument("--address", default=None, metavar="ADDR",
                    help="join the Ray cluster at ADDR (auto, HOST:PORT or ray://HOST:PORT). Default: start a "

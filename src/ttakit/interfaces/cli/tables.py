@@ -1,18 +1,18 @@
 """``ttakit evaluate`` and ``ttakit predict`` on tables (CSV or Parquet)
 with a fitted scikit-learn model.
 
-    ttakit evaluate model.skops --data test.csv --target y --views policy.json
-    ttakit evaluate model.skops --data test.csv --target y --views "noise(0.1)" --fit-data train.csv
-    ttakit predict model.skops --data new.parquet --views policy.json --out preds.parquet
+    ttakit evaluate model.skops --data test.csv --target y --policy policy.json
+    ttakit evaluate model.skops --data test.csv --target y --policy "noise(0.1)" --fit-data train.csv
+    ttakit predict model.skops --data new.parquet --policy policy.json --out preds.parquet
 
 A command is about a table when ``--data`` names a ``.csv``, ``.tsv``,
 ``.parquet`` or ``.pq`` file, or MODEL a scikit-learn file (``.skops``;
 ``.pkl``/``.pickle``/``.joblib`` only with ``--allow-pickle``). Row views
 need the statistics of the *training* rows (column roles, robust spread,
 range, category frequencies), so they come from one explicit place: the
-row policy file (``--views policy.json``, written by
+row policy file (``--policy policy.json``, written by
 ``TTAClassifier.save_policy`` with the statistics it was tuned with), or
-``--fit-data`` (a table of training rows) for a ``--views`` spec. They are
+``--fit-data`` (a table of training rows) for a ``--policy`` spec. They are
 never learnt from the rows being evaluated or predicted.
 """
 
@@ -28,7 +28,7 @@ from ...io import tables
 from ...models.sklearn_loading import PICKLE_SUFFIXES, SKOPS_SUFFIXES, load_sklearn
 from ...policy.rows import ROW_MERGES, RowPolicy, is_row_policy_file, load_row_policy, row_policy
 from ...views.rows import NAN_POLICIES, ROLES, FeatureStats
-from .common import EXIT_OK, cannot_write, positive_int, warn, write_stdout
+from .common import EXIT_OK, Deprecated, cannot_write, positive_int, warn, write_stdout
 
 SKLEARN_SUFFIXES = SKOPS_SUFFIXES + PICKLE_SUFFIXES
 
@@ -39,7 +39,9 @@ ALLOW_PICKLE_HELP = (
 
 
 def add_table_options(p: argparse.ArgumentParser, *, command: str) -> None:
-    """The ``tables`` option group of ``command`` (``evaluate`` or ``predict``)."""
+    """The ``tables`` option group of ``command`` (``evaluate`` or ``predict``).
+    The row views are ``--policy`` (a row policy file, or a row spec with
+    ``--fit-data``), as for images; ``--policy`` is its old spelling."""
     g = p.add_argument_group(
         "tables", "with --data TABLE.csv|.tsv|.parquet and a scikit-learn MODEL (.skops; pickles with\n"
                   "--allow-pickle). Parquet needs pyarrow (pip install 'ttakit[tables]'). See docs/tables.md")
@@ -50,19 +52,15 @@ def add_table_options(p: argparse.ArgumentParser, *, command: str) -> None:
                    help="the column holding the label (classification) or value (regression); "
                         + ("required with a table" if command == "evaluate" else
                            "left out of the model's inputs when present"))
-    g.add_argument("--views", default=None, metavar="SPEC_OR_FILE",
-                   help="the row views: a row policy file (.json, .yaml) saved by TTAClassifier.save_policy / "
-                        "TTARegressor.save_policy, which carries the training statistics; or a spec such as "
-                        "'noise(0.1) + dropout(0.05)' (families noise, jitter, dropout, resample; each term "
-                        "becomes --copies seeded copies), which needs --fit-data. Required with a table")
+    g.add_argument("--views", dest="policy", action=Deprecated, new="--policy")  # the old spelling
     g.add_argument("--fit-data", default=None, metavar="TABLE",
-                   help="training rows (CSV or Parquet) from which a --views spec learns the column roles and "
+                   help="training rows (CSV or Parquet) from which a --policy spec learns the column roles and "
                         "statistics (robust spread, range, median/mode, category frequencies). Never taken "
                         "from --data: the statistics must be those of the data the model was fitted on")
     g.add_argument("--copies", type=positive_int, default=8, metavar="N",
-                   help="seeded copies per term of a --views spec. Default: 8")
+                   help="seeded copies per term of a --policy spec. Default: 8")
     g.add_argument("--seed", type=int, default=0, metavar="S",
-                   help="first seed of a --views spec (term k uses S + 1000k ...). Default: 0")
+                   help="first seed of a --policy spec (term k uses S + 1000k ...). Default: 0")
     g.add_argument("--roles", nargs="+", default=None, metavar="COLUMN=ROLE",
                    help=f"override inferred column roles for --fit-data ({', '.join(ROLES)})")
     g.add_argument("--nan", choices=NAN_POLICIES, default="raise",
@@ -79,18 +77,33 @@ def add_table_options(p: argparse.ArgumentParser, *, command: str) -> None:
 
 def wants_table(args: argparse.Namespace) -> bool:
     """True when the command is about a table (see the module doc); refuses
-    table options given for images."""
+    table options given for images. For a table, ``args.views`` is the row
+    policy ``--policy`` names."""
     model_is_sklearn = Path(str(args.model)).suffix.lower() in SKLEARN_SUFFIXES
     if tables.is_table(getattr(args, "data", None)) or model_is_sklearn:
         if getattr(args, "data", None) is None or not tables.is_table(args.data):
             raise UsageError(f"{Path(args.model).name} is a scikit-learn model: give it a table, "
                              f"--data FILE ({', '.join(tables.TABLE_SUFFIXES)})")
+        args.views = getattr(args, "policy", None)
         return True
-    given = [flag for flag, v in (("--target", args.target), ("--views", args.views),
-                                  ("--fit-data", args.fit_data), ("--roles", args.roles)) if v]
+    given = [flag for flag, v in (("--target", args.target), ("--fit-data", args.fit_data),
+                                  ("--roles", args.roles)) if v]
     if given:
         raise UsageError(f"{', '.join(given)} apply to tables (--data FILE.csv or .parquet)")
     return False
+
+
+#: the policy of images when --policy is not given (a table has no default: its row views need statistics)
+IMAGE_POLICY = "identity + hflip"
+
+
+def take_policy(args: argparse.Namespace) -> bool:
+    """:func:`wants_table`, with ``--policy`` given its meaning: a table's
+    row views, or the policy of images (default :data:`IMAGE_POLICY`)."""
+    table = wants_table(args)
+    if not table and args.policy is None:
+        args.policy = IMAGE_POLICY
+    return table
 
 
 def _roles(items: list[str] | None) -> dict | None:
@@ -116,20 +129,20 @@ def _load(args: argparse.Namespace):
     if target is not None:
         tables.check_column(frame, target)
     if not args.views:
-        raise UsageError("a table needs --views: a row policy file saved by TTAClassifier.save_policy, or a "
+        raise UsageError("a table needs --policy: a row policy file saved by TTAClassifier.save_policy, or a "
                          "spec such as 'noise(0.1)' with --fit-data TRAIN.csv for the training statistics")
     if is_row_policy_file(args.views):
         if args.fit_data or args.roles:
-            raise UsageError(f"--views {args.views} carries the statistics it was tuned with; --fit-data and "
-                             "--roles are for a --views spec")
+            raise UsageError(f"--policy {args.views} carries the statistics it was tuned with; --fit-data and "
+                             "--roles are for a --policy spec")
         rp = load_row_policy(args.views)
         if rp.task is not None and rp.task != task:
-            raise UsageError(f"--views {args.views} was tuned for {rp.task}, but {Path(args.model).name} is "
+            raise UsageError(f"--policy {args.views} was tuned for {rp.task}, but {Path(args.model).name} is "
                              f"a {task} model")
         inputs = tables.model_inputs(model, frame, target, rp.stats.columns)
     else:
         if not args.fit_data:
-            raise UsageError(f"--views {args.views!r} needs --fit-data TRAIN.csv: row views are scaled by the "
+            raise UsageError(f"--policy {args.views!r} needs --fit-data TRAIN.csv: row views are scaled by the "
                              "training rows' statistics (a row policy file saved by save_policy carries them)")
         inputs = tables.model_inputs(model, frame, target)
         fit = tables.read_table(args.fit_data)
@@ -148,7 +161,7 @@ def _run_options(rp: RowPolicy, merge: str | None) -> dict:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """``ttakit evaluate MODEL --data TABLE --target COL --views ...``."""
+    """``ttakit evaluate MODEL --data TABLE --target COL --policy ...``."""
     from ...evaluation.rows import evaluate_rows
 
     if args.target is None:
@@ -175,7 +188,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    """``ttakit predict MODEL --data TABLE --views ... [--out FILE]``."""
+    """``ttakit predict MODEL --data TABLE --policy ... [--out FILE]``."""
     from ...tasks.rows import predict_rows
 
     if args.images:
@@ -200,4 +213,4 @@ def run_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-__all__ = ["add_table_options", "wants_table", "run_evaluate", "run_predict", "ALLOW_PICKLE_HELP"]
+__all__ = ["add_table_options", "wants_table", "take_policy", "IMAGE_POLICY", "run_evaluate", "run_predict", "ALLOW_PICKLE_HELP"]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 from . import dense
 from .dense import DENSE_CANDIDATES, add_dense_options, add_task_option
 from ...errors import UsageError
-from .common import (EXIT_FAILED_INPUTS, EXIT_OK, Command, at_least_one, cannot_write, check_policy_out, fraction,
-                     positive_int)
+from .common import (EXIT_FAILED_INPUTS, EXIT_OK, Command, at_least_one, check_policy_out, fraction, positive_int,
+                     save_policy)
 from .model_data import add_model_and_data, load_data, load_model
 from ...tuning.guard import GUARD_ALPHA, GUARD_FOLDS
 
@@ -83,19 +81,6 @@ def run(args: argparse.Namespace) -> int:
     print(res.summary())
     print(f"\nsaved: {args.out}")
     return EXIT_FAILED_INPUTS if data.failures else EXIT_OK
-
-
-def save_policy(policy, out: str) -> None:
-    """``policy.save(out)`` all at once: into a temporary file beside it,
-    then renamed, so that a failure leaves ``out`` as it was."""
-    path = Path(out)
-    tmp = path.with_name(f".{path.name[:100]}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        policy.save(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise cannot_write(out, e) from None
 
 
 COMMAND = Command("tune", "search the views that help a model on labelled data; save the policy",
