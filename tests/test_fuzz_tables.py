@@ -108,10 +108,16 @@ def tables(draw):
 def write(frame: "pd.DataFrame", path: Path, encoding: str, damage) -> None:
     """Write ``frame`` as ``path`` says (CSV, TSV or Parquet), in ``encoding``, then damage its bytes."""
     if path.suffix == ".parquet":
+        seen: dict = {}
+        names = []
+        for c in map(str, frame.columns):  # Parquet files written by pandas hold unique names
+            names.append(c if c not in seen else f"{c}.{seen[c]}")
+            seen[c] = seen.get(c, 0) + 1
+        frame = frame.set_axis(names, axis=1)
         try:
             frame.to_parquet(path)
         except Exception:  # mixed types pyarrow cannot store: as text
-            frame.astype(str).set_axis([str(c) for c in frame.columns], axis=1).to_parquet(path)
+            frame.astype(str).to_parquet(path)
     else:
         text = frame.to_csv(index=False, sep="\t" if path.suffix == ".tsv" else ",")
         path.write_bytes(text.encode(encoding, errors="replace"))

@@ -149,3 +149,34 @@ def test_the_fair_table_integer_columns_now_move():
     nearest = np.mean([(torch.round(v.table(rows.shape[1], rows.dtype, rows.device)[row_patterns(rows)][:, integer]
                                     * scale) != 0).double().mean().item() for v in copies("noise", stats, 0.1, 8)])
     assert nearest < 0.03
+
+
+# -- a strength per feature group (issue 18, point 3) ------------------------------------------------------
+def test_group_noise_moves_only_its_group():
+    from ttakit.views.rows import IntegerNoise, NumericNoise
+
+    x, _ = frame(300)
+    stats = FeatureStats().fit(x.to_numpy())
+    rows = torch.from_numpy(x.to_numpy())
+    numeric, integer = stats.mask("numeric"), stats.mask("integer")
+    for cls, group, other in ((NumericNoise, numeric, integer), (IntegerNoise, integer, numeric)):
+        y = cls(stats, 0.4, 1)(rows)
+        assert torch.equal(y[:, other], rows[:, other])
+        assert (y[:, group] != rows[:, group]).any(0).all()
+        assert torch.equal(y[:, integer], y[:, integer].round())
+        assert (y >= torch.from_numpy(stats.low)).all() and (y <= torch.from_numpy(stats.high)).all()
+
+
+def test_the_search_gets_per_group_candidates_and_they_save(tmp_path):
+    from ttakit.policy.rows import RowPolicy, load_row_policy, row_policy, save_row_policy
+    from ttakit.tuning.rows import auto_families
+
+    x, y = frame(300)
+    stats = FeatureStats().fit(x)
+    assert auto_families(stats)[-2:] == ["row_noise_numeric", "row_noise_integer"]
+    assert "row_noise_integer" not in auto_families(FeatureStats().fit(x[["a", "b"]]))
+    clf = TTAClassifier(LogisticRegression(), n_copies=2, random_state=0).fit(x, y)
+    assert ("row_noise_integer", 0.4) in clf.candidates_ and ("row_noise_numeric", 0.05) in clf.candidates_
+    policy = row_policy("noise_numeric(0.05) + noise_integer(0.4)", stats, n_copies=2)
+    back = load_row_policy(save_row_policy(RowPolicy(policy, stats), tmp_path / "p.json"))
+    assert back.policy == policy

@@ -61,7 +61,7 @@ from .tasks.linear_rows import shortcut_proba
 from .tasks.regression import RegressionTask
 from .tasks.rows import MODEL_ROWS, direct_output, is_plain, run_rows
 from .tuning.guard import GUARD_ALPHA, check_guard_alpha
-from .tuning.rows import guarded_greedy, log_loss, split, squared_error
+from .tuning.rows import auto_families, guarded_greedy, log_loss, split, squared_error
 from .views import identity
 from .views.rows import DEFAULT_STRENGTHS, FeatureStats, copies, family, is_dataframe
 
@@ -106,10 +106,7 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
         if v is None or (isinstance(v, str) and v.strip().lower() in ("none", "")):
             return []
         if isinstance(v, str) and v.strip().lower() == "auto":
-            names = ["row_noise", "row_jitter", "feature_dropout"]
-            if stats.mask("categorical").any():
-                names.append("category_resample")
-            return names
+            return auto_families(stats)
         if isinstance(v, str):
             v = [p for p in v.replace(",", "+").split("+") if p.strip()]
         return [family(name).name for name in v]
@@ -292,9 +289,11 @@ class TTAClassifier(ClassifierMixin, TTABase):
     estimator
         A classifier with ``predict_proba`` (default ``LogisticRegression()``).
     views
-        ``"auto"`` (noise, jitter, dropout, and categorical resampling when
-        there are categorical columns), ``"none"``, a spec ``"noise+dropout"``
-        or a list of family names.
+        ``"auto"`` (noise, jitter, dropout; categorical resampling when
+        there are categorical columns; noise on the numeric and on the
+        integer features alone when there are both, so that the search
+        chooses a strength per group: :func:`ttakit.tuning.rows.auto_families`),
+        ``"none"``, a spec ``"noise+dropout"`` or a list of family names.
     n_copies
         Seeded copies per family and strength.
     strength

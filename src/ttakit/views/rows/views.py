@@ -120,6 +120,8 @@ class RowView(View):
     """Base of the row views: ``strength``, ``seed`` and the fitted stats."""
 
     name: ClassVar[str] = "row_view"
+    #: the roles of the features noise and jitter change (``|``-separated); the others stay as they are
+    moves: ClassVar[str] = "numeric|integer"
     #: how many random numbers per feature each row draws (uniforms or normals)
     draws: ClassVar[int] = 1
     normal: ClassVar[bool] = True
@@ -206,10 +208,11 @@ class RowView(View):
 
     def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Round integer features, clip numeric ones to the training range,
-        leave categorical and ignored ones as they were. ``y`` is the view's
+        leave the others (categorical, ignored, and those of a role the view
+        does not move) as they were. ``y`` is the view's
         own tensor (new, or the slice of a batch it writes into): it is
         changed in place and returned."""
-        low, high, integer, moved = self.constants(x, "low", "high", "integer", "numeric|integer")
+        low, high, integer, moved = self.constants(x, "low", "high", "integer", self.moves)
         any_integer, all_moved = self.cached(x, "flags", lambda: (bool(integer.any()), bool(moved.all())))
         if any_integer:
             torch.where(integer, torch.round(y), y, out=y)
@@ -271,6 +274,23 @@ class RowNoise(RowView):
         return self.finish(x, y.add_(x))
 
 
+class NumericNoise(RowNoise):
+    """:class:`RowNoise` on the numeric (real-valued) features only; integer
+    features stay as they are. With :class:`IntegerNoise`, the search can
+    give the two groups different strengths."""
+
+    name = "row_noise_numeric"
+    moves = "numeric"
+
+
+class IntegerNoise(RowNoise):
+    """:class:`RowNoise` on the integer features only (whole steps, see the
+    module doc); numeric features stay as they are."""
+
+    name = "row_noise_integer"
+    moves = "integer"
+
+
 class RowJitter(RowView):
     """Multiplicative jitter: each numeric or integer value times
     ``1 + strength * N(0, 1)`` (a relative error; zero stays zero)."""
@@ -326,13 +346,16 @@ class CategoryResample(RowView):
         return y
 
 
-FAMILIES: dict[str, type[RowView]] = {c.name: c for c in (RowNoise, RowJitter, FeatureDropout, CategoryResample)}
+FAMILIES: dict[str, type[RowView]] = {c.name: c for c in (RowNoise, RowJitter, FeatureDropout, CategoryResample,
+                                                           NumericNoise, IntegerNoise)}
 #: short names accepted wherever a family is named
 ALIASES = {"noise": "row_noise", "jitter": "row_jitter", "dropout": "feature_dropout",
-           "resample": "category_resample"}
+           "resample": "category_resample", "noise_numeric": "row_noise_numeric",
+           "noise_integer": "row_noise_integer"}
 #: strengths tried by default when tuning each family
 DEFAULT_STRENGTHS = {"row_noise": (0.05, 0.1, 0.2), "row_jitter": (0.02, 0.05, 0.1),
-                     "feature_dropout": (0.05, 0.1, 0.2), "category_resample": (0.05, 0.1, 0.2)}
+                     "feature_dropout": (0.05, 0.1, 0.2), "category_resample": (0.05, 0.1, 0.2),
+                     "row_noise_numeric": (0.05, 0.1, 0.2), "row_noise_integer": (0.1, 0.2, 0.4)}
 
 
 def family(name: str) -> type[RowView]:
