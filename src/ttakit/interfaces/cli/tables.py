@@ -14,6 +14,13 @@ row policy file (``--views policy.json``, written by
 ``TTAClassifier.save_policy`` with the statistics it was tuned with), or
 ``--fit-data`` (a table of training rows) for a ``--views`` spec. They are
 never learnt from the rows being evaluated or predicted.
+
+The table's header is read first and checked against the model (and the
+limits ``max_table_columns`` and ``max_cell_chars``); then only the columns
+the model takes are read. Rows that cannot be predicted (NaN or infinity
+in an input, a missing target) are named on standard error and left out,
+the others predicted and written, and the exit code is 3, as for image
+files.
 """
 
 from __future__ import annotations
@@ -47,7 +54,11 @@ def add_table_options(p: argparse.ArgumentParser, *, command: str) -> None:
     """The ``tables`` option group of ``command`` (``evaluate`` or ``predict``)."""
     g = p.add_argument_group(
         "tables", "with --data TABLE.csv|.tsv|.parquet and a scikit-learn MODEL (.skops; pickles with\n"
-                  "--allow-pickle). Parquet needs pyarrow (pip install 'ttakit[tables]'). See docs/tables.md")
+                  "--allow-pickle). Parquet needs pyarrow (pip install 'ttakit[tables]'). The header is checked\n"
+                  "against the model before the rows are read (limits: TTAKIT_MAX_TABLE_COLUMNS,\n"
+                  "TTAKIT_MAX_CELL_CHARS). Rows with NaN or infinity (and, for evaluate, a missing target)\n"
+                  "are named on stderr and left out; the others are predicted, and the exit code is 3.\n"
+                  "See docs/tables.md")
     if command == "predict":
         g.add_argument("--data", default=None, metavar="TABLE",
                        help="predict the rows of this table (instead of IMAGES)")
@@ -71,8 +82,9 @@ def add_table_options(p: argparse.ArgumentParser, *, command: str) -> None:
     g.add_argument("--roles", nargs="+", default=None, metavar="COLUMN=ROLE",
                    help=f"override inferred column roles for --fit-data ({', '.join(ROLES)})")
     g.add_argument("--nan", choices=NAN_POLICIES, default="raise",
-                   help="with --fit-data: a row with a missing value is an error (raise), or missing values "
-                        "become the training median/mode (impute). Default: raise")
+                   help="with --fit-data: a row with a missing value is named on stderr and left out "
+                        "(raise; exit code 3), or missing values become the training median/mode (impute). "
+                        "Default: raise")
     if command == "predict":
         g.add_argument("--row-merge", choices=ROW_MERGES, default=None,
                        help="how regression copies merge. Default: the policy file's, else mean")
