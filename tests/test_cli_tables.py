@@ -180,7 +180,7 @@ def test_bad_columns_and_missing_statistics_are_named(cancer, capsys, tmp_path):
     pd.read_csv(d / "test.csv").drop(columns=["mean area"]).to_csv(tmp_path / "short.csv", index=False)
     code, _, err = run(capsys, "evaluate", d / "model.skops", "--data", tmp_path / "short.csv", "--target",
                        "diagnosis", "--policy", "noise", "--fit-data", d / "train.csv")
-    assert code == 2 and "lacks column(s) the model was fitted on: mean area" in err
+    assert code == 2 and "lacks column(s) the model was fitted on: 'mean area'" in err
 
 
 def test_parquet_without_pyarrow_names_the_extra(cancer, capsys, monkeypatch):

@@ -18,10 +18,26 @@ def test_classification_scores_match_scikit_learn():
     s = classification_scores(probs, y)
     assert s["auc"] == pytest.approx(roc_auc_score(y, p1))
     assert s["log_loss"] == pytest.approx(log_loss(y, np.clip(probs, 1e-12, 1)), rel=1e-9)
-    assert s["brier"] == pytest.approx(2 * brier_score_loss(y, p1))
+    assert s["brier"] == pytest.approx(brier_score_loss(y, p1), rel=1e-12)  # issue 21: not twice it
     p3 = rng.dirichlet(np.ones(3), 200)
     y3 = rng.integers(0, 3, 200)
     assert auc(p3, y3) == pytest.approx(roc_auc_score(y3, p3, multi_class="ovr", average="macro"))
+    # more classes: the mean over rows of the summed squared errors (scikit-learn >= 1.7 gives the same)
+    naive = np.mean([sum((p3[i, c] - (y3[i] == c)) ** 2 for c in range(3)) for i in range(200)])
+    assert classification_scores(p3, y3)["brier"] == pytest.approx(naive, rel=1e-12)
+    try:
+        assert classification_scores(p3, y3)["brier"] == pytest.approx(brier_score_loss(y3, p3, labels=[0, 1, 2]))
+    except ValueError:  # an older scikit-learn: binary only
+        pass
+
+
+def test_paired_brier_difference_is_the_difference_of_the_scores():
+    rng = np.random.default_rng(1)
+    for c in (2, 4):
+        a, b = rng.dirichlet(np.ones(c), 100), rng.dirichlet(np.ones(c), 100)
+        y = rng.integers(0, c, 100)
+        d = paired_rows(a, b, y, n_boot=10)["brier"]["difference"]
+        assert d == pytest.approx(classification_scores(b, y)["brier"] - classification_scores(a, y)["brier"])
 
 
 def test_regression_scores_and_coverage():

@@ -1,5 +1,9 @@
 """Limits on the work a short input may ask for.
 
+(Tables too: ``max_table_columns`` and ``max_cell_chars`` below bound what a
+CSV or Parquet file given to ``ttakit evaluate``/``predict`` may hold; its
+header is checked before the table is read.)
+
 A policy spec of a few characters can name millions of views
 (``d4*d4*d4*d4*d4*d4*d4*d4``), a 500-byte YAML file can expand to gigabytes,
 and every distinct view is one forward pass per input. ttakit checks each
@@ -7,18 +11,22 @@ limit below *before* doing the work it guards, and refuses with a
 :class:`LimitError` (a :class:`~ttakit.errors.PolicyError`) that names the
 limit, its value, the value found and how to raise it.
 
-=================  ========  ====================================================
-limit              default   what it bounds
-=================  ========  ====================================================
-``max_views``      4096      distinct views of a policy (forward passes per input)
-``max_copies``     100000    views a policy lists, duplicates included (``random(n)``
-                             copies, the expanded product of a spec), counted
-                             before expanding
-``max_spec_chars`` 10000     characters in a policy spec string
-``max_depth``      64        nesting of brackets in a spec, and of lists and
-                             mappings in a policy file
-``max_file_bytes`` 1048576   size of a policy file (1 MiB)
-=================  ========  ====================================================
+=======================  ========  ====================================================
+limit                    default   what it bounds
+=======================  ========  ====================================================
+``max_views``            4096      distinct views of a policy (forward passes per input)
+``max_copies``           100000    views a policy lists, duplicates included (``random(n)``
+                                   copies, the expanded product of a spec), counted
+                                   before expanding
+``max_spec_chars``       10000     characters in a policy spec string
+``max_depth``            64        nesting of brackets in a spec, and of lists and
+                                   mappings in a policy file
+``max_file_bytes``       1048576   size of a policy file (1 MiB)
+``max_table_columns``    100000    columns of a table file (CSV header, Parquet
+                                   schema), checked before the rows are read
+``max_cell_chars``       100000    characters in one cell of a table file (a column
+                                   name included)
+=======================  ========  ====================================================
 
 YAML aliases and anchors (the "billion laughs" expansion) are always refused
 in policy files; with them gone a document holds at most as many nodes as it
@@ -34,7 +42,7 @@ Raise a limit in one of two ways:
 - for a whole process, the command line included, with an environment
   variable named after the limit: ``TTAKIT_MAX_VIEWS=20000``,
   ``TTAKIT_MAX_COPIES``, ``TTAKIT_MAX_SPEC_CHARS``, ``TTAKIT_MAX_DEPTH``,
-  ``TTAKIT_MAX_FILE_BYTES``.
+  ``TTAKIT_MAX_FILE_BYTES``, ``TTAKIT_MAX_TABLE_COLUMNS``, ``TTAKIT_MAX_CELL_CHARS``.
 
 :func:`current` returns the limits in force: those of the innermost
 :func:`override`, else the defaults above with the environment applied.
@@ -70,6 +78,8 @@ class Limits:
     max_spec_chars: int = 10_000
     max_depth: int = 64
     max_file_bytes: int = 1 << 20
+    max_table_columns: int = 100_000
+    max_cell_chars: int = 100_000
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

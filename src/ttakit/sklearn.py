@@ -64,9 +64,9 @@ from .policy.rows import RowPolicy, save_row_policy
 from .tasks.classification import ClassificationTask
 from .tasks.linear_rows import shortcut_proba
 from .tasks.regression import RegressionTask
-from .tasks.rows import MODEL_ROWS, run_rows
+from .tasks.rows import MODEL_ROWS, direct_output, is_plain, run_rows
 from .tuning.guard import GUARD_ALPHA, GUARD_FOLDS, check_guard_alpha, crossfit_folds
-from .tuning.rows import guarded_greedy, log_loss, split, squared_error
+from .tuning.rows import auto_families, guarded_greedy, log_loss, split, squared_error
 from .views import identity
 from .views.rows import DEFAULT_STRENGTHS, FeatureStats, copies, family, is_dataframe
 
@@ -111,10 +111,7 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
         if v is None or (isinstance(v, str) and v.strip().lower() in ("none", "")):
             return []
         if isinstance(v, str) and v.strip().lower() == "auto":
-            names = ["row_noise", "row_jitter", "feature_dropout"]
-            if stats.mask("categorical").any():
-                names.append("category_resample")
-            return names
+            return auto_families(stats)
         if isinstance(v, str):
             v = [p for p in v.replace(",", "+").split("+") if p.strip()]
         return [family(name).name for name in v]
@@ -276,6 +273,19 @@ class TTABase(MetaEstimatorMixin, BaseEstimator):
                             self.policy_.views if views is None else views,
                             self.policy_.weights if weights is None else weights)
 
+    def _plain(self, X, method: str):
+        """The estimator's own ``method`` output on ``X`` when the policy is
+        no TTA (the guard fell back): bit for bit, not through the run loop.
+        None when the policy has views, or a row is not finite (the loop then
+        fails it as ``on_error`` says)."""
+        check_is_fitted(self)
+        if not is_plain(self.policy_.views):
+            return None
+        valid, _ = self._validate(X, reset=False)
+        rows, decoder = self.stats_.encode(valid)
+        return direct_output(getattr(self.estimator_, method), rows, decoder=decoder, nan=self.nan,
+                             fill=self.stats_.centre, original=X)
+
     def _engine(self, model, rows, decoder, method, task, views, weights):
         return run_rows(task, getattr(model, method), rows, views, weights, decoder=decoder, nan=self.nan,
                         fill=self.stats_.centre, chunk_rows=self.chunk_rows)
@@ -312,9 +322,11 @@ class TTAClassifier(ClassifierMixin, TTABase):
     estimator
         A classifier with ``predict_proba`` (default ``LogisticRegression()``).
     views
-        ``"auto"`` (noise, jitter, dropout, and categorical resampling when
-        there are categorical columns), ``"none"``, a spec ``"noise+dropout"``
-        or a list of family names.
+        ``"auto"`` (noise, jitter, dropout; categorical resampling when
+        there are categorical columns; noise on the numeric and on the
+        integer features alone when there are both, so that the search
+        chooses a strength per group: :func:`ttakit.tuning.rows.auto_families`),
+        ``"none"``, a spec ``"noise+dropout"`` or a list of family names.
     n_copies
         Seeded copies per family and strength.
     strength
@@ -384,7 +396,9 @@ class TTAClassifier(ClassifierMixin, TTABase):
         (A ``LogisticRegression`` with noise views takes a shortcut for the
         rows no copy pushes out of the training range: the same result without
         writing the copies, see :mod:`ttakit.tasks.linear_rows`.)"""
-        check_is_fitted(self)
+        plain = self._plain(X, "predict_proba")
+        if plain is not None:
+            return plain
         X, _ = self._validate(X, reset=False)
         rows, decoder = self.stats_.encode(X)
         views, weights = self.policy_.views, self.policy_.weights
@@ -416,8 +430,11 @@ class TTAClassifier(ClassifierMixin, TTABase):
         return self._run(X, "decision_function", RegressionTask(on_error=self.on_error)).pred
 
     def predict(self, X) -> np.ndarray:
-        """The class of the highest merged probability (or decision value)."""
-        check_is_fitted(self)
+        """The class of the highest merged probability (or decision value);
+        without TTA (the guard fell back) the estimator's own ``predict``."""
+        plain = self._plain(X, "predict")
+        if plain is not None:
+            return plain
         if self._has_proba():
             return self.classes_[self.predict_proba(X).argmax(1)]
         d = self.decision_function(X)
@@ -466,7 +483,11 @@ class TTARegressor(RegressorMixin, TTABase):
 
     def predict(self, X, return_std: bool = False):
         """The merged prediction; with ``return_std``, also the weighted
-        standard deviation across the copies (0 without TTA)."""
+        standard deviation across the copies (0 without TTA: then the
+        estimator's own ``predict``)."""
+        plain = self._plain(X, "predict")
+        if plain is not None:
+            return (plain, np.zeros(np.shape(plain))) if return_std else plain
         res = self.predict_dist(X)
         return (res.pred, res.std) if return_std else res.pred
 

@@ -1,7 +1,10 @@
 """Scores for tabular predictions and paired comparisons against no TTA.
 
 Classification: accuracy, log-loss, AUC (binary; one-vs-rest macro average
-for more classes), Brier. Regression: RMSE, MAE, and the coverage of an
+for more classes), Brier (:func:`brier_score`: scikit-learn's
+``brier_score_loss``, the mean squared error of the positive class's
+probability for two classes, the mean over rows of the summed squared
+errors over the classes for more). Regression: RMSE, MAE, and the coverage of an
 interval. :func:`paired_rows` compares two predictions on the same rows
 (usually no TTA as ``a``, TTA as ``b``): a paired bootstrap CI of the
 difference of every per-row loss, and fixed/broken counts (rows wrong under
@@ -17,7 +20,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..tasks.rows import RowPrediction, predict_rows
-from .metrics import accuracy, as_labels, brier, check_probs_and_labels, nll
+from ..views.base import short_repr
+from .metrics import accuracy, as_labels, check_probs_and_labels, nll
 from .paired import bootstrap_ci, mcnemar_exact
 
 
@@ -54,11 +58,32 @@ def binary_auc(score: np.ndarray, positive: np.ndarray) -> float:
     return float((r[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+#: how the report defines Brier (printed under it)
+BRIER_DEFINITION = ("Brier is scikit-learn's brier_score_loss: for two classes the mean of (p - y)^2 over rows, "
+                    "p the probability of the second class and y 1 when it is the label; for more classes the mean "
+                    "over rows of the sum over classes of (p_c - y_c)^2 (twice the two-class value there)")
+
+
+def brier_rows(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row: the Brier score of :func:`brier_score` (its mean over rows)."""
+    onehot = np.eye(probs.shape[1])[labels]
+    per_row = ((probs - onehot) ** 2).sum(1)
+    return per_row / 2 if probs.shape[1] == 2 else per_row
+
+
+def brier_score(probs, labels) -> float:
+    """Brier score, as scikit-learn's ``brier_score_loss``: for two classes
+    the mean squared error of the second class's probability; for more, the
+    mean over rows of the squared errors summed over the classes."""
+    probs, labels = check_probs_and_labels(probs, labels)
+    return float(brier_rows(probs, labels).mean())
+
+
 def classification_scores(probs, labels) -> dict[str, float]:
     """``accuracy``, ``log_loss``, ``auc``, ``brier`` of probabilities ``(N, C)``."""
     labels = as_labels(labels)
     return {"accuracy": accuracy(probs, labels), "log_loss": nll(probs, labels), "auc": auc(probs, labels),
-            "brier": brier(probs, labels)}
+            "brier": brier_score(probs, labels)}
 
 
 def _check_regression(pred, y) -> tuple[np.ndarray, np.ndarray]:
@@ -109,11 +134,10 @@ def paired_rows(a, b, y, *, task: str = "classification", level: float = 0.95, n
             raise InputError(f"paired predictions must have one shape, got {pa.shape} and {pb.shape}")
         rows = np.arange(len(y))
         ca, cb = pa.argmax(1) == y, pb.argmax(1) == y
-        onehot = np.eye(pa.shape[1])[y]
         losses = {
             "accuracy": cb.astype(float) - ca.astype(float),
             "log_loss": -np.log(np.clip(pb[rows, y], 1e-12, None)) + np.log(np.clip(pa[rows, y], 1e-12, None)),
-            "brier": ((pb - onehot) ** 2).sum(1) - ((pa - onehot) ** 2).sum(1),
+            "brier": brier_rows(pb, y) - brier_rows(pa, y),
         }
         fixed, broken = int((~ca & cb).sum()), int((ca & ~cb).sum())
         extra = {"fixed": fixed, "broken": broken, "p_value": mcnemar_exact(fixed, broken)}
@@ -181,7 +205,7 @@ class RowReport:
                           "copies' spread (it knows only what the augmentation moves)"]
         else:
             lines += ["", f"fixed: {p['fixed']}, broken: {p['broken']} (exact McNemar p = {p['p_value']:.3g}); "
-                          "negative log-loss and Brier differences are improvements"]
+                          "negative log-loss and Brier differences are improvements. " + BRIER_DEFINITION]
         return "\n".join(lines) + "\n"
 
 
@@ -202,7 +226,8 @@ def class_indices(y, classes) -> np.ndarray:
         known = np.array([v in set(classes.tolist()) for v in y.tolist()])
     if not known.all():
         unknown = list(dict.fromkeys(y[~known].tolist()))[:5]
-        raise InputError(f"labels {unknown} are not classes of the model (its classes: {classes.tolist()[:10]})")
+        raise InputError(f"labels {', '.join(short_repr(v) for v in unknown)} are not classes of the model (its "
+                         f"classes: {', '.join(short_repr(v) for v in classes.tolist()[:10])})")
     order = np.argsort(classes, kind="stable")
     return order[np.searchsorted(classes[order], y)]
 

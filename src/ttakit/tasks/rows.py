@@ -6,6 +6,11 @@ see :class:`~ttakit.views.rows.FeatureStats`) go through the one run loop
 (:func:`ttakit.engine.run`) in chunks of ``chunk_rows``, and all the views'
 copies of a chunk reach ``fn`` in **one** call of ``copies x chunk_rows``
 rows, decoded back to a DataFrame first when ``decoder`` is given.
+
+A policy of no view but identity (no TTA, e.g. after the guard fell back)
+does not go through the loop: :func:`direct_output` calls the model once on
+the rows and returns its own output, bit for bit (the loop keeps
+probabilities as float32, which would flip near-ties).
 """
 
 from __future__ import annotations
@@ -49,6 +54,30 @@ def run_rows(task, fn: Callable | ModelAdapter, rows: np.ndarray, views: Sequenc
     return engine.run(task, adapter, rows, views, list(weights), inputs=inputs, batch_size=chunk * len(views))
 
 
+def is_plain(views: Sequence) -> bool:
+    """True when ``views`` are identity only: the model sees the rows as they are."""
+    plain = identity()
+    return all(v == plain for v in views)
+
+
+def direct_output(fn: Callable, rows: np.ndarray, *, decoder=None, nan: str = "raise", fill=None, original=None):
+    """``fn``'s own output on ``rows`` (no TTA): missing values imputed with
+    ``fill`` when ``nan="impute"``, then one call with ``original`` (the rows
+    as the caller gave them) when nothing was imputed, else with the rows
+    (decoded when ``decoder`` is given). None when a row is still not finite:
+    the run loop then fails it as the task's ``on_error`` says."""
+    if nan == "impute" and fill is not None:
+        missing = np.isnan(rows)
+        if missing.any():
+            rows = np.where(missing, np.asarray(fill, dtype=np.float64)[None, :], rows)
+            original = None
+    if not np.isfinite(rows).all():
+        return None
+    if original is not None:
+        return fn(original)
+    return fn(decoder(rows) if decoder is not None else rows)
+
+
 @dataclass
 class RowPrediction:
     """Merged predictions of a fitted model on rows: ``probs`` ``(N, C)`` and
@@ -85,6 +114,18 @@ def predict_rows(model, rows: np.ndarray, policy: Policy | None, *, decoder=None
     policy = Policy([identity()]) if policy is None else policy.unique()
     views, weights = policy.views, policy.weights
     opts = dict(decoder=decoder, nan=nan, fill=fill, chunk_rows=chunk_rows)
+    if is_plain(views):  # no TTA: the model's own output, bit for bit
+        t0 = time.perf_counter()
+        out = direct_output(model.predict_proba if task == "classification" else model.predict, rows,
+                            decoder=decoder, nan=nan, fill=fill)
+        if out is not None:
+            seconds = time.perf_counter() - t0
+            if task == "classification":
+                classes = np.asarray(model.classes_)
+                return RowPrediction(task, classes[np.asarray(out).argmax(1)], np.asarray(out), classes,
+                                     seconds=seconds, forward_passes=len(rows))
+            pred = np.asarray(out)
+            return RowPrediction(task, pred, std=np.zeros(pred.shape), seconds=seconds, forward_passes=len(rows))
     if task == "classification":
         probs_only = ClassificationTask(Mean(), output="probs", spread=False)
         t0, counted = time.perf_counter(), []
@@ -106,4 +147,4 @@ def predict_rows(model, rows: np.ndarray, policy: Policy | None, *, decoder=None
     return RowPrediction(task, res.pred, std=res.std, seconds=res.seconds, forward_passes=res.forward_passes)
 
 
-__all__ = ["run_rows", "predict_rows", "model_task", "RowPrediction", "MODEL_ROWS"]
+__all__ = ["run_rows", "predict_rows", "model_task", "RowPrediction", "MODEL_ROWS", "is_plain", "direct_output"]

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
+from ..views.rows import FeatureStats
 from .guard import GUARD_ALPHA, GUARD_FOLDS, check_guard_alpha, crossfit_folds, decide
 
 _TINY = 1e-12
@@ -45,6 +46,22 @@ def squared_error(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
     return err.reshape(len(err), -1).mean(1)
 
 
+# -- the candidates (which view families are tried) --------------------------------------------------------
+def auto_families(stats: FeatureStats) -> list[str]:
+    """The row view families tried by default (``views="auto"``): noise,
+    jitter and dropout; categorical resampling when there are categorical
+    features; and, when there are both numeric and integer features, noise
+    on each group alone (``row_noise_numeric``, ``row_noise_integer``), so
+    that the search can give the groups different strengths."""
+    names = ["row_noise", "row_jitter", "feature_dropout"]
+    if stats.mask("categorical").any():
+        names.append("category_resample")
+    if stats.mask("numeric").any() and stats.mask("integer").any():
+        names += ["row_noise_numeric", "row_noise_integer"]
+    return names
+
+
+# -- the guarded search ---------------------------------------------------------------------------------------
 @dataclass
 class GuardedSearch:
     """What :func:`guarded_greedy` chose, and why."""

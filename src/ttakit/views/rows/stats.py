@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ...errors import InputError
+from ..base import short_repr
 
 ROLES = ("numeric", "integer", "categorical", "ignore")
 NAN_POLICIES = ("raise", "impute")
@@ -128,7 +129,8 @@ class FeatureStats:
             raise InputError(f"roles lists {len(given)} roles for {len(roles)} columns")
         for key, role in items:
             if role not in ROLES:
-                raise InputError(f"unknown role {role!r} for column {key!r}; valid: {', '.join(ROLES)}")
+                raise InputError(f"unknown role {short_repr(role)} for column {short_repr(key)}; valid: "
+                                 f"{', '.join(ROLES)}")
             roles[self._column_index(key, len(roles))] = role
         return roles
 
@@ -137,7 +139,7 @@ class FeatureStats:
             return self.columns.index(key)
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool) and 0 <= key < width:
             return int(key)
-        raise InputError(f"roles names column {key!r}, which is not a column of the training data")
+        raise InputError(f"roles names column {short_repr(key)}, which is not a column of the training data")
 
     def _fingerprint(self) -> str:
         h = hashlib.sha1()
@@ -230,8 +232,8 @@ class FeatureStats:
         if not is_dataframe(x):
             return _as_matrix(x), None
         if self.columns is not None and list(x.columns) != self.columns:
-            raise InputError(f"the DataFrame's columns {list(x.columns)[:8]} differ from the training "
-                             f"columns {self.columns[:8]}")
+            raise InputError(f"the DataFrame's columns {_names(list(x.columns))} differ from the training "
+                             f"columns {_names(self.columns)}")
         out = np.empty(x.shape, dtype=np.float64)
         extra: dict[int, np.ndarray] = {}
         for j in range(x.shape[1]):
@@ -249,13 +251,17 @@ class FeatureStats:
                 try:
                     out[:, j] = col.to_numpy(dtype=np.float64, na_value=np.nan)
                 except (TypeError, ValueError) as e:
-                    raise InputError(f"column {x.columns[j]!r} is not numeric ({col.dtype}): {e}") from None
+                    raise InputError(f"column {short_repr(x.columns[j])} is not numeric ({col.dtype}): "
+                                     f"{short_repr(str(e), 200)}") from None
         return out, Decoder(list(x.columns), list(x.dtypes), extra)
 
 
 class Decoder:
-    """Turns encoded rows back into a DataFrame with the original columns and
-    dtypes (categories decoded from their codes; integers rounded)."""
+    """Turns encoded rows back into a DataFrame with the columns and dtypes
+    of the rows encoded (categories decoded from their codes). Values are
+    never rounded here: an integer or boolean column whose values a view
+    moved off the integers (a column fitted as real numbers that arrives as
+    int64, as CSV readers make whole-number columns) comes back as float64."""
 
     def __init__(self, columns: list, dtypes: list, categories: dict[int, np.ndarray]):
         self.columns, self.dtypes, self.categories = columns, dtypes, categories
@@ -275,13 +281,31 @@ class Decoder:
                     data[name] = series.astype(dtype)
                 except (TypeError, ValueError):
                     data[name] = series
-            elif np.dtype(dtype).kind in "iu" if _is_numpy_dtype(dtype) else False:
-                data[name] = pd.Series(np.round(col)).astype(dtype)
-            elif _is_numpy_dtype(dtype) and np.dtype(dtype).kind == "b":
-                data[name] = pd.Series(col != 0)
+            elif getattr(dtype, "kind", "O") in "iub" and not _fits(col, dtype):
+                # an integer or boolean column the views moved off its values (a column the model was
+                # fitted on as real numbers, read as integers): float64, never rounded here; the
+                # roles (what is rounded) come from the fit, not from the dtype of these rows
+                data[name] = pd.Series(col)
             else:
                 data[name] = pd.Series(col).astype(dtype)
         return pd.DataFrame(data, columns=self.columns)
+
+
+def _fits(col: np.ndarray, dtype) -> bool:
+    """Whether ``col`` (float64) holds only values of an integer or boolean
+    ``dtype``, so casting back loses nothing (a nullable extension dtype
+    takes NaN as missing)."""
+    v = col if _is_numpy_dtype(dtype) else col[~np.isnan(col)]
+    with np.errstate(invalid="ignore"):
+        if dtype.kind == "b":
+            return bool(np.all((v == 0) | (v == 1)))
+        return bool(np.all(np.isfinite(v) & (v == np.round(v))))
+
+
+def _names(columns: list) -> str:
+    """The first column names, each cut short."""
+    more = f" ... ({len(columns)} in all)" if len(columns) > 8 else ""
+    return "[" + ", ".join(short_repr(c) for c in columns[:8]) + more + "]"
 
 
 def _as_matrix(x) -> np.ndarray:

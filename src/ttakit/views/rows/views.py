@@ -18,6 +18,16 @@ After a change, integer features are rounded and numeric and integer
 features are clipped to the training range (no age of -3, no 2.7
 children); categorical features only take values seen in training;
 ``ignore`` features are never changed.
+
+**Integer features take integer steps.** Rounding a small Gaussian step
+back to the nearest integer would leave them where they were (a noise of
+0.07 on a 1-5 rating never moves it). So noise and jitter draw, for an
+integer feature, the change ``z`` they would make to a real number and
+step by ``floor(z)`` or ``floor(z) + 1``, the second with probability
+``z - floor(z)`` (stochastic rounding, from a second seeded table): the
+mean step is ``z``, and a feature whose ``|z|`` is below 1 moves by one
+with probability ``|z|`` (on average about 0.8 times the noise's standard
+deviation).
 """
 
 from __future__ import annotations
@@ -99,10 +109,19 @@ def _patterns_of(x: torch.Tensor) -> torch.Tensor:
     return p
 
 
+def stochastic_round(z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``floor(z)``, plus one where ``u < z - floor(z)``: for ``u`` uniform
+    in [0, 1), a whole number whose mean is ``z``."""
+    low = torch.floor(z)
+    return low + (u < z - low).to(z.dtype)
+
+
 class RowView(View):
     """Base of the row views: ``strength``, ``seed`` and the fitted stats."""
 
     name: ClassVar[str] = "row_view"
+    #: the roles of the features noise and jitter change (``|``-separated); the others stay as they are
+    moves: ClassVar[str] = "numeric|integer"
     #: how many random numbers per feature each row draws (uniforms or normals)
     draws: ClassVar[int] = 1
     normal: ClassVar[bool] = True
@@ -153,6 +172,17 @@ class RowView(View):
             self._tables[key] = t
         return t
 
+    def uniforms(self, f: int, dtype, device) -> torch.Tensor:
+        """A second table ``(PATTERNS, F)`` of uniform numbers in [0, 1),
+        independent of :meth:`table`: the stochastic rounding of integer steps."""
+        key = ("uniforms", f, dtype, str(device))
+        t = self._tables.get(key)
+        if t is None:
+            family = sum(self.name.encode()) * 1_000_003
+            g = np.random.default_rng([self.seed, family, 1])
+            t = self._tables[key] = torch.from_numpy(g.random((PATTERNS, f))).to(device=device, dtype=dtype)
+        return t
+
     def draw(self, x: torch.Tensor) -> torch.Tensor:
         """Each row's random numbers ``(N, draws * F)``."""
         return self.table(x.shape[1], x.dtype, x.device).index_select(0, _patterns_of(x))
@@ -178,10 +208,11 @@ class RowView(View):
 
     def finish(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Round integer features, clip numeric ones to the training range,
-        leave categorical and ignored ones as they were. ``y`` is the view's
+        leave the others (categorical, ignored, and those of a role the view
+        does not move) as they were. ``y`` is the view's
         own tensor (new, or the slice of a batch it writes into): it is
         changed in place and returned."""
-        low, high, integer, moved = self.constants(x, "low", "high", "integer", "numeric|integer")
+        low, high, integer, moved = self.constants(x, "low", "high", "integer", self.moves)
         any_integer, all_moved = self.cached(x, "flags", lambda: (bool(integer.any()), bool(moved.all())))
         if any_integer:
             torch.where(integer, torch.round(y), y, out=y)
@@ -189,6 +220,11 @@ class RowView(View):
         if not all_moved:
             torch.where(moved, y, x, out=y)
         return y
+
+    def integer_mask(self, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """The integer features (a boolean ``(F,)`` tensor), and whether there are any."""
+        (integer,) = self.constants(x, "integer")
+        return integer, self.cached(x, "any_integer", lambda: bool(integer.any()))
 
     @staticmethod
     def _gather(table: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
@@ -227,10 +263,32 @@ class RowNoise(RowView):
     def augment(self, x, out=None):
         def make():
             (scale,) = self.constants(x, "scale")
-            return self.table(x.shape[1], x.dtype, x.device) * (scale * self.strength)
+            steps = self.table(x.shape[1], x.dtype, x.device) * (scale * self.strength)
+            integer, any_integer = self.integer_mask(x)
+            if any_integer:  # integer features: a whole step, stochastically rounded (see the module doc)
+                u = self.uniforms(x.shape[1], x.dtype, x.device)
+                torch.where(integer, stochastic_round(steps, u), steps, out=steps)
+            return steps
 
         y = self._gather(self.cached(x, "steps", make), x, out)  # each row's noise
         return self.finish(x, y.add_(x))
+
+
+class NumericNoise(RowNoise):
+    """:class:`RowNoise` on the numeric (real-valued) features only; integer
+    features stay as they are. With :class:`IntegerNoise`, the search can
+    give the two groups different strengths."""
+
+    name = "row_noise_numeric"
+    moves = "numeric"
+
+
+class IntegerNoise(RowNoise):
+    """:class:`RowNoise` on the integer features only (whole steps, see the
+    module doc); numeric features stay as they are."""
+
+    name = "row_noise_integer"
+    moves = "integer"
 
 
 class RowJitter(RowView):
@@ -241,7 +299,12 @@ class RowJitter(RowView):
 
     def augment(self, x, out=None):
         factors = self.cached(x, "factors", lambda: 1 + self.strength * self.table(x.shape[1], x.dtype, x.device))
-        return self.finish(x, self._gather(factors, x, out).mul_(x))
+        y = self._gather(factors, x, out).mul_(x)
+        integer, any_integer = self.integer_mask(x)
+        if any_integer:  # integer features: a whole step, stochastically rounded (see the module doc)
+            u = self._gather(self.uniforms(x.shape[1], x.dtype, x.device), x, None)
+            torch.where(integer, x + stochastic_round(y - x, u), y, out=y)
+        return self.finish(x, y)
 
 
 class FeatureDropout(RowView):
@@ -283,13 +346,16 @@ class CategoryResample(RowView):
         return y
 
 
-FAMILIES: dict[str, type[RowView]] = {c.name: c for c in (RowNoise, RowJitter, FeatureDropout, CategoryResample)}
+FAMILIES: dict[str, type[RowView]] = {c.name: c for c in (RowNoise, RowJitter, FeatureDropout, CategoryResample,
+                                                           NumericNoise, IntegerNoise)}
 #: short names accepted wherever a family is named
 ALIASES = {"noise": "row_noise", "jitter": "row_jitter", "dropout": "feature_dropout",
-           "resample": "category_resample"}
+           "resample": "category_resample", "noise_numeric": "row_noise_numeric",
+           "noise_integer": "row_noise_integer"}
 #: strengths tried by default when tuning each family
 DEFAULT_STRENGTHS = {"row_noise": (0.05, 0.1, 0.2), "row_jitter": (0.02, 0.05, 0.1),
-                     "feature_dropout": (0.05, 0.1, 0.2), "category_resample": (0.05, 0.1, 0.2)}
+                     "feature_dropout": (0.05, 0.1, 0.2), "category_resample": (0.05, 0.1, 0.2),
+                     "row_noise_numeric": (0.05, 0.1, 0.2), "row_noise_integer": (0.1, 0.2, 0.4)}
 
 
 def family(name: str) -> type[RowView]:
