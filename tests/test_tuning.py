@@ -226,3 +226,20 @@ def test_tuned_resnet20_is_never_worse_than_no_tta_on_held_out_data():
                      guard_alpha=1.0, cache=res.cache, **kw)
     assert not loose.fell_back and "hflip" in loose.policy.spec
     assert evaluate(model, x[1000:], y[1000:], loose.policy, cache=hold).paired.lift > 0
+
+
+def test_tune_command_guard_options(tmp_path, capsys):
+    from ttakit.interfaces.cli import main
+
+    x, y = _tiny_data(300)
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    model = tmp_path / "m.pt"
+    torch.jit.script(_tiny_model()).save(str(model))
+    base = ["tune", str(model), "--data", str(tmp_path / "data.npz"), "--candidates", "hflips", "--budget", "2",
+            "--out", str(tmp_path / "p.yaml"), "--no-progress"]
+    assert main(base + ["--guard-folds", "1"]) == 2
+    assert "--guard-folds must be at least 2" in capsys.readouterr().err
+    assert main(base + ["--guard-alpha", "0"]) == 2
+    assert "--guard-alpha" in capsys.readouterr().err
+    assert main(base + ["--guard-folds", "3", "--guard-alpha", "0.1"]) == 0
+    assert "3-fold cross-fitting" in capsys.readouterr().out
