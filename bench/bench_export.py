@@ -45,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=5, help="interleaved rounds")
     p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
+    C.add_protocol_args(p)
     return p.parse_args(argv)
 
 
@@ -99,7 +100,7 @@ def main(argv=None):
     import torch
 
     torch.set_num_threads(args.threads)
-    C.header("bench_export: D4 ResNet-20, exported graph (ONNX Runtime) vs ttakit onnx vs ttach", args)
+    C.begin("bench_export: D4 ResNet-20, exported graph (ONNX Runtime) vs ttakit onnx vs ttach", args)
     images, _ = C.load_cifar(args.data, "test", args.n)
     with tempfile.TemporaryDirectory() as folder:
         fns, eager = arms(args, images, folder)
@@ -109,16 +110,15 @@ def main(argv=None):
     speed = {k: [n / t for t in v] for k, v in times.items()}
     ratios = {f"{a} / {b}": C.summary(C.ratios(times[b], times[a]))  # b's time over a's: throughput ratio
               for a, b in (("exported graph", "ttach"), ("ttakit onnx", "ttach"), ("exported graph", "ttakit onnx"))}
-    print(f"\nD4 on {n} images, {args.repeats} interleaved rounds, {args.threads} threads; "
-          f"load avg now {os.getloadavg()[0]:.2f}")
+    C.say(f"\nD4 on {n} images, {args.repeats} interleaved rounds, {args.threads} threads")
     rows = [[k, f"{statistics.median(s):.0f} ({min(s):.0f}-{max(s):.0f})"] for k, s in speed.items()]
     rows += [[k, C.fmt_ratio(v, 2)] for k, v in ratios.items()]
-    print(C.table(rows, ["arm: images/s, or throughput ratio", "median over rounds (min-max)"]))
+    C.say(C.table(rows, ["arm: images/s, or throughput ratio", "median over rounds (min-max)"]))
     ok = diff <= 1e-4
-    print(f"exported graph vs ttakit eager: max |diff| of probabilities {diff:.1e} ({'ok' if ok else 'ABOVE 1e-4'})")
-    C.write_json(args.json, {"benchmark": "export", "machine": C.machine(), "args": vars(args), "n": n,
-                             "seconds": times, "images_per_s": speed, "ratios": ratios, "max_abs_diff": diff,
-                             "load_avg_after": list(os.getloadavg())})
+    C.say(f"exported graph vs ttakit eager: max |diff| of probabilities {diff:.1e} ({'ok' if ok else 'ABOVE 1e-4'})")
+    C.finish(args, json_path=args.json, payload={"benchmark": "export", "machine": C.machine(), "args": vars(args),
+                                                 "n": n, "seconds": times, "images_per_s": speed, "ratios": ratios,
+                                                 "max_abs_diff": diff})
     return 0 if ok else 1
 
 
