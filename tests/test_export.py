@@ -52,7 +52,7 @@ OFFSET = st.one_of(st.integers(-6, 6), st.floats(-0.4, 0.4).filter(lambda v: abs
 def _geometric():
     return st.one_of(
         st.builds(Dihedral, st.integers(0, 3), st.booleans()),
-        st.builds(Shift, OFFSET, OFFSET, FILLS, CVAL),
+        st.builds(Shift, OFFSET, OFFSET, FILLS, CVAL, st.sampled_from(["px", "fraction"])),
         st.builds(Rotate, st.floats(-40, 40), FILLS, CVAL),
         st.builds(Affine, st.floats(-20, 20), st.floats(-3, 3), st.floats(-3, 3), st.floats(-10, 10),
                   st.floats(0.8, 1.25), st.floats(0.8, 1.25), st.just(False), FILLS, CVAL),
@@ -148,7 +148,7 @@ RESNET_NORM = {"mean": CIFAR_RESNET_MEAN, "std": CIFAR_RESNET_STD}
 #: every view kind and every merge, over both models, both layouts and both input dtypes
 CASES = [
     ("d4", None, "NHWC", "uint8"),
-    ("identity + shift(dx=2, dy=-1) + shift(dx=0.1, dy=0.15, fill='reflect') + rotate(12, fill='constant', cval=0.5) "
+    ("identity + shift(dx=2, dy=-1) + shift(dx=0.1, dy=0.15, unit='fraction', fill='reflect') + rotate(12, fill='constant', cval=0.5) "
      "+ affine(theta=5, shear=4, zx=0.9, fill='wrap')", "gmean", "NCHW", "float32"),
     ("identity + scale(0.8, 1.15) + scale(0.7, fill='constant') + fivecrop(0.8) + (hflip * crop(0.75))", "logits",
      "NHWC", "float32"),

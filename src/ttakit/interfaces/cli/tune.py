@@ -30,16 +30,13 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="merge to calibrate: mean + temperature, or learned weights per view (or per view "
                         "and class) + temperature. Default: mean")
     t.add_argument("--guard-folds", type=positive_int, default=GUARD_FOLDS, metavar="K",
-                   help="--task classify: the guard's cross-fitting folds. The search runs K times, each time "
-                        "without one fold, and is checked on the fold it did not see; its views are kept only "
-                        "if that evidence passes a fixed-sequence test (docs: 'Does TTA help my model?'). "
-                        f"Default: {GUARD_FOLDS}")
+                   help="the guard's cross-fitting folds: the search runs without each fold and is checked "
+                        f"on it; views are kept only if that evidence passes. Default: {GUARD_FOLDS}")
     t.add_argument("--guard-alpha", type=float, default=GUARD_ALPHA, metavar="A",
-                   help="--task classify: the guard's error level: the chance of keeping views when none "
-                        f"truly helps is at most A. Default: {GUARD_ALPHA}")
+                   help="the guard's error level: the chance of keeping views when none truly helps is at "
+                        f"most A. Default: {GUARD_ALPHA}")
     t.add_argument("--guard-fraction", type=fraction, default=0.3, metavar="F",
-                   help="--task detect or segment: share of the images held back to check the search. "
-                        "Default: 0.3")
+                   help="share of the images held back to check the search. Default: 0.3")
     t.add_argument("--seed", type=int, default=0, help="seed of the guard's folds (or split). Default: 0")
     t.add_argument("--max-forwards", type=at_least_one, default=None, metavar="F",
                    help="cost budget: mean forward passes per input. When the tuned policy has more distinct "
