@@ -64,6 +64,10 @@ def add_dense_options(p: argparse.ArgumentParser, command: str) -> None:
                    help="keypoints: left/right index pairs swapped under mirroring views, as '1-2,3-4'; "
                         "'coco' for COCO's 17 keypoints. Default: none")
     if command == "predict":
+        g.add_argument("--draw", default=None, metavar="DIR",
+                       help="also write each image with its predictions drawn (boxes with class names and scores "
+                            "of at least 0.3, masks as coloured overlays, keypoints and skeletons) as DIR/<name>.png; "
+                            "--classes FILE names the labels. Default: none")
         g.add_argument("--category-ids", type=int, nargs="+", default=None, metavar="ID",
                        help="detect: the COCO category id of each model label, in label order (labels past the "
                             "list are left out). Default: the label itself")
@@ -181,8 +185,8 @@ def predict(args: argparse.Namespace) -> int:
     from ...io import images
     from ...io.dense import predict_dense_files, write_dense
 
-    given = [flag for flag, v in (("--classes", args.classes), ("--top-k", args.top_k), ("--format", args.format))
-             if v is not None]
+    given = [flag for flag, v in (("--classes", None if args.draw else args.classes), ("--top-k", args.top_k),
+                                  ("--format", args.format)) if v is not None]
     if given:
         raise UsageError(f"{given[0]} is for --task classify; --task {args.task} writes COCO JSON (and PNG masks)")
     if not args.out:
@@ -207,6 +211,16 @@ def predict(args: argparse.Namespace) -> int:
         raise cannot_write(args.out, e) from None
     warn(f"wrote {len(pred.paths)} images' results to {written} ({pred.forward_passes} forward passes, "
          f"{pred.seconds:.2f} s)")
+    if args.draw:
+        from ...report import draw_predictions
+        from .common import read_classes
+
+        names = read_classes(args.classes) if args.classes else None
+        try:
+            drawn = draw_predictions(pred, args.draw, names)
+        except OSError as e:
+            raise cannot_write(args.draw, e) from None
+        warn(f"drew {len(drawn)} images in {args.draw}")
     return EXIT_FAILED_INPUTS if pred.failures else EXIT_OK
 
 
@@ -249,8 +263,11 @@ def evaluate(args: argparse.Namespace) -> int:
         warn(f"cannot read or predict {path}: {in_flags(why)}")
     print(report.to_markdown())
     if args.out:
+        from ...report import write_dense
+
         try:
-            print(f"report: {report.write(args.out)}", file=sys.stderr)
+            md = report.write(args.out)
+            print(f"report: {write_dense(report, args.out)} ({md})", file=sys.stderr)
         except OSError as e:
             raise cannot_write(args.out, e) from None
     return EXIT_FAILED_INPUTS if report.failures else EXIT_OK
