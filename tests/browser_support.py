@@ -138,3 +138,39 @@ def blankness(png: Path) -> tuple[float, float]:
     a = np.asarray(Image.open(png).convert("L"), np.float64)
     values, counts = np.unique(a, return_counts=True)
     return float(a.std()), float(1 - counts.max() / a.size)
+
+
+#: why the browser checks skip where there is no Chromium
+NO_CHROMIUM = "headless Chromium is not installed (Debian: apt-get install chromium; make test installs it)"
+#: hosts Chromium itself calls (its component updater, sign-in) whatever the page: not the page's requests
+BROWSER_OWN = ("update.googleapis.com", "accounts.google.com", "clients2.google.com", "clients1.google.com",
+               "optimizationguide-pa.googleapis.com")
+
+
+def page_requests(lines: list[str]) -> list[str]:
+    """The request lines :class:`RefusingProxy` saw that are not Chromium's own (:data:`BROWSER_OWN`)."""
+    return [ln for ln in lines if not any(h in (ln.split(" ") + [""])[1] for h in BROWSER_OWN)]
+
+
+def check_page(page: Path, screenshot: Path) -> Opened:
+    """The report page's checks: no network source in the HTML and a policy
+    that forbids fetching, every image loads, no request leaves, the
+    screenshot is not blank."""
+    html = Path(page).read_text()
+    assert external_references(html) == [] and "default-src 'none'" in html
+    opened = open_page(page, screenshot)
+    broken = [src for src, complete, w, h in (opened.images or []) if not (complete and w > 0 and h > 0)]
+    assert opened.images is not None and broken == [], broken
+    assert page_requests(opened.requests) == []
+    std, busy = blankness(screenshot)
+    assert std > 10 and busy > 0.03, (std, busy)
+    return opened
+
+
+def check_page_or_skip(page: Path, screenshot: Path) -> Opened:
+    """:func:`check_page`, or (without Chromium) skip the test, saying so, once the checks before it passed."""
+    import pytest
+
+    if chromium() is None:
+        pytest.skip(f"{NO_CHROMIUM}; the checks before the browser passed")
+    return check_page(page, screenshot)

@@ -44,7 +44,7 @@ def write_dense(report, out) -> Path:
     if first is not None:
         page.verdict(f"{first['metric']}: {first['a']:.4f} without TTA, {first['b']:.4f} with; difference "
                      f"{signed(first['difference'], 4)} [{signed(first['ci_low'], 4)}, {signed(first['ci_high'], 4)}]"
-                     f" (95% CI over images); {first['improved']} images helped, {first['worsened']} hurt",
+                     f" (95% CI over images); images helped: {first['improved']}, hurt: {first['worsened']}",
                      tone(first["ci_low"], first["ci_high"]))
     page.heading("Paired comparison").raw(markdown_table(report.to_markdown()))
     if report.task == "segment":

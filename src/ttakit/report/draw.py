@@ -116,6 +116,7 @@ def draw_boxes(im, boxes, labels, scores=None, names=None, scale: float = 1.0, m
 
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4) * scale
     labels = np.asarray(labels).reshape(-1)
+    show_score = scores is not None
     scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64).reshape(-1)
     order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= min_score][:MAX_BOXES]
     draw, font = ImageDraw.Draw(im), _font(font_size)
@@ -123,7 +124,7 @@ def draw_boxes(im, boxes, labels, scores=None, names=None, scale: float = 1.0, m
         c = colour(labels[i])
         x0, y0, x1, y1 = boxes[i]
         draw.rectangle((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), outline=c, width=width)
-        text = class_name(names, labels[i]) + ("" if scores is None else f" {scores[i]:.2f}")
+        text = class_name(names, labels[i]) + (f" {scores[i]:.2f}" if show_score else "")
         _label(draw, (min(x0, x1), min(y0, y1)), text, c, font)
     return im, len(order)
 

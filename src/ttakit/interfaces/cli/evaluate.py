@@ -32,7 +32,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     e.add_argument("--out", default=None, metavar="DIR",
                    help="write the report here: index.html (open it in a browser: the verdict, plots, and "
                         "galleries of the inputs TTA fixed and broke), report.md, report.json, and the plots "
-                        "(lift_vs_views.png, forwards_curve.png, reliability.png; with the plots extra)")
+                        "(lift_vs_views.png, forwards_curve.png, reliability.png; with the plots extra). "
+                        "Tables and --task detect/segment/keypoints: index.html, report.md and report.json")
     add_table_options(p, command="evaluate")
     add_dense_options(p, "evaluate")
 
