@@ -31,6 +31,7 @@ def test_pick_orders_the_galleries():
     a, b = np.array([0.5, 0.5, 0.5, 0.5]), np.array([0.9, 0.5, 0.2, 0.6])
     p = pick((a, b), uncertainty=[0.1, 0.4, 0.3, 0.0], k=2)
     assert p == {"helped": [0, 3], "hurt": [2], "uncertain": [1, 2]}
+    assert pick(None, uncertainty=[0.0, 0.2, 0.0])["uncertain"] == [1]  # views that all agree are not uncertain
 
 
 @pytest.mark.slow

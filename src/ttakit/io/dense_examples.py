@@ -16,8 +16,8 @@ KINDS = ("helped", "hurt", "uncertain")
 def pick(per_image, uncertainty=None, k: int = GALLERY, tolerance: float = 0.01) -> dict[str, list[int]]:
     """Positions of the images whose own score rose (``helped``) and fell
     (``hurt``) most by more than ``tolerance``, and with the largest
-    ``uncertainty`` (``uncertain``); ``per_image`` is ``(scores without,
-    scores with)``."""
+    ``uncertainty`` above zero (``uncertain``); ``per_image`` is ``(scores
+    without, scores with)``."""
     out: dict[str, list[int]] = {}
     if per_image is not None:
         d = np.asarray(per_image[1], np.float64) - np.asarray(per_image[0], np.float64)
@@ -26,7 +26,7 @@ def pick(per_image, uncertainty=None, k: int = GALLERY, tolerance: float = 0.01)
         out["hurt"] = [int(i) for i in np.argsort(d, kind="stable") if d[i] < -tolerance][:k]
     if uncertainty is not None and len(uncertainty):
         u = np.nan_to_num(np.asarray(uncertainty, np.float64), nan=-1.0)
-        out["uncertain"] = [int(i) for i in np.argsort(-u, kind="stable")[:k]]
+        out["uncertain"] = [int(i) for i in np.argsort(-u, kind="stable") if u[i] > 0][:k]
     return out
 
 
