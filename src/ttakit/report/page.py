@@ -19,7 +19,7 @@ h1{font-size:22px;margin:8px 0}h2{font-size:17px;margin:26px 0 8px;border-bottom
 .verdict.good{background:#e8f6ec;border-color:#2e9e4f}.verdict.bad{background:#fbeaea;border-color:#c83c3c}
 table{border-collapse:collapse;margin:6px 0}td,th{padding:3px 9px;border-bottom:1px solid #e4e6ec;text-align:right}
 th{background:#f4f5f8}td:first-child,th:first-child{text-align:left}
-.note{color:#59627a;font-size:13px}.plots img{height:300px;max-width:100%;margin:4px 12px 4px 0;vertical-align:top}
+.note{color:#59627a;font-size:13px}.plots img{height:230px;max-width:100%;margin:4px 12px 4px 0;vertical-align:top}
 .gallery{display:flex;flex-wrap:wrap;gap:10px}
 .card{border:1px solid #dfe2ea;border-radius:6px;padding:6px;width:var(--w,150px);font-size:12px;background:#fafbfc}
 .card img{display:block;width:100%;image-rendering:pixelated;border-radius:3px}
