@@ -18,7 +18,7 @@ ifneq ($(wildcard ../shared/models/cifar10-resnet),)
 export TTAKIT_MODELS ?= $(abspath ../shared/models/cifar10-resnet)
 endif
 
-.PHONY: test demo docs install mediapipe bench fuzz clean
+.PHONY: test demo docs install mediapipe chromium bench fuzz clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,9 +48,15 @@ $(MP_VENV)/.installed: pyproject.toml
 
 mediapipe: $(MP_VENV)/.installed
 
+# The report tests open index.html in headless Chromium (Debian's chromium package): installed here
+# where apt-get is available and we run as root; elsewhere those checks skip, saying why.
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi
+
 # The MediaPipe tests skip in the main environment (no mediapipe there) and run in .venv-mp,
 # where a missing mediapipe is an error rather than a skip.
-test: install mediapipe docs
+test: install mediapipe chromium docs
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --dist loadgroup
 	OMP_NUM_THREADS=1 TTAKIT_REQUIRE_MEDIAPIPE=1 $(MP_PY) -m pytest -q -m mediapipe tests/test_mediapipe.py
 

@@ -329,7 +329,9 @@ def test_evaluate_runs_an_adaptive_policy_as_the_classifier_does(tmp_path):
             assert r["accuracy"] == pytest.approx((run.labels == y).mean())
             assert r["nll"] == pytest.approx(float(-np.log(run.probs[np.arange(200), y]).mean()), rel=1e-4)
     md = (tmp_path / "report.md").read_text()
-    assert "## Cost: accuracy against forward passes" in md and "(estimated)" in md
+    assert "## Cost: accuracy against forward passes" in md
+    rep.timed_seconds = 1.0  # 200 tiny inputs are too quick to time: the throughput would read n/a
+    assert "(estimated)" in rep.to_markdown()
     assert (tmp_path / "forwards_curve.png").stat().st_size > 1000
 
 

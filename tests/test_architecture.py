@@ -30,6 +30,7 @@ LAYERS = {
     "tasks": 6,
     "evaluation": 7,
     "conformal": 7.5,
+    "report": 7.7,  # HTML reports: reads evaluation's reports, nothing below imports it
     "tuning": 8,
     "io": 9, "sklearn": 9,
     "experiments": 10,

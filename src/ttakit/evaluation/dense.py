@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -104,9 +104,13 @@ class PairedDense:
     ci_high: float
     improved: int   #: images (or instances) whose own score rose by more than ``tolerance``
     worsened: int   #: images (or instances) whose own score fell by more than ``tolerance``
+    #: each image's own score under A and under B (for a report's galleries; not in :meth:`as_dict`)
+    per_image: tuple | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("per_image")
+        return d
 
 
 def paired_segmentation(pred_a, pred_b, gt, num_classes: int, ignore_index: int | None = None,
@@ -142,7 +146,7 @@ def paired_segmentation(pred_a, pred_b, gt, num_classes: int, ignore_index: int 
     ib = np.array([score(c) for c in cb])
     name = ("m" + metric) if classes is None else f"{metric}[{','.join(str(int(c)) for c in np.ravel(classes))}]"
     return PairedDense(name, len(ca), a, b, b - a, float(lo), float(hi),
-                       int(np.sum(ib - ia > tolerance)), int(np.sum(ia - ib > tolerance)))
+                       int(np.sum(ib - ia > tolerance)), int(np.sum(ia - ib > tolerance)), (ia, ib))
 
 
 # -- detection -----------------------------------------------------------------------
@@ -249,7 +253,7 @@ def paired_coco(ground_truth, dets_a: list[dict], dets_b: list[dict], iou_type: 
         lo, hi = np.quantile(diffs[k], [(1 - level) / 2, (1 + level) / 2]) if n_boot else (np.nan, np.nan)
         pa, pb = np.array([p[k] for p in per_a]), np.array([p[k] for p in per_b])
         out[k] = PairedDense(k, len(ids), ma[k], mb[k], mb[k] - ma[k], float(lo), float(hi),
-                             int(np.sum(pb - pa > tolerance)), int(np.sum(pa - pb > tolerance)))
+                             int(np.sum(pb - pa > tolerance)), int(np.sum(pa - pb > tolerance)), (pa, pb))
     return out
 
 

@@ -51,7 +51,8 @@ def bootstrap_ci(values: np.ndarray, level: float = 0.95, n_boot: int = 2000, se
         idx = rng.integers(0, n, size=(min(200, n_boot - i), n))
         means[i:i + len(idx)] = values[idx].mean(1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    # interpolating between equal resampled means may leave floating-point dust around zero
+    return tuple(0.0 if abs(v) < 1e-12 else float(v) for v in (lo, hi))
 
 
 @dataclass

@@ -24,6 +24,8 @@ from ..merge import get_merge
 from ..policy import AdaptivePolicy, Policy
 from . import metrics
 from .adaptive import cost_curve, simulate
+from .formatting import ci, points, signed
+from .plots import ece_of, write_plots
 from ..tasks.cache import PredictionCache
 from ..tasks.classification import contracted_options
 from .paired import PairedResult, paired_accuracy
@@ -56,6 +58,12 @@ class EvaluationReport:
     forwards_curve: list[dict] = field(default_factory=list)
     #: an adaptive policy: how many inputs stopped after each number of forward passes ({forwards: inputs})
     forwards_histogram: dict = field(default_factory=dict)
+    #: seconds the policy's views took to compute: throughput is shown only when it is long enough to time
+    timed_seconds: float = 0.0
+    #: the inputs TTA fixed and broke and the most uncertain ones (:func:`examples`)
+    examples: dict = field(default_factory=dict)
+    #: the plot files :meth:`save` wrote (the Markdown links these only)
+    plots: list[str] = field(default_factory=list)
 
     @property
     def helps(self) -> bool:
@@ -64,13 +72,21 @@ class EvaluationReport:
 
     def verdict(self) -> str:
         p = self.paired
+        lift = f"{points(p.lift)} points {ci(p.ci_low, p.ci_high)}"
         if p.ci_low > 0:
-            return f"TTA helps: {p.lift * 100:+.2f} points [{p.ci_low * 100:+.2f}, {p.ci_high * 100:+.2f}]"
+            return f"TTA helps: {lift}"
         if p.ci_high < 0:
-            return (f"TTA hurts: {p.lift * 100:+.2f} points [{p.ci_low * 100:+.2f}, {p.ci_high * 100:+.2f}]; "
-                    "use no TTA or tune a policy (ttakit tune)")
-        return (f"no clear effect: {p.lift * 100:+.2f} points [{p.ci_low * 100:+.2f}, {p.ci_high * 100:+.2f}] "
-                "(the CI includes 0)")
+            return f"TTA hurts: {lift}; use no TTA or tune a policy (ttakit tune)"
+        return f"no clear effect: {lift} (the CI includes 0)"
+
+    def throughputs(self) -> tuple[str, str]:
+        """Baseline and policy inputs per second as printed: "n/a" when the views took under
+        :data:`MIN_TIMED_SECONDS` to compute (too short to time)."""
+        if not self.timed_seconds >= MIN_TIMED_SECONDS:
+            why = f"n/a (under {MIN_TIMED_SECONDS:g} s to time)"
+            return why, why
+        return (f"{self.baseline_throughput:.0f}",
+                f"{self.throughput:.0f}{' (estimated)' if self.forwards_histogram else ''}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -86,11 +102,10 @@ class EvaluationReport:
             pct = k in ("accuracy", "top5", "ece")
             f = (lambda v: f"{v:.2%}") if pct else (lambda v: f"{v:.4f}")
             ch = (pm[k] - bm[k]) * (100 if pct else 1)
-            rows.append(f"| {k} | {f(bm[k])} | {f(pm[k])} | {ch:+.2f}{' pt' if pct else ''} |")
+            rows.append(f"| {k} | {f(bm[k])} | {f(pm[k])} | {signed(ch)}{' pt' if pct else ''} |")
         rows.append(f"| forward passes per input | {self.baseline_forwards_per_input:g} | "
                     f"{self.forwards_per_input:g} | |")
-        rows.append(f"| throughput (inputs/s) | {self.baseline_throughput:.0f} | {self.throughput:.0f}"
-                    f"{' (estimated)' if self.forwards_histogram else ''} | |")
+        rows.append("| throughput (inputs/s) | {} | {} | |".format(*self.throughputs()))
         classes = self.classes or [str(i) for i in range(self.n_classes)]
         pc = ["| class | n | baseline acc | policy acc | fixed | broken |", "|---|---:|---:|---:|---:|---:|"]
         for row in self.per_class:
@@ -99,7 +114,7 @@ class EvaluationReport:
         curve = ["| views | last view added | accuracy | NLL | lift |", "|---:|---|---:|---:|---:|"]
         for c in self.prefix_curve:
             curve.append(f"| {c['views']} | {c['view']} | {c['accuracy']:.2%} | {c['nll']:.4f} | "
-                         f"{c['lift'] * 100:+.2f} pt |")
+                         f"{points(c['lift'])} pt |")
         return "\n".join([
             "# TTA evaluation", "",
             f"Policy `{self.policy}` against baseline `{self.baseline}` on {self.n} labelled inputs.", "",
@@ -111,9 +126,9 @@ class EvaluationReport:
             "## As views are added", "",
             "Distinct views of the policy in order, merged by their mean (learned weights, if any, apply "
             "to the full policy only).", *self._curve_note(), "",
-            *curve, "", "![lift against views](lift_vs_views.png)", "",
+            *curve, "", *self._plot_link("lift against views", "lift_vs_views.png"),
             *self._forwards_markdown(),
-            "## Calibration", "", "![reliability diagram](reliability.png)", "",
+            "## Calibration", "", *self._calibration_markdown(),
             "## Per class", "", *pc, "",
         ])
 
@@ -146,7 +161,15 @@ class EvaluationReport:
         for r in self.forwards_curve:
             lines.append(f"| {r['kind']} | `{r['policy']}` | {r['forwards']:.3f} | {r['accuracy']:.2%} | "
                          f"{r['nll']:.4f} |")
-        return lines + ["", "![accuracy and NLL against forwards per input](forwards_curve.png)", ""]
+        return lines + ["", *self._plot_link("accuracy and NLL against forwards per input", "forwards_curve.png")]
+
+    def _plot_link(self, text: str, name: str) -> list[str]:
+        return [f"![{text}]({name})", ""] if name in self.plots else []
+
+    def _calibration_markdown(self) -> list[str]:
+        lines = [", ".join(f"ECE of the {name}: {ece_of(bins):.2%}" for name, bins in self.reliability.items())
+                 + " (top-class confidence, 15 equal-width bins).", ""]
+        return lines + self._plot_link("reliability diagram", "reliability.png")
 
     def _fair_markdown(self) -> list[str]:
         if not self.fair_baselines:
@@ -165,69 +188,19 @@ class EvaluationReport:
         return rows + [""]
 
     def save(self, folder) -> Path:
-        """Write report.md, report.json and the two PNG plots to ``folder``."""
+        """Write report.md, report.json and the PNG plots (with the ``plots`` extra) to ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        self.plots = write_plots(self, folder)
         (folder / "report.md").write_text(self.to_markdown())
         (folder / "report.json").write_text(json.dumps(self.to_dict(), indent=2, default=float) + "\n")
-        self._plots(folder)
         return folder
 
-    def _plots(self, folder: Path) -> None:
-        try:
-            import matplotlib
 
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:  # pragma: no cover - matplotlib is optional
-            return
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        ks = [c["views"] for c in self.prefix_curve]
-        ax.axhline(0, color="grey", lw=1)
-        ax.plot(ks, [c["lift"] * 100 for c in self.prefix_curve], "-o", label="accuracy lift (pt)")
-        ax.set_xlabel("distinct views")
-        ax.set_ylabel("lift vs baseline (points)")
-        ax2 = ax.twinx()
-        ax2.plot(ks, [c["nll"] for c in self.prefix_curve], "--s", color="tab:orange", label="NLL")
-        ax2.set_ylabel("NLL")
-        ax.set_title("Lift as views are added", fontsize=10)
-        fig.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(folder / "lift_vs_views.png", dpi=110)
-        plt.close(fig)
-
-        if self.forwards_curve:
-            fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
-            styles = {"full": ("-o", "all inputs, first k views"), "adaptive": ("--s", "adaptive (margin grid)"),
-                      "policy": ("*", "this adaptive policy")}
-            for ax, key, label in ((axes[0], "accuracy", "accuracy (%)"), (axes[1], "nll", "NLL")):
-                for kind, (style, name) in styles.items():
-                    pts = sorted((r["forwards"], r[key] * (100 if key == "accuracy" else 1))
-                                 for r in self.forwards_curve if r["kind"] == kind)
-                    if pts:
-                        ax.plot(*zip(*pts), style, ms=9 if kind == "policy" else 4, label=name)
-                ax.set_xlabel("forward passes per input (mean)")
-                ax.set_ylabel(label)
-            axes[0].legend(fontsize=8)
-            fig.suptitle("Accuracy and NLL against cost", fontsize=10)
-            fig.tight_layout()
-            fig.savefig(folder / "forwards_curve.png", dpi=110)
-            plt.close(fig)
-
-        fig, ax = plt.subplots(figsize=(4.6, 4.4))
-        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":")
-        for name, bins in self.reliability.items():
-            pts = [(c, a) for c, a, n in bins if n > 0]
-            if pts:
-                ax.plot(*zip(*pts), "-o", ms=3, label=name)
-        ax.set_xlabel("confidence")
-        ax.set_ylabel("accuracy")
-        ax.set_title("Reliability", fontsize=10)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(folder / "reliability.png", dpi=110)
-        plt.close(fig)
-
+#: the shortest computation whose throughput the report prints
+MIN_TIMED_SECONDS = 0.5
+#: inputs per gallery (fixed, broken, most uncertain)
+GALLERY = 12
 
 #: merges that calibrate (a temperature, learned weights): they get calibrated baselines beside them
 CALIBRATED_MERGES = ("temperature_scaled", "learned")
@@ -277,6 +250,34 @@ def _metrics(probs, y) -> dict:
     return d
 
 
+def examples(view_probs: np.ndarray, p_base: np.ndarray, p_pol: np.ndarray, y: np.ndarray, view_names: list,
+             k: int = GALLERY) -> dict:
+    """The inputs of the report's galleries: up to ``k`` that TTA fixed (wrong
+    without, right with), ``k`` it broke, and the ``k`` most uncertain by the
+    spread across views (the standard deviation over views of the probability
+    of the policy's label). Fixed and broken inputs come in order of how far
+    the true class's probability moved. Each: the input's position, its true
+    label, the label and confidence without and with TTA, each view's label
+    (its vote) and the spread."""
+    rows = np.arange(len(y))
+    lab_b, lab_p = p_base.argmax(1), p_pol.argmax(1)
+    votes = view_probs.argmax(2)                                   # (V, N)
+    spread = view_probs[:, rows, lab_p].std(0)                     # (N,)
+    moved = p_pol[rows, y] - p_base[rows, y]
+
+    def item(i) -> dict:
+        return {"index": int(i), "label": int(y[i]), "baseline": int(lab_b[i]), "policy": int(lab_p[i]),
+                "baseline_confidence": float(p_base[i, lab_b[i]]), "policy_confidence": float(p_pol[i, lab_p[i]]),
+                "votes": votes[:, i].tolist(), "spread": float(spread[i])}
+
+    fixed = np.flatnonzero((lab_b != y) & (lab_p == y))
+    broken = np.flatnonzero((lab_b == y) & (lab_p != y))
+    return {"views": list(view_names),
+            "fixed": [item(i) for i in fixed[np.argsort(-moved[fixed], kind="stable")][:k]],
+            "broken": [item(i) for i in broken[np.argsort(moved[broken], kind="stable")][:k]],
+            "uncertain": [item(i) for i in np.argsort(-spread, kind="stable")[:k]]}
+
+
 def evaluate(model, x, y, policy, *, baseline="identity", merge=None, classes=None, cache=None,
              out=None, calibration=None, **classifier_kwargs) -> EvaluationReport:
     """Evaluate ``policy`` against ``baseline`` (default no TTA) on ``(x, y)``.
@@ -300,9 +301,10 @@ def evaluate(model, x, y, policy, *, baseline="identity", merge=None, classes=No
     t_policy = time.perf_counter() - t0
     t0 = time.perf_counter()
     base_views = base.unique().views
+    shared = all(v in cache for v in base_views)
     cache.ensure(base_views)
     t_base = time.perf_counter() - t0
-    if t_base < 1e-6 * len(y):  # the baseline's views were already computed with the policy's
+    if shared:  # the baseline's views were computed with the policy's: their share of that time
         t_base = t_policy * len(base_views) / len(pol.unique())
     uniq = pol.unique()
     histogram = {}
@@ -343,7 +345,8 @@ def evaluate(model, x, y, policy, *, baseline="identity", merge=None, classes=No
         prefix_curve=curve,
         reliability={"baseline": metrics.reliability(p_base, y), "policy": metrics.reliability(p_pol, y)},
         classes=list(classes) if classes is not None else None,
-        forwards_histogram=histogram,
+        forwards_histogram=histogram, timed_seconds=t_policy,
+        examples=examples(cache.stack(uniq.views), p_base, p_pol, y, [repr(v) for v in uniq.views]),
     )
     if len(uniq) > 1:
         curve_policy = pol if merge is None else pol.with_merge(get_merge(merge))

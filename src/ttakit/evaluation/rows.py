@@ -176,6 +176,9 @@ class RowReport:
     views: int                 #: distinct views of the policy
     seconds: dict = field(default_factory=dict)
     policy: str = ""
+    #: per row, for a report: ``change`` (positive: better with TTA), ``change_name``, and ``columns``
+    #: (target and predictions by name) (:func:`row_changes`; not in :meth:`to_dict`)
+    rows: dict = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
         return {"task": self.task, "n": self.n, "views": self.views, "policy": self.policy,
@@ -253,4 +256,22 @@ def evaluate_rows(model, rows: np.ndarray, y, policy, *, decoder=None, merge: st
         scores_a.pop("coverage", None)
     paired = paired_rows(a, b, target, task=task, level=level, n_boot=n_boot, seed=seed)
     return RowReport(task, len(rows), scores_a, scores_b, paired, len(policy.unique()),
-                     {"no_tta": base.seconds, "tta": tta.seconds}, policy.source or "")
+                     {"no_tta": base.seconds, "tta": tta.seconds}, policy.source or "",
+                     row_changes(task, a, b, target, y, base.classes))
+
+
+def row_changes(task: str, a, b, target, y, classes=None) -> dict:
+    """Each row's change with TTA, positive when better: the true class's
+    probability gained (classification) or the absolute error lost
+    (regression, the mean over targets); and the columns a report lists."""
+    if task == "classification":
+        rows = np.arange(len(target))
+        names = np.asarray(classes) if classes is not None else np.arange(a.shape[1])
+        return {"change": b[rows, target] - a[rows, target], "change_name": "true class's probability gained",
+                "columns": {"target": np.asarray(y), "no TTA": names[a.argmax(1)], "TTA": names[b.argmax(1)],
+                            "p(true) no TTA": a[rows, target], "p(true) TTA": b[rows, target]}}
+    ea, eb = np.abs(a - target), np.abs(b - target)
+    cols = {"target": target, "no TTA": a, "TTA": b} if np.ndim(a) == 1 else {}
+    if np.ndim(a) == 2:
+        ea, eb = ea.mean(1), eb.mean(1)
+    return {"change": ea - eb, "change_name": "absolute error reduction", "columns": cols}

@@ -23,14 +23,17 @@ import ast
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..evaluation.formatting import ci, signed
 from ..files import write_atomic
+from ..policy import Policy
 from .dense import DensePredictions, fit_images, labels_back, read_files, spec_of
+from .dense_examples import box_disagreement, coco_truth, gather, pick, values_back
 from .images import IMAGE_EXTENSIONS, MAX_PIXELS, find_images
 
 #: the baseline's box merge by default: NMS that suppresses nothing (IoU > 1
@@ -88,9 +91,15 @@ class DenseReport:
     failures: list = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     absent: int = 0             #: images of the annotation file that are not in the folder (left out)
+    #: the images a report shows, by gallery (:mod:`ttakit.io.dense_examples`; not in :meth:`as_dict`)
+    examples: dict = field(default_factory=dict, repr=False)
+    #: class names by model label (detection: the COCO categories' names), when known
+    names: list | None = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(replace(self, examples={}))
+        d.pop("examples")
+        return d
 
     def to_markdown(self) -> str:
         lines = [f"# ttakit evaluate --task {self.task}", "",
@@ -101,7 +110,7 @@ class DenseReport:
                  "| metric | baseline | policy | difference [95% CI] | helped/hurt |", "|---|---:|---:|---|---|"]
         for k, m in self.metrics.items():
             p = self.paired.get(k)
-            diff = "" if p is None else f"{p['difference']:+.4f} [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}]"
+            diff = "" if p is None else f"{signed(p['difference'], 4)} {ci(p['ci_low'], p['ci_high'], 1, 4)}"
             hh = "" if p is None else f"{p['improved']}/{p['worsened']}"
             lines.append(f"| {k} | {m['baseline']:.4f} | {m['policy']:.4f} | {diff} | {hh} |")
         lines += ["", f"{self.forward_passes} forward passes, {self.seconds:.1f} s in all."]
@@ -172,12 +181,13 @@ def _read_coco(data, listed, mode, max_pixels, limit):
     return arrays, [by_path[p] for p in good], good, failures, absent
 
 
-def _paired_coco(gt, recs_a, recs_b, iou_type, n_boot, seed) -> tuple[dict, dict]:
+def _paired_coco(gt, recs_a, recs_b, iou_type, n_boot, seed) -> tuple[dict, dict, tuple]:
+    """Metrics, paired differences, and each image's own AP without and with TTA."""
     from ..evaluation.dense import paired_coco
 
     paired = paired_coco(gt, recs_a, recs_b, iou_type=iou_type, n_boot=n_boot, seed=seed)
     metrics = {k: {"baseline": p.a, "policy": p.b} for k, p in paired.items()}
-    return metrics, {k: p.as_dict() for k, p in paired.items()}
+    return metrics, {k: p.as_dict() for k, p in paired.items()}, paired["map"].per_image
 
 
 def evaluate_detection_files(model, folder, annotations, policy="identity + hflip", merge: str = "wbf",
@@ -198,22 +208,43 @@ def evaluate_detection_files(model, folder, annotations, policy="identity + hfli
     cats = list(category_ids) if category_ids is not None else sorted(c["id"] for c in data["categories"])
     f = fit_images(arrays, size, fit, pad_value)
     cache = DetectionCache(model, f.x, data_layout="NHWC", on_error="mark", **detector_options)
-    recs = []
+    recs, outs = [], []
     for pol, spec in ((baseline, baseline_merge), (policy, merge)):
         name, options = parse_merge_spec(spec)
         res = cache.run(pol, name, options)
         pred = DensePredictions("detect", paths, [im["id"] for im in images], f.sizes,
-                                [{"boxes": b / np.r_[s, s], "scores": sc, "labels": lab}
-                                 for b, s, sc, lab in zip(res.boxes, f.scales, res.scores, res.labels)], [])
+                                [{"boxes": b / np.r_[s, s], "scores": sc, "labels": lab, "support": sup}
+                                 for b, s, sc, lab, sup in zip(res.boxes, f.scales, res.scores, res.labels,
+                                                               res.support)], [])
         recs.append(detection_records(pred, cats))
+        outs.append(pred.outputs)
     ok = [im["id"] for k, im in enumerate(images) if not cache.failed[k]]
     failures += [(paths[k], "the model failed on it") for k in np.flatnonzero(cache.failed)]
     gt = _ground_truth(data, ok)
-    metrics, paired = _paired_coco(gt, recs[0], recs[1], "bbox", n_boot, seed)
-    return DenseReport("detect", len(ok), spec_of(policy), spec_of(baseline), merge, baseline_merge, metrics, paired,
-                       cache.forward_passes, time.perf_counter() - t0, failures,
-                       {"n_boot": n_boot, "size": list(size), "fit": fit, "category_ids": cats,
-                        "model_seconds": cache.seconds}, absent)
+    metrics, paired, per_image = _paired_coco(gt, recs[0], recs[1], "bbox", n_boot, seed)
+    report = DenseReport("detect", len(ok), spec_of(policy), spec_of(baseline), merge, baseline_merge, metrics,
+                         paired, cache.forward_passes, time.perf_counter() - t0, failures,
+                         {"n_boot": n_boot, "size": list(size), "fit": fit, "category_ids": cats,
+                          "model_seconds": cache.seconds}, absent)
+    names_of = {c["id"]: c.get("name", str(c["id"])) for c in data["categories"]}
+    report.names = [names_of.get(c, str(c)) for c in cats]
+    report.examples = _detection_examples(data, images, arrays, paths, cats, cache, outs, per_image,
+                                          len(Policy.coerce(policy).unique()))
+    return report
+
+
+def _detection_examples(data, images, arrays, paths, cats, cache, outs, per_image, views: int) -> dict:
+    from ..report.draw import MIN_SCORE
+
+    pos = [k for k in range(len(images)) if not cache.failed[k]]
+    unsure = [box_disagreement(outs[1][k]["scores"], outs[1][k]["support"], views, MIN_SCORE) for k in pos]
+
+    def make(j):
+        k = pos[j]
+        return {"path": paths[k], "image": arrays[k], "baseline": outs[0][k], "policy": outs[1][k],
+                "truth": coco_truth(data, images[k]["id"], cats)}
+
+    return gather(pick(per_image, unsure), make, per_image, unsure)
 
 
 def evaluate_keypoint_files(model, folder, annotations, policy="identity + hflip", baseline="identity", *,
@@ -229,23 +260,34 @@ def evaluate_keypoint_files(model, folder, annotations, policy="identity + hflip
     data, listed = coco_images(annotations, folder)
     arrays, images, paths, failures, absent = _read_coco(data, listed, mode, max_pixels, limit)
     f = fit_images(arrays, size, fit, pad_value)
-    recs, passes, failed = [], 0, np.zeros(len(images), bool)
+    recs, outs, passes, failed = [], [], 0, np.zeros(len(images), bool)
     for pol in (baseline, policy):
         res = KeypointDetector(model, pol, data_layout="NHWC", on_error="mark", **options).run(f.x)
         passes += res.forward_passes
         failed |= np.asarray(res.failed, bool)
         pred = DensePredictions("keypoints", paths, [im["id"] for im in images], f.sizes,
-                                [{"points": p / s, "confidence": c} for p, s, c in
-                                 zip(res.points, f.scales, res.confidence)], [])
+                                [{"points": p / s, "confidence": c, "spread": sp / np.mean(s)} for p, s, c, sp in
+                                 zip(res.points, f.scales, res.confidence, res.spread)], [])
         recs.append(keypoint_records(pred, category_id))
+        outs.append(pred.outputs)
     ok = [im["id"] for k, im in enumerate(images) if not failed[k]]
     failures += [(paths[k], "the model failed on it") for k in np.flatnonzero(failed)]
     recs = [[r for r in rr if r["image_id"] in set(ok)] for rr in recs]
     gt = _ground_truth(data, ok)
-    metrics, paired = _paired_coco(gt, recs[0], recs[1], "keypoints", n_boot, seed)
-    return DenseReport("keypoints", len(ok), spec_of(policy), spec_of(baseline), "mean", "mean", metrics, paired, passes,
-                       time.perf_counter() - t0, failures, {"n_boot": n_boot, "size": list(size), "fit": fit},
-                       absent)
+    metrics, paired, per_image = _paired_coco(gt, recs[0], recs[1], "keypoints", n_boot, seed)
+    report = DenseReport("keypoints", len(ok), spec_of(policy), spec_of(baseline), "mean", "mean", metrics, paired,
+                         passes, time.perf_counter() - t0, failures, {"n_boot": n_boot, "size": list(size), "fit": fit},
+                         absent)
+    pos = [k for k in range(len(images)) if not failed[k]]
+    unsure = [float(np.nanmean(outs[1][k]["spread"])) if np.size(outs[1][k]["spread"]) else 0.0 for k in pos]
+
+    def make(j):
+        k = pos[j]
+        return {"path": paths[k], "image": arrays[k], "baseline": outs[0][k], "policy": outs[1][k],
+                "truth": coco_truth(data, images[k]["id"])}
+
+    report.examples = gather(pick(per_image, unsure), make, per_image, unsure)
+    return report
 
 
 # -- segmentation ----------------------------------------------------------------
@@ -317,11 +359,13 @@ def evaluate_segmentation_files(model, images, masks, policy="identity + hflip",
             raise InputError(f"the mask of {p} is {g.shape[1]}x{g.shape[0]} but the image is {s[1]}x{s[0]}")
     preds, passes, failed = [], 0, np.zeros(len(good), bool)
     for pol, m in ((baseline, merge), (policy, merge)):
-        res = Segmenter(model, pol, m, labels_only=True, uncertainty=False, data_layout="NHWC", on_error="mark",
-                        **segmenter_options).run(f.x)
+        # the policy's per-pixel variance across views: the report's uncertainty maps
+        res = Segmenter(model, pol, m, labels_only=True, uncertainty=pol is policy, data_layout="NHWC",
+                        on_error="mark", **segmenter_options).run(f.x)
         passes += res.forward_passes
         failed |= np.asarray(res.failed, bool)
         preds.append([labels_back(lab, s, sc, fit) for lab, s, sc in zip(res.labels, f.sizes, f.scales)])
+    variance = res.variance
     keep = np.flatnonzero(~failed)
     failures += [(good[k], "the model failed on it") for k in np.flatnonzero(failed)]
     k_max = max(int(max(p[k].max() for p in preds for k in keep)), int(max(gts[k].max() for k in keep))) + 1
@@ -334,10 +378,30 @@ def evaluate_segmentation_files(model, images, masks, policy="identity + hflip",
     sb = segmentation_scores(b, gt, k_max, IGNORE)
     metrics = {"miou": {"baseline": sa["miou"], "policy": sb["miou"]},
                "dice": {"baseline": sa["dice"], "policy": sb["dice"]}}
-    return DenseReport("segment", len(keep), spec_of(policy), spec_of(baseline), merge, merge, metrics,
-                       {"miou": paired.as_dict()}, passes, time.perf_counter() - t0, failures,
-                       {"n_boot": n_boot, "size": list(size), "fit": fit, "classes": k_max,
-                        "iou_per_class": {"baseline": sa["iou_per_class"], "policy": sb["iou_per_class"]}})
+    report = DenseReport("segment", len(keep), spec_of(policy), spec_of(baseline), merge, merge, metrics,
+                         {"miou": paired.as_dict()}, passes, time.perf_counter() - t0, failures,
+                         {"n_boot": n_boot, "size": list(size), "fit": fit, "classes": k_max,
+                          "iou_per_class": {"baseline": sa["iou_per_class"], "policy": sb["iou_per_class"]}})
+    unsure = None if variance is None else [float(_region_mean(variance[k], f.sizes[k], f.scales[k], fit))
+                                            for k in keep]
+
+    def make(j):
+        k = keep[j]
+        ex = {"path": good[k], "image": arrays[k], "baseline": preds[0][k], "policy": preds[1][k], "truth": gts[k]}
+        if variance is not None:
+            ex["variance"] = values_back(variance[k], f.sizes[k], f.scales[k], fit)
+        return ex
+
+    report.examples = gather(pick(paired.per_image, unsure), make, paired.per_image, unsure)
+    return report
+
+
+def _region_mean(values, size, scale, fit) -> float:
+    """The mean of a fitted map over the image's own region (letterbox: without the padding)."""
+    h, w = size
+    if fit == "letterbox":
+        values = values[:max(1, int(h * scale[1])), :max(1, int(w * scale[0]))]
+    return float(np.mean(values))
 
 
 __all__ = ["NO_MERGE", "parse_merge_spec", "merge_spec", "DenseReport", "coco_images", "evaluate_detection_files",

@@ -67,6 +67,9 @@ def add_dense_options(p: argparse.ArgumentParser, command: str) -> None:
                        help="a COCO JSON giving the image ids (by file name) and, for detect, the categories "
                             "(label k is the k-th by id): results.json then loads into COCO.loadRes against it. "
                             "Default: ids from numeric file names (000000010764.jpg: 10764), else 1, 2, ...")
+        g.add_argument("--draw", default=None, metavar="DIR",
+                       help="also draw each image's predictions (boxes scoring 0.3 or more, masks, skeletons) "
+                            "into DIR/<name>.png; --classes FILE names the labels. Default: none")
         g.add_argument("--category-ids", type=int, nargs="+", default=None, metavar="ID",
                        help="the COCO category id of each model label, in label order (labels past the list are "
                             "left out). Default: --annotations' categories, else the label")
@@ -184,8 +187,8 @@ def predict(args: argparse.Namespace) -> int:
 
     given = [flag for flag, v in (("--top-k", args.top_k), ("--format", args.format)) if v is not None]
     if args.task != "detect":
-        given += [flag for flag, v in (("--classes", args.classes), ("--score-threshold", args.score_threshold))
-                  if v is not None]
+        given += [flag for flag, v in (("--classes", None if args.draw else args.classes),
+                                       ("--score-threshold", args.score_threshold)) if v is not None]
     if given:
         raise UsageError(f"{given[0]} does not apply to --task {args.task}, which writes COCO JSON (and PNG masks)")
     if not args.out:
@@ -215,6 +218,16 @@ def predict(args: argparse.Namespace) -> int:
         raise cannot_write(args.out, e) from None
     warn(f"wrote {len(pred.paths)} images' results to {written} ({pred.forward_passes} forward passes, "
          f"{pred.seconds:.2f} s)")
+    if args.draw:
+        from ...report import draw_predictions
+        from .common import read_classes
+
+        names = read_classes(args.classes) if args.classes else None
+        try:
+            drawn = draw_predictions(pred, args.draw, names)
+        except OSError as e:
+            raise cannot_write(args.draw, e) from None
+        warn(f"drew {len(drawn)} images in {args.draw}")
     return EXIT_FAILED_INPUTS if pred.failures else EXIT_OK
 
 
@@ -278,8 +291,11 @@ def evaluate(args: argparse.Namespace) -> int:
         warn(f"cannot read or predict {path}: {in_flags(why)}")
     print(report.to_markdown())
     if args.out:
+        from ...report import write_dense
+
         try:
-            print(f"report: {report.write(args.out)}", file=sys.stderr)
+            md = report.write(args.out)
+            print(f"report: {write_dense(report, args.out)} ({md})", file=sys.stderr)
         except OSError as e:
             raise cannot_write(args.out, e) from None
     return EXIT_FAILED_INPUTS if report.failures else EXIT_OK

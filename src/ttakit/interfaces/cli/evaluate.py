@@ -30,8 +30,10 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "plain policy with temperatures of their own, fitted on this part of --data (the part the "
                         "policy was tuned on: tune). Default: cross-fitted on two halves of the evaluated data")
     e.add_argument("--out", default=None, metavar="DIR",
-                   help="write report.md, report.json, lift_vs_views.png and reliability.png here "
-                        "(tables, --task detect/segment/keypoints: report.md and report.json)")
+                   help="write the report here: index.html (open it in a browser: the verdict, plots, and "
+                        "galleries of the inputs TTA fixed and broke), report.md, report.json, and the plots "
+                        "(lift_vs_views.png, forwards_curve.png, reliability.png; with the plots extra). "
+                        "Tables and --task detect/segment/keypoints: index.html, report.md and report.json")
     add_table_options(p, command="evaluate")
     add_dense_options(p, "evaluate")
 
@@ -57,10 +59,14 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate(model, data.x, data.y, policy, baseline=load_policy(args.baseline),
                       merge=args.merge, classes=data.classes, out=args.out, calibration=calibration,
                       data_layout=data.layout, **options)
+    if args.out:
+        from ...report import write_classification
+
+        page = write_classification(report, args.out, data.x, data.layout)
     print(f"Data: {data.description}\n")
     print(report.to_markdown())
     if args.out:
-        print(f"report: {Path(args.out) / 'report.md'}", file=sys.stderr)
+        print(f"report: {page} ({Path(args.out) / 'report.md'})", file=sys.stderr)
     return EXIT_FAILED_INPUTS if data.failures else EXIT_OK
 
 

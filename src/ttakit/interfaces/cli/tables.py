@@ -234,9 +234,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
             out.mkdir(parents=True, exist_ok=True)
             (out / "report.md").write_text(report.to_markdown(), encoding="utf-8")
             (out / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+            from ...report import write_table
+
+            page = write_table(report, out)
         except OSError as e:
             raise cannot_write(out, e) from None
-        print(f"report: {out / 'report.md'}", file=sys.stderr)
+        print(f"report: {page} ({out / 'report.md'})", file=sys.stderr)
     return EXIT_FAILED_INPUTS if bad.any() else EXIT_OK
 
 
