@@ -41,7 +41,8 @@ from ..tasks import Classifier
 from ..tasks.classification import policy_id
 from .batcher import (DEFAULT_DIRECT_THREADS, DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, Batcher, DirectRunner,
                       ServeError, prefix_policy)
-from .decode import ImageProblem, Limits, decode_array, decode_base64, decode_bytes
+from .decode import (QUOTE_CHARS, ImageProblem, Limits, allow_pixels, decode_array, decode_base64, decode_bytes,
+                     quoted)
 
 #: every error code a response can carry, with its HTTP status
 ERROR_CODES = {
@@ -83,11 +84,20 @@ def configure_logging(level: str = "info") -> None:
     log.propagate = False
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a name a client sent
+    may hold a lone surrogate (``"\\ud800"`` in its JSON), which UTF-8
+    cannot encode; escaped, it goes back as it came."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _error(code: str, message: str, status: int | None = None, headers: dict | None = None, details=None):
     body: dict[str, Any] = {"error": {"code": code, "message": message}}
     if details:
         body["error"]["details"] = details
-    return JSONResponse(body, status_code=status or ERROR_CODES.get(code, 500), headers=headers)
+    return AsciiJSONResponse(body, status_code=status or ERROR_CODES.get(code, 500), headers=headers)
 
 
 def _finite(x: float) -> float | None:
@@ -101,7 +111,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
                degrade_depth: int | None = None, degrade_views: int = 1, api_key: str | None = None,
                limits: Limits | None = None, top_k: int = 5, batching: bool = True, model_name: str = "model",
                warm_up: bool = True, adaptive_wait: bool = True, max_in_flight: int | None = None,
-               runner_factory=None):
+               runner_factory=None, on_ready=None):
     """The FastAPI app serving ``classifier`` (images arrive as ``(H, W, C)``,
     so its ``data_layout`` must be NHWC). ``size`` resizes every file image to
     ``(H, W)`` (and is the warm-up shape); ``batching=False`` runs each request
@@ -120,6 +130,10 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
     Batcher's arguments and returns an object with its ``submit``, ``depth``,
     ``warm_up`` and ``close``): :mod:`ttakit.serve.ray_deployment` batches
     with Ray Serve's ``@serve.batch`` this way, behind the same routes.
+    ``on_ready()`` is called once the model is loaded and warmed up (the
+    command line prints the address it listens on). ``limits.max_pixels``
+    holds above Pillow's own ceiling too (see
+    :func:`~ttakit.serve.decode.allow_pixels`).
 
     With ``$PROMETHEUS_MULTIPROC_DIR`` set (several worker processes),
     ``/metrics`` adds up every worker's counters and histograms from that
@@ -130,6 +144,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
     if classifier.on_error != "mark":
         classifier = Classifier(**{**classifier.get_params(), "on_error": "mark"})
     limits = limits or Limits()
+    allow_pixels(limits.max_pixels)
     classes = list(classes) if classes is not None else (list(classifier.classes) if classifier.classes else None)
     pid = policy_id(classifier)
     run_policy = classifier.run_policy
@@ -177,6 +192,8 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
         log.info("ready", extra={"fields": {"model": model_name, "policy_id": pid, "views": len(run_policy),
                                             "batching": batching, "max_batch": max_batch,
                                             "max_wait_ms": max_wait_ms, "queue": queue_size}})
+        if on_ready is not None:
+            on_ready()
         try:
             yield
         finally:
@@ -361,7 +378,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
             m_images.labels("failed").inc(failed)
         if degraded:
             m_degraded.inc()
-        return JSONResponse({"model": model_name, "policy_id": pid, "views": views, "degraded": degraded,
+        return AsciiJSONResponse({"model": model_name, "policy_id": pid, "views": views, "degraded": degraded,
                              "failed": failed, "predictions": out})
 
     KNOWN_PATHS = {"/v1/predict", "/v1/policy", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
@@ -420,7 +437,8 @@ def _version() -> str:
 def _prediction(i: int, name: str, b, j: int, k: int, classes, pid: str) -> dict:
     base = {"index": i, "name": name, "policy_id": pid}
     if b.failed[j]:
-        return {**base, "error": {"code": "invalid_image", "message": f"image {name}: {b.errors.get(j, 'failed')}"}}
+        return {**base, "error": {"code": "invalid_image",
+                                  "message": f"image {quoted(name)}: {b.errors.get(j, 'failed')}"}}
     probs = b.probs[j]
     kk = min(k, probs.shape[-1])
     top = np.argsort(-probs, kind="stable")[:kk]
@@ -494,7 +512,10 @@ async def _read_images(request, limits: Limits):
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
-            raise ServeError(f"the body is not valid JSON ({e})", code="invalid_request", status=422) from None
+            raise ServeError(f"the body is not valid JSON ({str(e)[:QUOTE_CHARS]})", code="invalid_request",
+                             status=422) from None
+        except RecursionError:  # arrays or objects nested about a thousand deep
+            raise ServeError("the JSON body is nested too deeply", code="invalid_request", status=422) from None
         if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
             raise ServeError('the JSON body must be an object with an "images" list', code="invalid_request",
                              status=422)
@@ -512,20 +533,20 @@ async def _read_images(request, limits: Limits):
         _check_count(len(items), limits)
         named = []
         for i, v in enumerate(items):
-            name = repr(names[i]) if names else f"#{i}"
+            name = names[i] if names else f"#{i}"
             named.append((name, "base64" if isinstance(v, str) else "array", v))
         return named, body_k
     form_request = _replay(request, body)
     try:
         form = await form_request.form(max_files=limits.max_images + 1, max_fields=100)
     except Exception as e:  # multipart parse errors (starlette raises its own types)
-        raise ServeError(f"the multipart body cannot be parsed ({type(e).__name__}: {str(e)[:200]})",
+        raise ServeError(f"the multipart body cannot be parsed ({type(e).__name__}: {str(e)[:QUOTE_CHARS]})",
                          code="invalid_request", status=422) from None
     named = []
     for field, value in form.multi_items():
         if hasattr(value, "read"):  # an uploaded file
             data = await value.read()
-            named.append((repr(value.filename or field), "bytes", data))
+            named.append((value.filename or field, "bytes", data))
         elif field == "top_k":
             try:
                 body_k = int(value)

@@ -29,7 +29,7 @@ class ImageError(BaseModel):
 
 class Prediction(BaseModel):
     index: int = Field(description="position of the image in the request")
-    name: str = Field(description="file name, the JSON body's name, or #index")
+    name: str = Field(description="the file name or the JSON body's name as sent, else #index")
     policy_id: str
     label: int | None = None
     class_: str | None = Field(None, alias="class")
@@ -82,7 +82,8 @@ REQUEST_BODY = {
     "content": {
         "multipart/form-data": {"schema": {
             "type": "object",
-            "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+            "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                     "minItems": 1},
                            "top_k": {"type": "integer", "minimum": 1, "maximum": 1000}},
             "required": ["files"]}},
         "application/json": {"schema": {
