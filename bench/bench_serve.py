@@ -39,16 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from serve_support import Server, images, png_bytes, tiny_model_file  # noqa: E402
+from serve_support import Server, images, png_bytes, rss_mb, tiny_model_file  # noqa: E402
 
 BOUNDARY = b"ttakit-bench-7d3f"
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -103,6 +103,14 @@ class Server:
         return self.proc.returncode
 
 
+def rss_mb(pid: int) -> float:
+    """The resident memory of process ``pid``, in MB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def png_bytes(img: np.ndarray) -> bytes:
     import io
 

@@ -64,11 +64,11 @@ def server(model_path, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slow_server(model_path, tmp_path_factory):
-    """Requests may wait only 1 ms for their answer, and every batch waits
-    50 ms for company (a tiny model on a quiet machine answers within 1 ms
+    """Requests may wait only 1 s for their answer, and every batch waits
+    5 s for company (a tiny model on a quiet machine answers within 1 ms
     otherwise); the queue holds 4 images; an API key is required."""
-    yield from running(model_path, tmp_path_factory, "slow", "--queue", "4", "--timeout-ms", "1",
-                       "--max-wait-ms", "50", "--always-wait", "--api-key", "s3cret")
+    yield from running(model_path, tmp_path_factory, "slow", "--queue", "4", "--timeout-ms", "1000",
+                       "--max-wait-ms", "5000", "--always-wait", "--api-key", "s3cret")
 
 
 def files(imgs, names=None):
@@ -205,7 +205,7 @@ def test_overload_is_503_at_once_and_deadline_is_504(slow_server):
     r = httpx.post(u, files=files(images(5)), headers=key, timeout=10)  # 5 images > queue of 4
     err = assert_error(r, 503, "overloaded")
     assert r.headers["retry-after"] == "1" and time.monotonic() - t0 < 5.0 and "queue" in err["message"]
-    r = httpx.post(u, files=files(images(1)), headers=key, timeout=10)  # the deadline is 1 ms
+    r = httpx.post(u, files=files(images(1)), headers=key, timeout=10)  # the deadline is 1 s, the batch waits 5
     assert_error(r, 504, "deadline_exceeded")
     assert httpx.get(slow_server.url + "/healthz").status_code == 200  # and the server is fine
 
@@ -240,18 +240,6 @@ def test_sigterm_drains_in_flight_requests_and_more_than_max_in_flight_get_503_a
     log = [json.loads(line) for line in s.log.read_text().splitlines() if line.startswith("{")]
     assert any(e["msg"] == "stopped" for e in log)
     assert sum(1 for e in log if e["msg"] == "request" and e["path"] == "/v1/predict" and e["status"] == 200) == 4
-
-
-def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, tmp_path):
-    st = os.path.join(os.path.dirname(sys.executable), "schemathesis")
-    if not os.path.exists(st):
-        pytest.skip("schemathesis is not installed (pip install schemathesis)")
-    cmd = [st, "run", server.url + "/openapi.json", "--checks",
-           "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-           "--max-examples", "30", "--seed", "1", "--phases", "examples,coverage,fuzzing", "--request-timeout", "20",
-           "--no-shrink"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
 
 
 def test_two_worker_processes_answer_correctly_share_metrics_and_stop_cleanly(model_path, reference, tmp_path):
@@ -355,8 +343,9 @@ def test_names_come_back_as_sent_and_messages_quote_them_cut(server):
 def test_openapi_requires_at_least_one_file(server):
     body = httpx.get(server.url + "/openapi.json").json()["paths"]["/v1/predict"]["post"]["requestBody"]
     files_schema = body["content"]["multipart/form-data"]["schema"]["properties"]["files"]
-    assert files_schema["minItems"] == 1
-    assert body["content"]["application/json"]["schema"]["properties"]["images"]["minItems"] == 1
+    assert files_schema["minItems"] == 1 and files_schema["maxItems"] == 8  # the server's --max-images
+    images_schema = body["content"]["application/json"]["schema"]["properties"]["images"]
+    assert images_schema["minItems"] == 1 and images_schema["maxItems"] == 8
 
 
 def test_images_over_the_default_pixel_limit_are_413_from_the_header(slow_server):

@@ -35,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client import multiprocess
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from . import schema
 from ..tasks import Classifier
@@ -46,7 +47,7 @@ from .decode import (QUOTE_CHARS, ImageProblem, Limits, allow_pixels, decode_arr
 
 #: every error code a response can carry, with its HTTP status
 ERROR_CODES = {
-    "unauthorized": 401, "not_found": 404, "method_not_allowed": 405,
+    "unauthorized": 401, "not_found": 404, "method_not_allowed": 405, "request_timeout": 408,
     "request_too_large": 413, "too_many_images": 413, "image_too_large": 413,
     "unsupported_media_type": 415,
     "invalid_request": 422, "no_images": 422, "invalid_image": 422,
@@ -208,7 +209,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
                   description="Test-time augmentation for an image classifier, with cross-request micro-batching. "
                               "Every error is `{\"error\": {\"code\": ..., \"message\": ...}}` with a stable code.")
     err_responses = {s: {"model": schema.ErrorBody, "description": d} for s, d in (
-        (401, "missing or wrong API key"), (413, "request, image count or image too large"),
+        (401, "missing or wrong API key"), (408, "the body did not arrive within --timeout-ms"), (413, "request, image count or image too large"),
         (415, "not multipart/form-data or application/json"), (422, "invalid request or images"),
         (500, "internal error"), (503, "overloaded (see Retry-After) or shutting down"),
         (504, "deadline exceeded"))}
@@ -299,7 +300,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
         }
 
     @app.post("/v1/predict", response_model=schema.PredictResponse, responses=err_responses, tags=["predict"],
-              openapi_extra={"requestBody": schema.REQUEST_BODY})
+              openapi_extra={"requestBody": schema.request_body(limits.max_images)})
     async def predict(request: Request,
                       top_k: int | None = Query(None, ge=1, le=1000,
                                                 description=f"probabilities per image (default {top_k})")):
@@ -320,7 +321,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
     async def _predict(request: Request, top_k: int | None, deadline: float):
         k = top_k
         try:
-            named = await _read_images(request, limits)
+            named = await _read_images(request, limits, deadline)
         except ServeError as e:
             return _error(e.code, str(e), e.status, e.headers)
         if isinstance(named, tuple):  # (entries, k from the body)
@@ -480,7 +481,10 @@ def _decode_all(named, limits: Limits, mode: str, size):
     return out
 
 
-async def _read_body(request, limit: int) -> bytes:
+async def _read_body(request, limit: int, deadline: float) -> bytes:
+    """The body, at most ``limit`` bytes, received by ``deadline`` (a
+    :func:`time.monotonic` time; the event loop's clock): a client that
+    sends its body slowly, or stops, holds its connection only until then."""
     length = request.headers.get("content-length")
     if length is not None:
         try:
@@ -490,23 +494,39 @@ async def _read_body(request, limit: int) -> bytes:
         except ValueError:
             raise ServeError("bad Content-Length header", code="invalid_request", status=422) from None
     chunks, n = [], 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if n > limit:
-            raise ServeError(f"the request is more than the {limit} bytes allowed", code="request_too_large",
-                             status=413)
-        chunks.append(chunk)
+    task, late = asyncio.current_task(), []
+    # a timer, not asyncio.wait_for: no task per request, and a body already received is never late
+    timer = asyncio.get_running_loop().call_at(deadline, lambda: late.append(task.cancel()))
+    try:
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > limit:
+                raise ServeError(f"the request is more than the {limit} bytes allowed", code="request_too_large",
+                                 status=413)
+            chunks.append(chunk)
+    except ClientDisconnect:  # the answer goes nowhere; the access log says what happened
+        raise ServeError("the client closed the connection before the body ended", code="invalid_request",
+                         status=422) from None
+    except asyncio.CancelledError:
+        if not late:
+            raise
+        if hasattr(task, "uncancel"):
+            task.uncancel()
+        raise ServeError("the request's body did not arrive within the server's deadline (--timeout-ms)",
+                         code="request_timeout", status=408) from None
+    finally:
+        timer.cancel()
     return b"".join(chunks)
 
 
-async def _read_images(request, limits: Limits):
+async def _read_images(request, limits: Limits, deadline: float):
     """``[(name, kind, value)]`` (kind: bytes, base64 or array) from a
     multipart or JSON body, and the body's ``top_k`` when it has one."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("multipart/form-data", "application/json"):
         raise ServeError(f"send multipart/form-data (image files) or application/json ({{\"images\": [...]}}), "
                          f"not {ctype or 'a body without Content-Type'}", code="unsupported_media_type", status=415)
-    body = await _read_body(request, limits.max_request_bytes)
+    body = await _read_body(request, limits.max_request_bytes, deadline)
     body_k = None
     if ctype == "application/json":
         try:

@@ -110,7 +110,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="most /v1/* requests handled at once per worker (being read, decoded, queued or run); "
                         "beyond it 503 overloaded at once, the body unread. Default: twice --queue")
     s.add_argument("--timeout-ms", type=float, default=10000.0, metavar="MS",
-                   help="per-request deadline; past it the answer is 504. Default: 10000")
+                   help="per-request deadline, from when its headers arrive: a body not received by then is 408, "
+                        "an answer not ready by then 504. Default: 10000")
     s.add_argument("--degrade", type=positive_int, default=None, metavar="DEPTH",
                    help="when at least DEPTH images wait, run only the first --degrade-views distinct views "
                         "(responses say degraded: true). Default: never")
