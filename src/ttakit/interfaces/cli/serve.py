@@ -152,16 +152,14 @@ def torch_threads(args: argparse.Namespace) -> int:
     return max(1, cores_per_worker(args.workers) - 1)
 
 
-def build_app(args: argparse.Namespace, runner_factory=None, on_ready=None):
-    """The app the options describe (loads the model); ``runner_factory``
-    replaces the batcher, ``on_ready()`` is called once it is warmed up
-    (see :func:`ttakit.serve.app.create_app`)."""
+def build_classifier(args: argparse.Namespace):
+    """``(classifier, classes, size)``: the classifier the options describe
+    (loads the model, sets torch's threads), its class names and input size
+    (``bench/bench_serve.py`` runs the same offline, as the server's bound)."""
     import torch
 
     from ...io.images import parse_size
     from ...models.loading import load_model_file
-    from ...serve import Limits
-    from ...serve.app import create_app
     from ...tasks import Classifier
     from .model_data import load_model
 
@@ -188,6 +186,17 @@ def build_app(args: argparse.Namespace, runner_factory=None, on_ready=None):
     clf = Classifier(model, policy, args.merge, data_layout="NHWC", classes=classes, on_error="mark", **options)
     if args.degrade is not None and clf.effective_merge.per_view:
         raise UsageError("--degrade cannot shorten a policy whose merge has per-view weights")
+    return clf, classes, size
+
+
+def build_app(args: argparse.Namespace, runner_factory=None, on_ready=None):
+    """The app the options describe (loads the model); ``runner_factory``
+    replaces the batcher, ``on_ready()`` is called once it is warmed up
+    (see :func:`ttakit.serve.app.create_app`)."""
+    from ...serve import Limits
+    from ...serve.app import create_app
+
+    clf, classes, size = build_classifier(args)
     limits = Limits(max_request_bytes=args.max_request_bytes, max_images=args.max_images,
                     max_pixels=args.max_pixels)
     return create_app(clf, classes=classes, size=size, mode=args.mode, max_batch=args.max_batch,
