@@ -1,15 +1,20 @@
 """Load benchmark of ``ttakit serve`` against its compute bound (loopback only).
 
-Arms, each a process of its own on 127.0.0.1, with the same model, policy,
-runtime and torch threads (``--runtime eager onnx``: one set per runtime):
+Arms (``--arms``), each a process of its own on 127.0.0.1, with the same
+model, policy, runtime and torch threads (``--runtime eager onnx``: one set
+of arms per runtime):
 
 * ``serve``: ``ttakit serve`` with cross-request micro-batching;
 * ``bound``: the OFFLINE compute bound: the same classifier, built by the
   same code (``ttakit.interfaces.cli.serve.build_classifier``, so the same
   runtime and threads), running ``Classifier.predict_proba`` on the same
   images already decoded, in full batches of ``--max-batch``;
-* ``naive`` (``--arms serve,bound,naive``): the same server with
-  ``--no-batching`` (each request runs its own TTA, one per core).
+* ``naive``: the same server with ``--no-batching`` (each request runs its
+  own TTA, one per core).
+
+The default, ``--arms serve,naive --runtime eager``, is the comparison of
+BENCHMARKS.md section 6; the compute bound is
+``--arms serve,bound --runtime eager onnx``.
 
 A closed-loop client keeps C requests in flight (one 32x32 PNG each) for a
 fixed time, at each C of ``--concurrency``; the bound arm runs for the same
@@ -26,9 +31,9 @@ httpx's per-request cost (~1-2 ms of CPU) would be a fixed tax on both.
 Then a soak: a steady request rate against the first ``serve`` arm for
 --soak-minutes, the server's RSS sampled every 10 s.
 
-    python bench/bench_serve.py --concurrency 32 --soak-minutes 0          # zoo:resnet20, eager and onnx
-    python bench/bench_serve.py --model tutorial --runtime eager --soak-minutes 0
-    python bench/bench_serve.py --arms serve,naive --runtime eager --soak-minutes 0    # against the naive server
+    python bench/bench_serve.py --arms serve,bound --runtime eager onnx --concurrency 32 --soak-minutes 0
+    python bench/bench_serve.py --arms serve,bound --model tutorial --concurrency 32 --soak-minutes 0
+    python bench/bench_serve.py --soak-minutes 0                      # zoo:resnet20 against the naive server
     python bench/bench_serve.py --concurrency --soak-minutes 10 --rate 40
 """
 
@@ -319,10 +324,10 @@ def main(argv=None) -> int:
                     help="zoo:resnet20, 'tutorial' (the tutorial CNN, fixed-seed weights) or a model file. "
                          "Default: zoo:resnet20 when its weights are found, else a tiny CNN")
     ap.add_argument("--policy", default="identity + hflip")
-    ap.add_argument("--runtime", nargs="+", default=["eager", "onnx"], choices=["eager", "onnx", "compile"],
-                    help="one set of arms per runtime (ttakit serve --runtime). Default: eager onnx")
-    ap.add_argument("--arms", default="serve,bound",
-                    help="comma-separated, of serve, bound, naive (see above). Default: serve,bound")
+    ap.add_argument("--runtime", nargs="+", default=["eager"], choices=["eager", "onnx", "compile"],
+                    help="one set of arms per runtime (ttakit serve --runtime). Default: eager")
+    ap.add_argument("--arms", default="serve,naive",
+                    help="comma-separated, of serve, bound, naive (see above). Default: serve,naive")
     ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32, 64],
                     help="closed-loop rows (none: only the soak)")
     ap.add_argument("--seconds", type=float, default=5.0, help="per row, arm and round")

@@ -49,7 +49,7 @@ for _mod in ("fastapi", "uvicorn", "multipart", "prometheus_client", "httpx"):
     pytest.importorskip(_mod, reason=f"the server fuzz needs the serve extra and httpx ({_mod} is missing): "
                                      "pip install 'ttakit[serve]' httpx")
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -82,7 +82,7 @@ def server(tmp_path_factory):
                "--log-level", "warning",
                log=folder / "server.log")
     try:
-        s.wait_ready()
+        s.wait_ready(timeout=240)  # a long fuzz run may share a loaded machine
         import httpx
 
         for body in ({"images": [B64[0]]}, {"images": [images(1)[0].tolist()]}):  # every path once, then measure
@@ -429,3 +429,90 @@ def test_schemathesis_positive_and_negative_data_find_no_5xx_nor_schema_violatio
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=180 + 4 * n, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-6000:] + p.stderr[-2000:]
     check_alive(server)
+
+
+# -- the multipart fast path reads a body as Starlette's parser does ---------------------------------------------
+
+SAFE = st.text(st.sampled_from("abcXYZ019._-+() "), min_size=1, max_size=20).map(lambda t: t.strip() or "x")
+#: one change to a plain body: some keep it plain, others make it a body only Starlette's parser reads
+MISSES = ["none"] * 6 + ["lower-case header", "no space", "FILES", "other name", "padded name", "top_k bad",
+                        "top_k twice", "delimiter inside", "epilogue", "BOUNDARY=", "quoted boundary"]
+
+
+@st.composite
+def plain_multipart(draw) -> tuple[bytes, bytes]:
+    """Bodies of the plain shape the fast path reads, and near misses."""
+    boundary = draw(st.text(st.sampled_from("0aZ'()+_,-./:=?"), min_size=1, max_size=70)).encode()
+    miss = draw(st.sampled_from(MISSES))
+    items = []
+    for _ in range(draw(st.integers(1, MAX_IMAGES + 1))):
+        name = draw(SAFE).encode()
+        head = b'Content-Disposition: form-data; name="files"; filename="' + name + b'"'
+        if draw(st.booleans()):
+            head += b"\r\nContent-Type: " + draw(st.sampled_from([b"image/png", b"application/octet-stream"]))
+        items.append([head, draw(st.sampled_from(FILES[:3]) | st.binary(max_size=64))])
+    if draw(st.booleans()) or miss.startswith("top_k"):
+        top_k = b'Content-Disposition: form-data; name="top_k"'
+        items.insert(draw(st.integers(0, len(items))), [top_k, b"x" if miss == "top_k bad" else b"3"])
+        if miss == "top_k twice":
+            items.append([top_k, b"007"])
+    k = draw(st.integers(0, len(items) - 1))
+    swap = {"lower-case header": (b"Content-Disposition:", b"content-disposition:"),
+            "no space": (b"Content-Disposition: ", b"Content-Disposition:"), "FILES": (b'"files"', b'"FILES"'),
+            "other name": (b'"files"', b'"other"'), "padded name": (b'filename="', b'filename=" ')}.get(miss)
+    if swap:
+        items[k][0] = items[k][0].replace(*swap)
+    if miss == "delimiter inside":
+        items[k][1] += b"\r\n--" + boundary + draw(st.sampled_from([b"x", b" ", b"--"]))
+    body = b"".join(b"--" + boundary + b"\r\n" + h + b"\r\n\r\n" + d + b"\r\n" for h, d in items)
+    body += b"--" + boundary + b"--" + (b"\r\nepilogue" if miss == "epilogue" else draw(st.sampled_from([b"", b"\r\n"])))
+    param = {"BOUNDARY=": b"BOUNDARY=" + boundary, "quoted boundary": b'boundary="' + boundary + b'"'}.get(
+        miss, b"boundary=" + boundary)
+    return b"multipart/form-data; " + param, body
+
+
+async def _starlette_parse(ctype: bytes, body: bytes):
+    from starlette.requests import Request
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-type", ctype)], "query_string": b""}
+    form = await Request(scope, receive).form(max_files=MAX_IMAGES + 1, max_fields=100)
+    files = [(v.filename, await v.read()) for _, v in form.multi_items() if hasattr(v, "read")]
+    return files, [v for k, v in form.multi_items() if k == "top_k" and not hasattr(v, "read")]
+
+
+@settings(max_examples=max(200, EXAMPLES), deadline=None, derandomize=not LONG, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(case=plain_multipart() | plain_multipart() | plain_multipart() | multipart_bodies().map(lambda bc: ((bc[1] or "").encode("latin-1"), bc[0])))
+def test_the_multipart_fast_path_reads_what_starlette_reads(case):
+    import asyncio
+
+    from ttakit.serve.multipart import simple_multipart
+
+    ctype, body = case
+    fast = simple_multipart(ctype, body, MAX_IMAGES + 1)
+    event("fast path" if fast is not None else "Starlette's parser")
+    if fast is None:
+        return  # Starlette's parser reads it
+    files, top_k = fast
+    want_files, want_top_k = asyncio.run(_starlette_parse(ctype, body))
+    assert files == want_files and ([top_k] if top_k is not None else []) == want_top_k, (files, want_files)
+
+
+def test_what_common_clients_send_takes_the_fast_path():
+    """httpx (requests and curl write the same) and the bench's client: the
+    plain shape, read by the fast path, as Starlette reads it."""
+    import asyncio
+
+    import httpx
+
+    from ttakit.serve.multipart import simple_multipart
+
+    r = httpx.Request("POST", "http://127.0.0.1/v1/predict", data={"top_k": "3"},
+                      files=[("files", ("cat.png", FILES[0], "image/png")), ("files", ("my dog.jpg", FILES[4]))])
+    body, ctype = r.read(), r.headers["content-type"].encode()
+    fast = simple_multipart(ctype, body, MAX_IMAGES + 1)
+    assert fast == ([("cat.png", FILES[0]), ("my dog.jpg", FILES[4])], "3")
+    assert asyncio.run(_starlette_parse(ctype, body)) == (fast[0], ["3"])

@@ -44,6 +44,7 @@ from .batcher import (DEFAULT_DIRECT_THREADS, DEFAULT_MAX_BATCH, DEFAULT_MAX_WAI
                       ServeError, prefix_policy)
 from .decode import (QUOTE_CHARS, ImageProblem, Limits, allow_pixels, decode_array, decode_base64, decode_bytes,
                      quoted)
+from .multipart import simple_multipart
 
 #: every error code a response can carry, with its HTTP status
 ERROR_CODES = {
@@ -353,9 +354,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
         except ServeError as e:
             return _error(e.code, str(e), e.status, e.headers)
         try:
-            results = await asyncio.wait_for(
-                asyncio.gather(*(asyncio.wrap_future(f) for _, f in futures)),
-                timeout=max(0.0, deadline - time.monotonic()))
+            results = await _results_by([f for _, f in futures], deadline)
         except asyncio.TimeoutError:
             for _, f in futures:
                 f.cancel()
@@ -481,6 +480,25 @@ def _decode_all(named, limits: Limits, mode: str, size):
     return out
 
 
+async def _results_by(futures: list, deadline: float) -> list:
+    """The results of ``futures`` (:class:`concurrent.futures.Future`), or
+    :class:`asyncio.TimeoutError` at ``deadline`` (the loop's clock): a timer
+    rather than :func:`asyncio.wait_for`, which starts a task per request."""
+    waiting = [asyncio.wrap_future(f) for f in futures]
+    both = waiting[0] if len(waiting) == 1 else asyncio.gather(*waiting)
+    late = []
+    timer = asyncio.get_running_loop().call_at(deadline, lambda: late.append(both.cancel()))
+    try:
+        got = await both
+    except asyncio.CancelledError:
+        if not late:
+            raise
+        raise asyncio.TimeoutError from None
+    finally:
+        timer.cancel()
+    return [got] if len(waiting) == 1 else got
+
+
 async def _read_body(request, limit: int, deadline: float) -> bytes:
     """The body, at most ``limit`` bytes, received by ``deadline`` (a
     :func:`time.monotonic` time; the event loop's clock): a client that
@@ -556,26 +574,38 @@ async def _read_images(request, limits: Limits, deadline: float):
             name = names[i] if names else f"#{i}"
             named.append((name, "base64" if isinstance(v, str) else "array", v))
         return named, body_k
-    form_request = _replay(request, body)
+    plain = simple_multipart(request.headers.get("content-type", "").encode("latin-1"), body, limits.max_images + 1)
+    if plain is not None:
+        files, top_k_text = plain
+        named = [(name, "bytes", data) for name, data in files]
+        fields = [] if top_k_text is None else [top_k_text]
+    else:
+        named, fields = await _parse_form(request, body, limits)
+    for text in fields:
+        try:
+            body_k = int(text)
+        except ValueError:
+            body_k = 0
+        if not 1 <= body_k <= 1000:
+            raise ServeError('"top_k" must be an integer from 1 to 1000', code="invalid_request", status=422)
+    _check_count(len(named), limits)
+    return named, body_k
+
+
+async def _parse_form(request, body: bytes, limits: Limits):
+    """``([(name, "bytes", data)], [top_k texts])`` from any multipart body, by Starlette's parser."""
     try:
-        form = await form_request.form(max_files=limits.max_images + 1, max_fields=100)
+        form = await _replay(request, body).form(max_files=limits.max_images + 1, max_fields=100)
     except Exception as e:  # multipart parse errors (starlette raises its own types)
         raise ServeError(f"the multipart body cannot be parsed ({type(e).__name__}: {str(e)[:QUOTE_CHARS]})",
                          code="invalid_request", status=422) from None
-    named = []
+    named, fields = [], []
     for field, value in form.multi_items():
         if hasattr(value, "read"):  # an uploaded file
-            data = await value.read()
-            named.append((value.filename or field, "bytes", data))
+            named.append((value.filename or field, "bytes", await value.read()))
         elif field == "top_k":
-            try:
-                body_k = int(value)
-            except ValueError:
-                body_k = 0
-            if not 1 <= body_k <= 1000:
-                raise ServeError('"top_k" must be an integer from 1 to 1000', code="invalid_request", status=422)
-    _check_count(len(named), limits)
-    return named, body_k
+            fields.append(value)
+    return named, fields
 
 
 def _check_count(n: int, limits: Limits) -> None:

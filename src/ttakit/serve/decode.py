@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.images import image_size, read_image
+from ..io.images import ImageTooLarge, image_size, read_image
 
 #: the longest piece of a client's name or text quoted in a message
 QUOTE_CHARS = 200
@@ -66,19 +66,29 @@ def decode_bytes(data: bytes, name: str, limits: Limits, mode: str = "RGB",
 
     if not data:
         return _problem(name, "invalid_image", 422, "is empty")
+    try:  # read_image checks the header against the limit before it decodes anything
+        return read_image(io.BytesIO(data), mode=mode, size=size, max_pixels=limits.max_pixels)
+    except (ImageTooLarge, Image.DecompressionBombError):
+        return _too_large(data, name, limits)
+    except Exception as e:  # Pillow raises many types for bad data
+        try:
+            image_size(io.BytesIO(data), max_pixels=sys.maxsize)
+        except Exception:
+            return _problem(name, "invalid_image", 422, f"not an image Pillow can read ({type(e).__name__})")
+        # a readable header, truncated or corrupt pixel data
+        return _problem(name, "invalid_image", 422, f"cannot be decoded ({type(e).__name__}: {str(e)[:QUOTE_CHARS]})")
+
+
+def _too_large(data: bytes, name: str, limits: Limits) -> ImageProblem:
+    """The 413 of an image over ``limits.max_pixels``, naming its size when Pillow opens its header."""
+    from PIL import Image
+
     try:
-        h, w = image_size(io.BytesIO(data), max_pixels=sys.maxsize)  # the limit is checked below, with its code
+        h, w = image_size(io.BytesIO(data), max_pixels=sys.maxsize)
     except Image.DecompressionBombError as e:  # over Pillow's ceiling, which allow_pixels keeps above the limit
         return _problem(name, "image_too_large", 413,
                         f"is more than the {limits.max_pixels} pixels allowed ({str(e)[:QUOTE_CHARS]})")
-    except Exception as e:  # Pillow raises many types for bad data
-        return _problem(name, "invalid_image", 422, f"not an image Pillow can read ({type(e).__name__})")
-    if h * w > limits.max_pixels:
-        return _problem(name, "image_too_large", 413, f"{h}x{w} pixels is more than the {limits.max_pixels} allowed")
-    try:
-        return read_image(io.BytesIO(data), mode=mode, size=size, max_pixels=limits.max_pixels)
-    except Exception as e:  # truncated or corrupt pixel data
-        return _problem(name, "invalid_image", 422, f"cannot be decoded ({type(e).__name__}: {str(e)[:QUOTE_CHARS]})")
+    return _problem(name, "image_too_large", 413, f"{h}x{w} pixels is more than the {limits.max_pixels} allowed")
 
 
 def decode_base64(text: str, name: str, limits: Limits, mode: str = "RGB",
