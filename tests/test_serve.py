@@ -418,3 +418,20 @@ def test_the_decoder_uses_the_servers_pixel_limit_not_ttakits_default():
     assert got.shape == (32, 32, 3) and got.dtype == np.uint8 and (got == 0).all()
     small = decode_bytes(png, "big.png", Limits(max_pixels=48_999_999))
     assert isinstance(small, ImageProblem) and small.code == "image_too_large" and small.status == 413
+
+
+def test_the_onnx_runtime_runs_on_the_servers_threads(tmp_path):
+    """``--runtime onnx`` runs ONNX Runtime on --threads threads (it took
+    every core, its idle threads spinning on the one left to HTTP)."""
+    from ttakit.interfaces.cli import build_parser
+    from ttakit.interfaces.cli.serve import build_classifier
+    from ttakit.models.onnx_model import OnnxModel
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    pt = tmp_path / "tiny.pt"
+    torch.jit.trace(net.eval(), torch.rand(1, 3, 8, 8)).save(str(pt))
+    args = build_parser().parse_args(["serve", str(pt), "--size", "8", "8", "--runtime", "onnx", "--threads", "1"])
+    clf, _, _ = build_classifier(args)
+    clf.predict_proba(images(4, size=8))
+    sessions = [m.session for m in clf.model._chosen.values() if isinstance(m, OnnxModel)]
+    assert sessions and all(s.get_session_options().intra_op_num_threads == 1 for s in sessions)

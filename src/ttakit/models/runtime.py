@@ -179,7 +179,11 @@ def export_onnx(eager, x: torch.Tensor) -> ModelAdapter:
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise ModelLoadError("the model is on CUDA but ONNX Runtime here has no CUDAExecutionProvider")
         providers = [("CUDAExecutionProvider", {"device_id": eager.device.index or 0})]
-    session = ort.InferenceSession(buf.getvalue(), providers=providers)
+    options = ort.SessionOptions()
+    # the threads the caller gave torch (ttakit serve --threads, torch.set_num_threads), not ONNX Runtime's
+    # default of every core, whose idle threads spin on the cores a server leaves to its HTTP work
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(buf.getvalue(), options, providers=providers)
     return OnnxModel(session, layout=eager.layout)
 
 
