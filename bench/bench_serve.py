@@ -221,7 +221,22 @@ def pooled(runs: list[dict], name: str, concurrency: int) -> dict:
     # CPU per answered request: what the throughput would be bound by on cores of its own
     row["server_cpu_ms"] = 1000 * sum(r["server_cpu"] for r in runs) / max(1, row["answered"])
     row["client_cpu_ms"] = 1000 * sum(r["client_cpu"] for r in runs) / max(1, row["answered"])
+    batches = sum(r.get("batches", 0) for r in runs)
+    row["mean_batch"] = sum(r.get("batched_images", 0) for r in runs) / batches if batches else None
     return row
+
+
+def batch_counts(port: int) -> tuple[float, float]:
+    """The server's engine runs and the images they held so far (its /metrics)."""
+    from urllib.request import urlopen
+
+    values = {}
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(("ttakit_batch_images_count ", "ttakit_batch_images_sum ")):
+                name, value = line.split()
+                values[name] = float(value)
+    return values.get("ttakit_batch_images_count", 0.0), values.get("ttakit_batch_images_sum", 0.0)
 
 
 def pick_model(name: str | None, tmp: Path) -> str:
@@ -375,8 +390,10 @@ def main(argv=None) -> int:
                         acc[name].append(arm.measure(a.seconds))
                         continue
                     reqs = [predict_request(arm.port, png) for png in pngs]
-                    acc[name].append(asyncio.run(closed_loop(arm.port, reqs, c, a.seconds, a.max_requests,
-                                                             arm.proc.pid)))
+                    before = batch_counts(arm.port)
+                    run = asyncio.run(closed_loop(arm.port, reqs, c, a.seconds, a.max_requests, arm.proc.pid))
+                    after = batch_counts(arm.port)
+                    acc[name].append({**run, "batches": after[0] - before[0], "batched_images": after[1] - before[1]})
             for name, runs in acc.items():
                 rows.append(pooled_bound(runs, name, c) if name.startswith("bound/") else pooled(runs, name, c))
                 print(json.dumps(rows[-1]), flush=True)
@@ -391,13 +408,16 @@ def main(argv=None) -> int:
         for arm in arms.values():
             arm.stop()
     print()
-    print("| concurrency | arm | images/s | p50 ms | p99 ms | 503 rate | sent = answered | CPU ms/image |")
-    print("|---|---|---:|---:|---:|---:|---|---:|")
+    print("| concurrency | arm | images/s | p50 ms | p99 ms | 503 rate | sent = answered | CPU ms/image | mean batch |")
+    print("|---|---|---:|---:|---:|---:|---|---:|---:|")
     for r in rows:
         ok = r["sent"] == r["answered"] and not r["errors"]
+        mean = f"{r['mean_batch']:.1f}" if r.get("mean_batch") else "full"
         print(f"| {r['concurrency']} | {r['server']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['rate_503']:.1%} | {r['sent']} = {r['answered']}{' ✓' if ok else ' ✗'} | {r['server_cpu_ms']:.2f} |")
-    print("(bound rows: p50/p99 of one full batch of --max-batch images)")
+              f"{r['rate_503']:.1%} | {r['sent']} = {r['answered']}{' ✓' if ok else ' ✗'} | {r['server_cpu_ms']:.2f} | "
+              f"{mean} |")
+    print("(bound rows: p50/p99 of one full batch of --max-batch images; mean batch: images per engine run, from "
+          "the server's /metrics)")
     for c in a.concurrency:
         for rt in a.runtime:
             got = {k: next((r for r in rows if r["concurrency"] == c and r["server"] == f"{k}/{rt}"), None)
