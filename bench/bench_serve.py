@@ -414,8 +414,8 @@ def main(argv=None) -> int:
         ok = r["sent"] == r["answered"] and not r["errors"]
         mean = f"{r['mean_batch']:.1f}" if r.get("mean_batch") else "full"
         print(f"| {r['concurrency']} | {r['server']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['rate_503']:.1%} | {r['sent']} = {r['answered']}{' ✓' if ok else ' ✗'} | {r['server_cpu_ms']:.2f} | "
-              f"{mean} |")
+              f"{r['rate_503']:.1%} | {r['sent']} = {r['answered']}{' ✓' if ok else ' ✗'} | "
+              f"{r['server_cpu_ms']:.2f} | {mean} |")
     print("(bound rows: p50/p99 of one full batch of --max-batch images; mean batch: images per engine run, from "
           "the server's /metrics)")
     for c in a.concurrency:

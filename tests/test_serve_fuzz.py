@@ -211,8 +211,9 @@ def json_bodies(draw) -> str:
 
 
 ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "latin-1"]
-JSON_TYPES = ["application/json", "application/json; charset=utf-8", "APPLICATION/JSON", "application/json;charset=latin-1",
-              'application/json; charset="utf-16"', "application/json; boundary=x", "text/json", None]
+JSON_TYPES = ["application/json", "application/json; charset=utf-8", "APPLICATION/JSON",
+              "application/json;charset=latin-1", 'application/json; charset="utf-16"', "application/json; boundary=x",
+              "text/json", None]
 QUERIES = ["", "", "?top_k=1", "?top_k=10", "?top_k=0", "?top_k=1001", "?top_k=abc", "?top_k=", "?top_k=1&top_k=2",
            "?top_k=99999999999999999999999", "?other=%ff"]
 
@@ -361,8 +362,8 @@ def raw_requests(draw) -> tuple[bytes, bool]:
         body = f"{size:x}\r\n".encode() + body + draw(st.sampled_from([b"\r\n0\r\n\r\n", b"\r\n", b"zz\r\n"]))
         lengths = draw(st.sampled_from([[], lengths]))
     head += [f"Content-Length: {n}" for n in lengths]
-    head += draw(st.lists(st.sampled_from(["Expect: 100-continue", "Content-Encoding: gzip", "X-Request-Id: " + "r" * 500,
-                                           "X-Long: " + "h" * 20_000, "Authorization: Bearer x"]), max_size=2))
+    head += draw(st.lists(st.sampled_from(["Expect: 100-continue", "Content-Encoding: gzip", "X-Long: " + "h" * 20_000,
+                                           "X-Request-Id: " + "r" * 500, "Authorization: Bearer x"]), max_size=2))
     request = "\r\n".join(head).encode() + b"\r\n\r\n" + body
     # a request that may be incomplete is followed by the client giving up (a stalled one waits for the
     # deadline: test_a_stalled_body_is_408_at_the_deadline)
@@ -465,7 +466,8 @@ def plain_multipart(draw) -> tuple[bytes, bytes]:
     if miss == "delimiter inside":
         items[k][1] += b"\r\n--" + boundary + draw(st.sampled_from([b"x", b" ", b"--"]))
     body = b"".join(b"--" + boundary + b"\r\n" + h + b"\r\n\r\n" + d + b"\r\n" for h, d in items)
-    body += b"--" + boundary + b"--" + (b"\r\nepilogue" if miss == "epilogue" else draw(st.sampled_from([b"", b"\r\n"])))
+    body += b"--" + boundary + b"--"
+    body += b"\r\nepilogue" if miss == "epilogue" else draw(st.sampled_from([b"", b"\r\n"]))
     param = {"BOUNDARY=": b"BOUNDARY=" + boundary, "quoted boundary": b'boundary="' + boundary + b'"'}.get(
         miss, b"boundary=" + boundary)
     return b"multipart/form-data; " + param, body
@@ -485,7 +487,8 @@ async def _starlette_parse(ctype: bytes, body: bytes):
 
 @settings(max_examples=max(200, EXAMPLES), deadline=None, derandomize=not LONG, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(case=plain_multipart() | plain_multipart() | plain_multipart() | multipart_bodies().map(lambda bc: ((bc[1] or "").encode("latin-1"), bc[0])))
+@given(case=plain_multipart() | plain_multipart() | plain_multipart()
+       | multipart_bodies().map(lambda bc: ((bc[1] or "").encode("latin-1"), bc[0])))
 def test_the_multipart_fast_path_reads_what_starlette_reads(case):
     import asyncio
 

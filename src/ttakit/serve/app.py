@@ -210,7 +210,8 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
                   description="Test-time augmentation for an image classifier, with cross-request micro-batching. "
                               "Every error is `{\"error\": {\"code\": ..., \"message\": ...}}` with a stable code.")
     err_responses = {s: {"model": schema.ErrorBody, "description": d} for s, d in (
-        (401, "missing or wrong API key"), (408, "the body did not arrive within --timeout-ms"), (413, "request, image count or image too large"),
+        (401, "missing or wrong API key"), (408, "the body did not arrive within --timeout-ms"),
+        (413, "request, image count or image too large"),
         (415, "not multipart/form-data or application/json"), (422, "invalid request or images"),
         (500, "internal error"), (503, "overloaded (see Retry-After) or shutting down"),
         (504, "deadline exceeded"))}
@@ -379,7 +380,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
         if degraded:
             m_degraded.inc()
         return AsciiJSONResponse({"model": model_name, "policy_id": pid, "views": views, "degraded": degraded,
-                             "failed": failed, "predictions": out})
+                                  "failed": failed, "predictions": out})
 
     KNOWN_PATHS = {"/v1/predict", "/v1/policy", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
     app.state.ttakit = state
