@@ -52,8 +52,10 @@ def main(argv=None) -> int:
         elapsed = (time.monotonic() - t0) / 60
         print(f"round {rounds} (seed {seed}): exit {out.returncode}, {total:,} examples so far, "
               f"{elapsed:.1f} min", flush=True)
-        if out.returncode != 0:
-            print(out.stdout[-20000:], out.stderr[-5000:], sep="\n")
+        if out.returncode != 0:  # the failures first (the statistics after them can be long)
+            failures = out.stdout.find("= FAILURES =")
+            print(out.stdout[failures:failures + 20000] if failures >= 0 else out.stdout[-20000:],
+                  out.stderr[-5000:], sep="\n")
             return 1
     print(f"\n{rounds} rounds, {total:,} passing examples in {(time.monotonic() - t0) / 60:.1f} min, "
           f"no escape. Per test:")
