@@ -79,10 +79,13 @@ bench: install
 	$(PY) bench/run_all.py
 
 # The fuzz suites in rounds with fresh seeds for FUZZ_MINUTES (30 by default),
-# counting the examples tried (bench/fuzz_long.py).
+# counting the examples tried (bench/fuzz_long.py): tests/test_fuzz_*.py and the
+# HTTP fuzz of ttakit serve (tests/test_serve_fuzz.py, a real server on 127.0.0.1).
+# Examples per test and round: FUZZ_EXAMPLES (500 by default).
 FUZZ_MINUTES ?= 30
+FUZZ_EXAMPLES ?= 500
 fuzz: install
-	$(PY) bench/fuzz_long.py --minutes $(FUZZ_MINUTES)
+	$(PY) bench/fuzz_long.py --minutes $(FUZZ_MINUTES) --examples $(FUZZ_EXAMPLES)
 
 clean:
 	rm -rf $(VENV) $(MP_VENV) build site .pytest_cache

@@ -1,25 +1,40 @@
-"""Load benchmark of ``ttakit serve`` against a naive server (loopback only).
+"""Load benchmark of ``ttakit serve`` against its compute bound (loopback only).
 
-Two real server processes on 127.0.0.1, same FastAPI app, same model, same
-policy, same CPU cores: (a) ``ttakit serve`` with cross-request
-micro-batching, (b) the same with ``--no-batching`` (each request runs its own
-TTA; one request per core at a time, one torch thread each, which was the
-naive server's best setting here). A closed-loop client keeps C requests in
-flight (one PNG image each) for a fixed time, at C = 1, 8, 32, 64,
-alternating the two servers (rounds interleaved, so drift hits both).
-Reported per row: throughput, p50/p99 latency, 503 rate, and sent ==
-answered.
+Arms (``--arms``), each a process of its own on 127.0.0.1, with the same
+model, policy, runtime and torch threads (``--runtime eager onnx``: one set
+of arms per runtime):
+
+* ``serve``: ``ttakit serve`` with cross-request micro-batching;
+* ``bound``: the OFFLINE compute bound: the same classifier, built by the
+  same code (``ttakit.interfaces.cli.serve.build_classifier``, so the same
+  runtime and threads), running ``Classifier.predict_proba`` on the same
+  images already decoded, in full batches of ``--max-batch``;
+* ``naive``: the same server with ``--no-batching`` (each request runs its
+  own TTA, one per core).
+
+The default, ``--arms serve,naive --runtime eager``, is the comparison of
+BENCHMARKS.md section 6; the compute bound is
+``--arms serve,bound --runtime eager onnx``.
+
+A closed-loop client keeps C requests in flight (one 32x32 PNG each) for a
+fixed time, at each C of ``--concurrency``; the bound arm runs for the same
+time in between. Rounds are interleaved and alternate their order, so drift
+hits every arm. Reported per row: images per second, p50/p99 latency (the
+bound: of one full batch), 503 rate, sent == answered, server CPU per
+request, and **server / bound**: the share of the compute bound the server
+reaches (the target: >= 90% at C = 32, on a quiet machine).
 
 The client is a few lines of asyncio speaking HTTP/1.1 keep-alive with
 pre-built requests (like wrk): it shares the CPU with the servers, and
 httpx's per-request cost (~1-2 ms of CPU) would be a fixed tax on both.
 
-Then a soak: a steady request rate against (a) for --soak-minutes, the
-server's RSS sampled every 10 s.
+Then a soak: a steady request rate against the first ``serve`` arm for
+--soak-minutes, the server's RSS sampled every 10 s.
 
-    python bench/bench_serve.py                                  # zoo:resnet20 when $TTAKIT_MODELS has it
-    python bench/bench_serve.py --model tutorial --soak-minutes 0
-    python bench/bench_serve.py --concurrency 32 --soak-minutes 10 --rate 40
+    python bench/bench_serve.py --arms serve,bound --runtime eager onnx --concurrency 32 --soak-minutes 0
+    python bench/bench_serve.py --arms serve,bound --model tutorial --concurrency 32 --soak-minutes 0
+    python bench/bench_serve.py --soak-minutes 0                      # zoo:resnet20 against the naive server
+    python bench/bench_serve.py --concurrency --soak-minutes 10 --rate 40
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,16 +56,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "src"))
 
 import _common as C  # noqa: E402
-from serve_support import Server, images, png_bytes, tiny_model_file  # noqa: E402
+from serve_support import Server, images, png_bytes, rss_mb, tiny_model_file  # noqa: E402
 
 BOUNDARY = b"ttakit-bench-7d3f"
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -213,7 +222,22 @@ def pooled(runs: list[dict], name: str, concurrency: int) -> dict:
     # CPU per answered request: what the throughput would be bound by on cores of its own
     row["server_cpu_ms"] = 1000 * sum(r["server_cpu"] for r in runs) / max(1, row["answered"])
     row["client_cpu_ms"] = 1000 * sum(r["client_cpu"] for r in runs) / max(1, row["answered"])
+    batches = sum(r.get("batches", 0) for r in runs)
+    row["mean_batch"] = sum(r.get("batched_images", 0) for r in runs) / batches if batches else None
     return row
+
+
+def batch_counts(port: int) -> tuple[float, float]:
+    """The server's engine runs and the images they held so far (its /metrics)."""
+    from urllib.request import urlopen
+
+    values = {}
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(("ttakit_batch_images_count ", "ttakit_batch_images_sum ")):
+                name, value = line.split()
+                values[name] = float(value)
+    return values.get("ttakit_batch_images_count", 0.0), values.get("ttakit_batch_images_sum", 0.0)
 
 
 def pick_model(name: str | None, tmp: Path) -> str:
@@ -226,82 +250,197 @@ def pick_model(name: str | None, tmp: Path) -> str:
     return "zoo:resnet20" if list(Path(models).glob("resnet20*")) else str(tiny_model_file(tmp))
 
 
+class BoundArm:
+    """The offline bound in a process of its own (see the module docstring),
+    started like the servers (same environment, same serve options); each
+    :meth:`measure` runs full batches for a number of seconds."""
+
+    def __init__(self, model: str, *options: str, log: Path, threads: int = 1):
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               "OMP_NUM_THREADS": str(threads)}  # as serve_support.Server starts the servers
+        self._err = open(log, "wb")
+        self.proc = subprocess.Popen([sys.executable, __file__, "--bound-worker", model, *options],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, env=env,
+                                     text=True, cwd=ROOT)
+        self.log = Path(log)
+
+    def wait_ready(self) -> "BoundArm":
+        line = self.proc.stdout.readline()
+        if line.strip() != "ready":
+            raise RuntimeError(f"the bound arm did not start ({line!r}):\n{self.log.read_text()[-3000:]}")
+        return self
+
+    def measure(self, seconds: float) -> dict:
+        self.proc.stdin.write(f"{seconds}\n")
+        self.proc.stdin.flush()
+        return json.loads(self.proc.stdout.readline())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._err.close()
+
+
+def bound_worker(serve_argv: list[str]) -> int:
+    """The bound arm's process: the server's classifier (same code, options,
+    runtime and threads), the bench's images decoded as the server decodes
+    them, then for each number of seconds read on stdin, full batches of
+    ``--max-batch`` through ``Classifier.predict_proba`` for that long; one
+    JSON line per measure on stdout."""
+    from ttakit.interfaces.cli import build_parser
+    from ttakit.interfaces.cli.serve import build_classifier
+    from ttakit.serve.decode import Limits, decode_bytes
+
+    args = build_parser().parse_args(["serve", *serve_argv])
+    clf, _, size = build_classifier(args)
+    x = np.stack([decode_bytes(png, "x.png", Limits(), args.mode, size) for png in bench_pngs()])
+    batch = args.max_batch
+    starts = list(range(0, len(x) - batch + 1, batch)) or [0]
+    for start in starts:  # warm-up, as the server warms up before it is ready
+        clf.predict_proba(x[start:start + batch])
+    print("ready", flush=True)
+    for line in sys.stdin:
+        seconds, n, lat, k = float(line), 0, [], 0
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            xb = x[starts[k % len(starts)]:][:batch]
+            t = time.perf_counter()
+            clf.predict_proba(xb)
+            lat.append(time.perf_counter() - t)
+            n, k = n + len(xb), k + 1
+        wall = time.perf_counter() - t0
+        print(json.dumps({"images": n, "wall": wall, "cpu": time.process_time() - cpu0, "lat": lat}), flush=True)
+    return 0
+
+
+def bench_pngs() -> list[bytes]:
+    """The images every arm predicts: 256 random 32x32 PNGs (fixed seed)."""
+    return [png_bytes(im) for im in images(256, seed=0)]
+
+
+def pooled_bound(runs: list[dict], name: str, concurrency: int) -> dict:
+    """One bound row from several rounds (latency: of one full batch)."""
+    lat = np.concatenate([r["lat"] for r in runs])
+    images = sum(r["images"] for r in runs)
+    return {"server": name, "concurrency": concurrency, "ok": images, "sent": images, "answered": images,
+            "errors": 0, "other": 0, "rate_503": 0.0, "rps": images / sum(r["wall"] for r in runs),
+            "p50_ms": float(np.percentile(lat, 50) * 1000), "p99_ms": float(np.percentile(lat, 99) * 1000),
+            "server_cpu_ms": 1000 * sum(r["cpu"] for r in runs) / max(1, images), "client_cpu_ms": 0.0}
+
+
 def main(argv=None) -> int:
+    if argv is None and sys.argv[1:2] == ["--bound-worker"]:
+        return bound_worker(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None,
                     help="zoo:resnet20, 'tutorial' (the tutorial CNN, fixed-seed weights) or a model file. "
                          "Default: zoo:resnet20 when its weights are found, else a tiny CNN")
     ap.add_argument("--policy", default="identity + hflip")
+    ap.add_argument("--runtime", nargs="+", default=["eager"], choices=["eager", "onnx", "compile"],
+                    help="one set of arms per runtime (ttakit serve --runtime). Default: eager")
+    ap.add_argument("--arms", default="serve,naive",
+                    help="comma-separated, of serve, bound, naive (see above). Default: serve,naive")
     ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 8, 32, 64],
                     help="closed-loop rows (none: only the soak)")
-    ap.add_argument("--seconds", type=float, default=5.0, help="per row, server and round")
+    ap.add_argument("--seconds", type=float, default=5.0, help="per row, arm and round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-requests", type=int, default=20000, help="per row, server and round")
     ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads of each server. Default: ttakit serve's own (see its --threads)")
+                    help="torch threads of each arm. Default: ttakit serve's own (see its --threads; the bound "
+                         "arm takes the batching server's)")
     ap.add_argument("--server-option", action="append", default=[], metavar="OPT",
-                    help="an extra option for the batching server (repeat), e.g. --server-option=--max-batch=16")
-    ap.add_argument("--soak-minutes", type=float, default=10.0, help="minutes of steady load on (a) (0: none)")
+                    help="an extra option for the batching server and the bound arm (repeat), e.g. "
+                         "--server-option=--max-batch=16")
+    ap.add_argument("--soak-minutes", type=float, default=10.0, help="minutes of steady load on serve (0: none)")
     ap.add_argument("--rate", type=float, default=40.0, help="requests per second in the soak")
     ap.add_argument("--json", default=None, help="also write the results here")
     C.add_protocol_args(ap)
     a = ap.parse_args(argv)
+    kinds = [k.strip() for k in a.arms.split(",") if k.strip()]
+    if not set(kinds) <= {"serve", "bound", "naive"} or "serve" not in kinds:
+        ap.error("--arms: serve and any of bound, naive")
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     model = pick_model(a.model, tmp)
-    pngs = [png_bytes(im) for im in images(256, seed=0)]
+    pngs = bench_pngs()
     common = ["--policy", a.policy, "--size", "32", "--queue", "1024", "--log-level", "warning"]
     if a.threads:
         common += ["--threads", str(a.threads)]
-    servers = {"ttakit serve": Server(model, *common, *a.server_option, log=tmp / "batched.log")}
-    if a.concurrency:
-        servers["naive"] = Server(model, *common, "--no-batching", log=tmp / "naive.log")
+    arms: dict = {}
+    for rt in a.runtime:
+        opts = [*common, "--runtime", rt]
+        arms[f"serve/{rt}"] = Server(model, *opts, *a.server_option, log=tmp / f"serve-{rt}.log")
+        if a.concurrency and "bound" in kinds:
+            arms[f"bound/{rt}"] = BoundArm(model, *opts, *a.server_option, log=tmp / f"bound-{rt}.log")
+        if a.concurrency and "naive" in kinds:
+            arms[f"naive/{rt}"] = Server(model, *opts, "--no-batching", log=tmp / f"naive-{rt}.log")
     rows, soak = [], None
     try:
-        for s in servers.values():
-            s.wait_ready()
-        C.begin("bench_serve: ttakit serve against a per-request server", a)
-        print(f"model {model}, policy {a.policy!r}, {a.seconds:g} s x {a.rounds} rounds per row, "
-              f"{os.cpu_count()} CPUs, batching server options {a.server_option}", flush=True)
+        for arm in arms.values():
+            arm.wait_ready()
+        C.begin("bench_serve: ttakit serve against its offline bound and a per-request server", a)
+        print(f"model {model}, policy {a.policy!r}, runtimes {a.runtime}, {a.seconds:g} s x {a.rounds} rounds per "
+              f"row, {os.cpu_count()} CPUs, batching server options {a.server_option}", flush=True)
         for c in a.concurrency:
-            acc = {name: [] for name in servers}
+            acc = {name: [] for name in arms}
             for r in range(a.rounds):
-                for name in (list(servers) if r % 2 == 0 else list(servers)[::-1]):
-                    reqs = [predict_request(servers[name].port, png) for png in pngs]
-                    acc[name].append(asyncio.run(closed_loop(servers[name].port, reqs, c, a.seconds,
-                                                             a.max_requests, servers[name].proc.pid)))
+                for name in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
+                    arm = arms[name]
+                    if isinstance(arm, BoundArm):
+                        acc[name].append(arm.measure(a.seconds))
+                        continue
+                    reqs = [predict_request(arm.port, png) for png in pngs]
+                    before = batch_counts(arm.port)
+                    run = asyncio.run(closed_loop(arm.port, reqs, c, a.seconds, a.max_requests, arm.proc.pid))
+                    after = batch_counts(arm.port)
+                    acc[name].append({**run, "batches": after[0] - before[0], "batched_images": after[1] - before[1]})
                 C.tick()
             for name, runs in acc.items():
-                rows.append(pooled(runs, name, c))
+                rows.append(pooled_bound(runs, name, c) if name.startswith("bound/") else pooled(runs, name, c))
                 print(json.dumps(rows[-1]), flush=True)
         if a.soak_minutes > 0:
-            if "naive" in servers:
-                servers["naive"].stop()
-            s = servers["ttakit serve"]
+            for name in list(arms)[1:]:
+                arms[name].stop()
+            s = next(iter(arms.values()))
             reqs = [predict_request(s.port, png) for png in pngs]
             soak = asyncio.run(steady(s.port, reqs, a.rate, a.soak_minutes * 60, s.proc.pid))
             print(json.dumps({k: v for k, v in soak.items() if k != "samples"}), flush=True)
     finally:
-        for s in servers.values():
-            s.stop()
+        for arm in arms.values():
+            arm.stop()
     print()
-    C.say("| concurrency | server | req/s | p50 ms | p99 ms | 503 rate | sent = answered | server CPU ms/request |")
-    C.say("|---|---|---:|---:|---:|---:|---|---:|")
+    C.say("| concurrency | arm | images/s | p50 ms | p99 ms | 503 rate | sent = answered | CPU ms/image | mean batch |")
+    C.say("|---|---|---:|---:|---:|---:|---|---:|---:|")
     for r in rows:
         ok = r["sent"] == r["answered"] and not r["errors"]
+        mean = f"{r['mean_batch']:.1f}" if r.get("mean_batch") else "full"
         C.say(f"| {r['concurrency']} | {r['server']} | {r['rps']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
-              f"{r['rate_503']:.1%} | {r['sent']} = {r['answered']}{' ✓' if ok else ' ✗'} | {r['server_cpu_ms']:.2f} |")
+              f"{r['rate_503']:.1%} | {r['sent']} = {r['answered']}{' ✓' if ok else ' ✗'} | "
+              f"{r['server_cpu_ms']:.2f} | {mean} |")
+    C.say("(bound rows: p50/p99 of one full batch of --max-batch images; mean batch: images per engine run, from "
+          "the server's /metrics)")
     for c in a.concurrency:
-        b = next(r for r in rows if r["concurrency"] == c and r["server"] == "ttakit serve")
-        n = next(r for r in rows if r["concurrency"] == c and r["server"] == "naive")
-        C.say(f"concurrency {c}: {b['rps'] / n['rps']:.2f}x the naive throughput, p99 {b['p99_ms']:.0f} vs "
-              f"{n['p99_ms']:.0f} ms; server CPU per request {b['server_cpu_ms']:.2f} vs {n['server_cpu_ms']:.2f} ms "
-              f"({n['server_cpu_ms'] / b['server_cpu_ms']:.2f}x less), client CPU {b['client_cpu_ms']:.2f} ms")
+        for rt in a.runtime:
+            got = {k: next((r for r in rows if r["concurrency"] == c and r["server"] == f"{k}/{rt}"), None)
+                   for k in ("serve", "bound", "naive")}
+            b, bound, naive = got["serve"], got["bound"], got["naive"]
+            parts = [f"concurrency {c}, {rt}: serve {b['rps']:.1f} images/s, p50 {b['p50_ms']:.1f} ms, "
+                     f"p99 {b['p99_ms']:.1f} ms"]
+            if bound:
+                parts.append(f"{b['rps'] / bound['rps']:.1%} of the offline bound ({bound['rps']:.1f} images/s)")
+            if naive:
+                parts.append(f"{b['rps'] / naive['rps']:.2f}x the naive throughput (p99 {naive['p99_ms']:.0f} ms, "
+                             f"server CPU {naive['server_cpu_ms']:.2f} vs {b['server_cpu_ms']:.2f} ms per request)")
+            C.say("; ".join(parts))
     if soak:
         C.say(f"soak: {soak['sent']} sent at {soak['rate']:g}/s for {soak['seconds']:g} s, {soak['answered']} answered "
               f"(by status {soak['statuses']}, {soak['errors']} client errors); RSS {soak['rss_start_mb']:.1f} MB at the start, "
               f"{soak['rss_after_first_minute_mb']:.1f} MB after a minute, {soak['rss_end_mb']:.1f} MB at the end "
               f"(max {soak['rss_max_mb']:.1f})")
-    C.finish(a, {"rows": rows, "soak": soak, "model": model, "policy": a.policy}, a.json)
+    C.finish(a, {"rows": rows, "soak": soak, "model": model, "policy": a.policy, "runtimes": a.runtime}, a.json)
     return 0
 
 

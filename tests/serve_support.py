@@ -5,6 +5,7 @@ tests and the load benchmark: a free port, JSON logs to a file, waits for
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -47,8 +48,11 @@ def free_port() -> int:
 class Server:
     """``ttakit serve MODEL ARGS...`` on a free port of 127.0.0.1."""
 
-    def __init__(self, model: str, *args: str, log: Path, env: dict | None = None, threads: int = 1):
-        self.port = free_port()
+    def __init__(self, model: str, *args: str, log: Path, env: dict | None = None, threads: int = 1,
+                 port: int | None = None):
+        """``port=0``: the server picks a free port, and :meth:`wait_ready`
+        reads which from the line it prints once ready."""
+        self.port = free_port() if port is None else port
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log)
         e = dict(os.environ)
@@ -67,6 +71,12 @@ class Server:
         while time.monotonic() < t_end:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            if self.port == 0:
+                url = self.ready_url()
+                if url is None:
+                    time.sleep(0.2)
+                    continue
+                self.url, self.port = url, int(url.rsplit(":", 1)[1])
             try:
                 if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
                     return self
@@ -75,6 +85,11 @@ class Server:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"the server was not ready within {timeout} s:\n{self.log.read_text()[-3000:]}")
+
+    def ready_url(self) -> str | None:
+        """The address from the server's "ttakit serve: ready on URL" line, once printed."""
+        m = re.search(r"^ttakit serve: ready on (http://\S+) ", self.log.read_text(errors="replace"), re.M)
+        return m.group(1) if m else None
 
     def stop(self, timeout: float = 20.0) -> int | None:
         if self.proc.poll() is None:
@@ -86,6 +101,14 @@ class Server:
                 self.proc.wait(5)
         self._out.close()
         return self.proc.returncode
+
+
+def rss_mb(pid: int) -> float:
+    """The resident memory of process ``pid``, in MB (from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def png_bytes(img: np.ndarray) -> bytes:

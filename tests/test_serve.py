@@ -8,10 +8,13 @@ import base64
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +64,11 @@ def server(model_path, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def slow_server(model_path, tmp_path_factory):
-    """Requests may wait only 1 ms for their answer; the queue holds 4
-    images; an API key is required."""
-    yield from running(model_path, tmp_path_factory, "slow", "--queue", "4", "--timeout-ms", "1",
-                       "--api-key", "s3cret")
+    """Requests may wait only 1 s for their answer, and every batch waits
+    5 s for company (a tiny model on a quiet machine answers within 1 ms
+    otherwise); the queue holds 4 images; an API key is required."""
+    yield from running(model_path, tmp_path_factory, "slow", "--queue", "4", "--timeout-ms", "1000",
+                       "--max-wait-ms", "5000", "--always-wait", "--api-key", "s3cret")
 
 
 def files(imgs, names=None):
@@ -117,7 +121,7 @@ def test_predict_files_base64_and_arrays(server, reference):
     pid = httpx.get(server.url + "/v1/policy").json()["policy_id"]
     e = body["predictions"][0]
     assert body["policy_id"] == e["policy_id"] == pid and body["failed"] == 0 and not body["degraded"]
-    assert e["name"] == "'img0.png'" and e["label"] == int(want[0].argmax()) and len(e["top_k"]) == 3
+    assert e["name"] == "img0.png" and e["label"] == int(want[0].argmax()) and len(e["top_k"]) == 3
     assert e["views"] == 2 and 0 <= e["entropy"] and 0 <= e["agreement"] <= 1
     b64 = [base64.b64encode(png_bytes(im)).decode() for im in x]
     r = httpx.post(server.url + "/v1/predict?top_k=10",
@@ -126,7 +130,7 @@ def test_predict_files_base64_and_arrays(server, reference):
     assert r.status_code == 200, r.text
     got = np.stack([probs_of(p) for p in r.json()["predictions"]])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
-    assert [p["name"] for p in r.json()["predictions"]] == ["'a'", "'b'", "'c'"]
+    assert [p["name"] for p in r.json()["predictions"]] == ["a", "b", "c"]
     floats = (x[:1].astype(np.float32) / 255)
     r = httpx.post(server.url + "/v1/predict", json={"images": floats.tolist(), "top_k": 10}, timeout=30)
     assert r.status_code == 200, r.text
@@ -201,7 +205,7 @@ def test_overload_is_503_at_once_and_deadline_is_504(slow_server):
     r = httpx.post(u, files=files(images(5)), headers=key, timeout=10)  # 5 images > queue of 4
     err = assert_error(r, 503, "overloaded")
     assert r.headers["retry-after"] == "1" and time.monotonic() - t0 < 5.0 and "queue" in err["message"]
-    r = httpx.post(u, files=files(images(1)), headers=key, timeout=10)  # the deadline is 1 ms
+    r = httpx.post(u, files=files(images(1)), headers=key, timeout=10)  # the deadline is 1 s, the batch waits 5
     assert_error(r, 504, "deadline_exceeded")
     assert httpx.get(slow_server.url + "/healthz").status_code == 200  # and the server is fine
 
@@ -229,25 +233,13 @@ def test_sigterm_drains_in_flight_requests_and_more_than_max_in_flight_get_503_a
         for t in threads:
             t.join(30)
         assert results == [200] * 4
-        # uvicorn re-raises SIGTERM once it has shut down gracefully
-        assert s.proc.wait(30) in (0, -signal.SIGTERM)
+        # a clean stop: a supervisor reads any other status as a crash
+        assert s.proc.wait(30) == 0
     finally:
         s.stop()
     log = [json.loads(line) for line in s.log.read_text().splitlines() if line.startswith("{")]
     assert any(e["msg"] == "stopped" for e in log)
     assert sum(1 for e in log if e["msg"] == "request" and e["path"] == "/v1/predict" and e["status"] == 200) == 4
-
-
-def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, tmp_path):
-    st = os.path.join(os.path.dirname(sys.executable), "schemathesis")
-    if not os.path.exists(st):
-        pytest.skip("schemathesis is not installed (pip install schemathesis)")
-    cmd = [st, "run", server.url + "/openapi.json", "--checks",
-           "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-           "--max-examples", "30", "--seed", "1", "--phases", "examples,coverage,fuzzing", "--request-timeout", "20",
-           "--no-shrink"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
 
 
 def test_two_worker_processes_answer_correctly_share_metrics_and_stop_cleanly(model_path, reference, tmp_path):
@@ -262,7 +254,7 @@ def test_two_worker_processes_answer_correctly_share_metrics_and_stop_cleanly(mo
             assert _metric(s, 'ttakit_requests_total{path="/v1/predict",status="200"}') == len(x)
             assert _metric(s, "ttakit_batch_images_sum") == len(x)
         s.proc.send_signal(signal.SIGTERM)
-        assert s.proc.wait(60) in (0, -signal.SIGTERM)
+        assert s.proc.wait(60) == 0
     finally:
         s.stop()
     log = [json.loads(line) for line in s.log.read_text().splitlines() if line.startswith("{")]
@@ -292,3 +284,154 @@ def test_serve_builds_the_zoo_model_and_a_file_with_runtime_options(tmp_path, mo
         args = build_parser().parse_args(argv)
         with TestClient(build_app(args)) as client:
             assert client.get("/v1/policy").status_code == 200
+
+
+def _png(w: int, h: int, idat: bytes) -> bytes:
+    """A grey 8-bit PNG of ``w`` x ``h`` pixels whose compressed rows are ``idat``."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def png_header(w: int, h: int) -> bytes:
+    """A PNG whose header says ``w`` x ``h`` pixels, with no pixel data
+    (a server that checks the header refuses it without decoding)."""
+    return _png(w, h, zlib.compress(b""))
+
+
+def blank_png(w: int, h: int) -> bytes:
+    """A real, decodable black ``w`` x ``h`` PNG, built row by row (small however large)."""
+    z = zlib.compressobj(9)
+    row = b"\x00" * (w + 1)  # filter byte, then w pixels
+    return _png(w, h, b"".join(z.compress(row) for _ in range(h)) + z.flush())
+
+
+def test_deeply_nested_json_is_4xx_never_500(server):
+    """JSON nested a thousand deep or more once raised RecursionError while
+    decoding, answered 500 internal_error."""
+    u = server.url + "/v1/predict"
+    for depth in (900, 1000, 5000, 40_000):  # the largest body is under --max-request-bytes
+        deep = "[" * depth + "]" * depth
+        bodies = [deep, '{"images": [' + deep + "]}", '{"images": ["x"], "names": ' + deep + "}",
+                  '{"images": ["x"], "top_k": ' + deep + "}", '{"a": ' * depth + "1" + "}" * depth]
+        for body in bodies:
+            r = httpx.post(u, content=body.encode(), headers={"content-type": "application/json"}, timeout=30)
+            assert 400 <= r.status_code < 500, (depth, body[:40], r.status_code, r.text[:300])
+            assert r.json()["error"]["code"] in ("invalid_request", "invalid_image"), r.text[:300]
+    assert httpx.get(server.url + "/readyz").status_code == 200
+
+
+def test_names_come_back_as_sent_and_messages_quote_them_cut(server):
+    """``name`` is the name as the client sent it (it was its Python repr,
+    quotes included), whatever its characters; messages quote it, cut."""
+    u = server.url + "/v1/predict"
+    good = base64.b64encode(png_bytes(images(1)[0])).decode()
+    names = ["it's \"cat\".png", "猫.png", "\ud800 lone surrogate", "#0", "x" * 10_000]
+    body = json.dumps({"images": [good, good, good, good, "@@@"], "names": names})  # the surrogate escaped
+    r = httpx.post(u, content=body.encode(), headers={"content-type": "application/json"}, timeout=30)
+    assert r.status_code == 200, r.text
+    got = r.json()["predictions"]
+    assert [p["name"] for p in got] == names
+    msg = got[4]["error"]["message"]
+    assert msg.startswith("image 'xxxx") and "10,000 characters" in msg and len(msg) < 400, msg
+    r = httpx.post(u, files=[("files", ("my cat's photo.png", png_bytes(images(1)[0]), "image/png"))], timeout=30)
+    assert r.status_code == 200 and r.json()["predictions"][0]["name"] == "my cat's photo.png", r.text
+
+
+def test_openapi_requires_at_least_one_file(server):
+    body = httpx.get(server.url + "/openapi.json").json()["paths"]["/v1/predict"]["post"]["requestBody"]
+    files_schema = body["content"]["multipart/form-data"]["schema"]["properties"]["files"]
+    assert files_schema["minItems"] == 1 and files_schema["maxItems"] == 8  # the server's --max-images
+    images_schema = body["content"]["application/json"]["schema"]["properties"]["images"]
+    assert images_schema["minItems"] == 1 and images_schema["maxItems"] == 8
+
+
+def test_images_over_the_default_pixel_limit_are_413_from_the_header(slow_server):
+    """Under the default --max-pixels (4096 x 4096), images of 12000² and
+    20000² pixels (over ttakit's own 40,000,000 and over Pillow's ceiling)
+    were answered 422 invalid_image, not the documented 413."""
+    u, key = slow_server.url + "/v1/predict", {"x-api-key": "s3cret"}
+    for side in (5000, 12000, 20000):
+        r = httpx.post(u, files=[("files", (f"side{side}.png", png_header(side, side), "image/png"))], headers=key,
+                       timeout=30)
+        err = assert_error(r, 413, "image_too_large")
+        assert f"side{side}.png" in err["message"] and str(4096 * 4096) in err["message"], err
+
+
+def test_max_pixels_above_40_million_is_honoured_end_to_end(model_path, tmp_path):
+    """``--max-pixels 100000000``: a 7000 x 7000 PNG (49,000,000 pixels) is
+    predicted (it got 422 "ImageTooLarge": the decoder used ttakit's
+    default of 40,000,000), 11000 x 10000 is 413, and an image over
+    Pillow's own ceiling (about 179,000,000) is 413 too. The server
+    listens on a free port (--port 0) and prints it when ready; SIGINT
+    stops it with status 0."""
+    s = Server(str(model_path), "--policy", POLICY, "--size", "32", "--max-pixels", "100000000", "--queue", "8",
+               port=0, log=tmp_path / "pixels.log").wait_ready()
+    try:
+        assert s.port != 0 and s.url == f"http://127.0.0.1:{s.port}"
+        u = s.url + "/v1/predict"
+        r = httpx.post(u, files=[("files", ("big.png", blank_png(7000, 7000), "image/png"))], timeout=120)
+        assert r.status_code == 200, r.text
+        assert r.json()["predictions"][0]["label"] is not None
+        for w, h in ((11000, 10000), (20000, 20000)):
+            r = httpx.post(u, files=[("files", ("over.png", png_header(w, h), "image/png"))], timeout=30)
+            assert "100000000" in assert_error(r, 413, "image_too_large")["message"]
+        s.proc.send_signal(signal.SIGINT)  # Ctrl-C stops it cleanly too
+        assert s.proc.wait(30) == 0
+    finally:
+        s.stop()
+
+
+def test_a_port_in_use_is_a_clear_error_with_its_own_exit_status(model_path, tmp_path):
+    """Another program listens on the port: one ``ttakit: error:`` line
+    naming it, exit status 4 (it was 3, "inputs unreadable", after logging
+    "ready"), before the model is loaded, and no "ready"."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+        p = subprocess.run([sys.executable, "-m", "ttakit", "serve", str(model_path), "--port", str(port)],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 4, (p.returncode, p.stderr[-2000:])
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("ttakit: error:")]
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "--port" in lines[0], p.stderr[-2000:]
+    assert '"ready"' not in p.stderr and "ready on" not in p.stderr
+
+
+def test_the_server_prints_where_it_listens(server):
+    assert server.ready_url() == server.url
+
+
+def test_the_decoder_uses_the_servers_pixel_limit_not_ttakits_default():
+    """In the decoder alone: 7000 x 7000 under a 100,000,000 limit is an
+    image (the header check once used ttakit's default of 40,000,000)."""
+    from ttakit.serve.decode import ImageProblem, Limits, allow_pixels, decode_bytes
+
+    png = blank_png(7000, 7000)
+    limits = Limits(max_request_bytes=len(png), max_pixels=100_000_000)
+    allow_pixels(limits.max_pixels)
+    got = decode_bytes(png, "big.png", limits, size=(32, 32))
+    assert not isinstance(got, ImageProblem), got
+    assert got.shape == (32, 32, 3) and got.dtype == np.uint8 and (got == 0).all()
+    small = decode_bytes(png, "big.png", Limits(max_pixels=48_999_999))
+    assert isinstance(small, ImageProblem) and small.code == "image_too_large" and small.status == 413
+
+
+def test_the_onnx_runtime_runs_on_the_servers_threads(tmp_path):
+    """``--runtime onnx`` runs ONNX Runtime on --threads threads (it took
+    every core, its idle threads spinning on the one left to HTTP)."""
+    from ttakit.interfaces.cli import build_parser
+    from ttakit.interfaces.cli.serve import build_classifier
+    from ttakit.models.onnx_model import OnnxModel
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    pt = tmp_path / "tiny.pt"
+    torch.jit.trace(net.eval(), torch.rand(1, 3, 8, 8)).save(str(pt))
+    args = build_parser().parse_args(["serve", str(pt), "--size", "8", "8", "--runtime", "onnx", "--threads", "1"])
+    clf, _, _ = build_classifier(args)
+    clf.predict_proba(images(4, size=8))
+    sessions = [m.session for m in clf.model._chosen.values() if isinstance(m, OnnxModel)]
+    assert sessions and all(s.get_session_options().intra_op_num_threads == 1 for s in sessions)

@@ -35,17 +35,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client import multiprocess
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from . import schema
 from ..tasks import Classifier
 from ..tasks.classification import policy_id
 from .batcher import (DEFAULT_DIRECT_THREADS, DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, Batcher, DirectRunner,
                       ServeError, prefix_policy)
-from .decode import ImageProblem, Limits, decode_array, decode_base64, decode_bytes
+from .decode import (QUOTE_CHARS, ImageProblem, Limits, allow_pixels, decode_array, decode_base64, decode_bytes,
+                     quoted)
+from .multipart import simple_multipart
 
 #: every error code a response can carry, with its HTTP status
 ERROR_CODES = {
-    "unauthorized": 401, "not_found": 404, "method_not_allowed": 405,
+    "unauthorized": 401, "not_found": 404, "method_not_allowed": 405, "request_timeout": 408,
     "request_too_large": 413, "too_many_images": 413, "image_too_large": 413,
     "unsupported_media_type": 415,
     "invalid_request": 422, "no_images": 422, "invalid_image": 422,
@@ -83,11 +86,20 @@ def configure_logging(level: str = "info") -> None:
     log.propagate = False
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a name a client sent
+    may hold a lone surrogate (``"\\ud800"`` in its JSON), which UTF-8
+    cannot encode; escaped, it goes back as it came."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _error(code: str, message: str, status: int | None = None, headers: dict | None = None, details=None):
     body: dict[str, Any] = {"error": {"code": code, "message": message}}
     if details:
         body["error"]["details"] = details
-    return JSONResponse(body, status_code=status or ERROR_CODES.get(code, 500), headers=headers)
+    return AsciiJSONResponse(body, status_code=status or ERROR_CODES.get(code, 500), headers=headers)
 
 
 def _finite(x: float) -> float | None:
@@ -101,7 +113,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
                degrade_depth: int | None = None, degrade_views: int = 1, api_key: str | None = None,
                limits: Limits | None = None, top_k: int = 5, batching: bool = True, model_name: str = "model",
                warm_up: bool = True, adaptive_wait: bool = True, max_in_flight: int | None = None,
-               runner_factory=None):
+               runner_factory=None, on_ready=None):
     """The FastAPI app serving ``classifier`` (images arrive as ``(H, W, C)``,
     so its ``data_layout`` must be NHWC). ``size`` resizes every file image to
     ``(H, W)`` (and is the warm-up shape); ``batching=False`` runs each request
@@ -120,6 +132,10 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
     Batcher's arguments and returns an object with its ``submit``, ``depth``,
     ``warm_up`` and ``close``): :mod:`ttakit.serve.ray_deployment` batches
     with Ray Serve's ``@serve.batch`` this way, behind the same routes.
+    ``on_ready()`` is called once the model is loaded and warmed up (the
+    command line prints the address it listens on). ``limits.max_pixels``
+    holds above Pillow's own ceiling too (see
+    :func:`~ttakit.serve.decode.allow_pixels`).
 
     With ``$PROMETHEUS_MULTIPROC_DIR`` set (several worker processes),
     ``/metrics`` adds up every worker's counters and histograms from that
@@ -130,6 +146,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
     if classifier.on_error != "mark":
         classifier = Classifier(**{**classifier.get_params(), "on_error": "mark"})
     limits = limits or Limits()
+    allow_pixels(limits.max_pixels)
     classes = list(classes) if classes is not None else (list(classifier.classes) if classifier.classes else None)
     pid = policy_id(classifier)
     run_policy = classifier.run_policy
@@ -177,6 +194,8 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
         log.info("ready", extra={"fields": {"model": model_name, "policy_id": pid, "views": len(run_policy),
                                             "batching": batching, "max_batch": max_batch,
                                             "max_wait_ms": max_wait_ms, "queue": queue_size}})
+        if on_ready is not None:
+            on_ready()
         try:
             yield
         finally:
@@ -191,7 +210,8 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
                   description="Test-time augmentation for an image classifier, with cross-request micro-batching. "
                               "Every error is `{\"error\": {\"code\": ..., \"message\": ...}}` with a stable code.")
     err_responses = {s: {"model": schema.ErrorBody, "description": d} for s, d in (
-        (401, "missing or wrong API key"), (413, "request, image count or image too large"),
+        (401, "missing or wrong API key"), (408, "the body did not arrive within --timeout-ms"),
+        (413, "request, image count or image too large"),
         (415, "not multipart/form-data or application/json"), (422, "invalid request or images"),
         (500, "internal error"), (503, "overloaded (see Retry-After) or shutting down"),
         (504, "deadline exceeded"))}
@@ -282,7 +302,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
         }
 
     @app.post("/v1/predict", response_model=schema.PredictResponse, responses=err_responses, tags=["predict"],
-              openapi_extra={"requestBody": schema.REQUEST_BODY})
+              openapi_extra={"requestBody": schema.request_body(limits.max_images)})
     async def predict(request: Request,
                       top_k: int | None = Query(None, ge=1, le=1000,
                                                 description=f"probabilities per image (default {top_k})")):
@@ -303,7 +323,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
     async def _predict(request: Request, top_k: int | None, deadline: float):
         k = top_k
         try:
-            named = await _read_images(request, limits)
+            named = await _read_images(request, limits, deadline)
         except ServeError as e:
             return _error(e.code, str(e), e.status, e.headers)
         if isinstance(named, tuple):  # (entries, k from the body)
@@ -335,9 +355,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
         except ServeError as e:
             return _error(e.code, str(e), e.status, e.headers)
         try:
-            results = await asyncio.wait_for(
-                asyncio.gather(*(asyncio.wrap_future(f) for _, f in futures)),
-                timeout=max(0.0, deadline - time.monotonic()))
+            results = await _results_by([f for _, f in futures], deadline)
         except asyncio.TimeoutError:
             for _, f in futures:
                 f.cancel()
@@ -361,8 +379,8 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
             m_images.labels("failed").inc(failed)
         if degraded:
             m_degraded.inc()
-        return JSONResponse({"model": model_name, "policy_id": pid, "views": views, "degraded": degraded,
-                             "failed": failed, "predictions": out})
+        return AsciiJSONResponse({"model": model_name, "policy_id": pid, "views": views, "degraded": degraded,
+                                  "failed": failed, "predictions": out})
 
     KNOWN_PATHS = {"/v1/predict", "/v1/policy", "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json"}
     app.state.ttakit = state
@@ -420,7 +438,8 @@ def _version() -> str:
 def _prediction(i: int, name: str, b, j: int, k: int, classes, pid: str) -> dict:
     base = {"index": i, "name": name, "policy_id": pid}
     if b.failed[j]:
-        return {**base, "error": {"code": "invalid_image", "message": f"image {name}: {b.errors.get(j, 'failed')}"}}
+        return {**base, "error": {"code": "invalid_image",
+                                  "message": f"image {quoted(name)}: {b.errors.get(j, 'failed')}"}}
     probs = b.probs[j]
     kk = min(k, probs.shape[-1])
     top = np.argsort(-probs, kind="stable")[:kk]
@@ -462,7 +481,29 @@ def _decode_all(named, limits: Limits, mode: str, size):
     return out
 
 
-async def _read_body(request, limit: int) -> bytes:
+async def _results_by(futures: list, deadline: float) -> list:
+    """The results of ``futures`` (:class:`concurrent.futures.Future`), or
+    :class:`asyncio.TimeoutError` at ``deadline`` (the loop's clock): a timer
+    rather than :func:`asyncio.wait_for`, which starts a task per request."""
+    waiting = [asyncio.wrap_future(f) for f in futures]
+    both = waiting[0] if len(waiting) == 1 else asyncio.gather(*waiting)
+    late = []
+    timer = asyncio.get_running_loop().call_at(deadline, lambda: late.append(both.cancel()))
+    try:
+        got = await both
+    except asyncio.CancelledError:
+        if not late:
+            raise
+        raise asyncio.TimeoutError from None
+    finally:
+        timer.cancel()
+    return [got] if len(waiting) == 1 else got
+
+
+async def _read_body(request, limit: int, deadline: float) -> bytes:
+    """The body, at most ``limit`` bytes, received by ``deadline`` (a
+    :func:`time.monotonic` time; the event loop's clock): a client that
+    sends its body slowly, or stops, holds its connection only until then."""
     length = request.headers.get("content-length")
     if length is not None:
         try:
@@ -472,29 +513,48 @@ async def _read_body(request, limit: int) -> bytes:
         except ValueError:
             raise ServeError("bad Content-Length header", code="invalid_request", status=422) from None
     chunks, n = [], 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if n > limit:
-            raise ServeError(f"the request is more than the {limit} bytes allowed", code="request_too_large",
-                             status=413)
-        chunks.append(chunk)
+    task, late = asyncio.current_task(), []
+    # a timer, not asyncio.wait_for: no task per request, and a body already received is never late
+    timer = asyncio.get_running_loop().call_at(deadline, lambda: late.append(task.cancel()))
+    try:
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > limit:
+                raise ServeError(f"the request is more than the {limit} bytes allowed", code="request_too_large",
+                                 status=413)
+            chunks.append(chunk)
+    except ClientDisconnect:  # the answer goes nowhere; the access log says what happened
+        raise ServeError("the client closed the connection before the body ended", code="invalid_request",
+                         status=422) from None
+    except asyncio.CancelledError:
+        if not late:
+            raise
+        if hasattr(task, "uncancel"):
+            task.uncancel()
+        raise ServeError("the request's body did not arrive within the server's deadline (--timeout-ms)",
+                         code="request_timeout", status=408) from None
+    finally:
+        timer.cancel()
     return b"".join(chunks)
 
 
-async def _read_images(request, limits: Limits):
+async def _read_images(request, limits: Limits, deadline: float):
     """``[(name, kind, value)]`` (kind: bytes, base64 or array) from a
     multipart or JSON body, and the body's ``top_k`` when it has one."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("multipart/form-data", "application/json"):
         raise ServeError(f"send multipart/form-data (image files) or application/json ({{\"images\": [...]}}), "
                          f"not {ctype or 'a body without Content-Type'}", code="unsupported_media_type", status=415)
-    body = await _read_body(request, limits.max_request_bytes)
+    body = await _read_body(request, limits.max_request_bytes, deadline)
     body_k = None
     if ctype == "application/json":
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as e:
-            raise ServeError(f"the body is not valid JSON ({e})", code="invalid_request", status=422) from None
+            raise ServeError(f"the body is not valid JSON ({str(e)[:QUOTE_CHARS]})", code="invalid_request",
+                             status=422) from None
+        except RecursionError:  # arrays or objects nested about a thousand deep
+            raise ServeError("the JSON body is nested too deeply", code="invalid_request", status=422) from None
         if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
             raise ServeError('the JSON body must be an object with an "images" list', code="invalid_request",
                              status=422)
@@ -512,29 +572,41 @@ async def _read_images(request, limits: Limits):
         _check_count(len(items), limits)
         named = []
         for i, v in enumerate(items):
-            name = repr(names[i]) if names else f"#{i}"
+            name = names[i] if names else f"#{i}"
             named.append((name, "base64" if isinstance(v, str) else "array", v))
         return named, body_k
-    form_request = _replay(request, body)
-    try:
-        form = await form_request.form(max_files=limits.max_images + 1, max_fields=100)
-    except Exception as e:  # multipart parse errors (starlette raises its own types)
-        raise ServeError(f"the multipart body cannot be parsed ({type(e).__name__}: {str(e)[:200]})",
-                         code="invalid_request", status=422) from None
-    named = []
-    for field, value in form.multi_items():
-        if hasattr(value, "read"):  # an uploaded file
-            data = await value.read()
-            named.append((repr(value.filename or field), "bytes", data))
-        elif field == "top_k":
-            try:
-                body_k = int(value)
-            except ValueError:
-                body_k = 0
-            if not 1 <= body_k <= 1000:
-                raise ServeError('"top_k" must be an integer from 1 to 1000', code="invalid_request", status=422)
+    plain = simple_multipart(request.headers.get("content-type", "").encode("latin-1"), body, limits.max_images + 1)
+    if plain is not None:
+        files, top_k_text = plain
+        named = [(name, "bytes", data) for name, data in files]
+        fields = [] if top_k_text is None else [top_k_text]
+    else:
+        named, fields = await _parse_form(request, body, limits)
+    for text in fields:
+        try:
+            body_k = int(text)
+        except ValueError:
+            body_k = 0
+        if not 1 <= body_k <= 1000:
+            raise ServeError('"top_k" must be an integer from 1 to 1000', code="invalid_request", status=422)
     _check_count(len(named), limits)
     return named, body_k
+
+
+async def _parse_form(request, body: bytes, limits: Limits):
+    """``([(name, "bytes", data)], [top_k texts])`` from any multipart body, by Starlette's parser."""
+    try:
+        form = await _replay(request, body).form(max_files=limits.max_images + 1, max_fields=100)
+    except Exception as e:  # multipart parse errors (starlette raises its own types)
+        raise ServeError(f"the multipart body cannot be parsed ({type(e).__name__}: {str(e)[:QUOTE_CHARS]})",
+                         code="invalid_request", status=422) from None
+    named, fields = [], []
+    for field, value in form.multi_items():
+        if hasattr(value, "read"):  # an uploaded file
+            named.append((value.filename or field, "bytes", await value.read()))
+        elif field == "top_k":
+            fields.append(value)
+    return named, fields
 
 
 def _check_count(n: int, limits: Limits) -> None:

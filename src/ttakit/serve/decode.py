@@ -7,11 +7,15 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import sys
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..io.images import image_size, read_image
+from ..io.images import ImageTooLarge, image_size, read_image
+
+#: the longest piece of a client's name or text quoted in a message
+QUOTE_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -30,26 +34,61 @@ class ImageProblem:
     message: str
 
 
+def quoted(name: str) -> str:
+    """``name`` (as a client sent it) quoted for a message: ``repr``, cut to
+    :data:`QUOTE_CHARS` characters."""
+    return repr(name) if len(name) <= QUOTE_CHARS else repr(name[:QUOTE_CHARS]) + f"... ({len(name):,} characters)"
+
+
 def _problem(name: str, code: str, status: int, why: str) -> ImageProblem:
-    return ImageProblem(code, status, f"image {name}: {why}")
+    return ImageProblem(code, status, f"image {quoted(name)}: {why}")
+
+
+def allow_pixels(max_pixels: int) -> None:
+    """Let Pillow open images up to ``max_pixels``: it refuses anything over
+    twice its own ``Image.MAX_IMAGE_PIXELS`` (about 179 megapixels) as a
+    decompression bomb before ttakit's check sees it. Raised (never lowered,
+    never from "off") to ``max_pixels``, so that a Pillow refusal means an
+    image over twice the server's limit. Process-wide: Pillow has no
+    per-call setting."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = int(max_pixels)
 
 
 def decode_bytes(data: bytes, name: str, limits: Limits, mode: str = "RGB",
                  size: tuple[int, int] | None = None) -> np.ndarray | ImageProblem:
     """An encoded image file (PNG, JPEG...) as uint8 ``(H, W, C)``, resized to
-    ``size`` when given; the pixel limit is checked on the header, before decoding."""
+    ``size`` when given; the pixel limit (``limits.max_pixels``, whatever
+    its size) is checked on the header, before decoding."""
+    from PIL import Image
+
     if not data:
         return _problem(name, "invalid_image", 422, "is empty")
-    try:
-        h, w = image_size(io.BytesIO(data))
+    try:  # read_image checks the header against the limit before it decodes anything
+        return read_image(io.BytesIO(data), mode=mode, size=size, max_pixels=limits.max_pixels)
+    except (ImageTooLarge, Image.DecompressionBombError):
+        return _too_large(data, name, limits)
     except Exception as e:  # Pillow raises many types for bad data
-        return _problem(name, "invalid_image", 422, f"not an image Pillow can read ({type(e).__name__})")
-    if h * w > limits.max_pixels:
-        return _problem(name, "image_too_large", 413, f"{h}x{w} pixels is more than the {limits.max_pixels} allowed")
+        try:
+            image_size(io.BytesIO(data), max_pixels=sys.maxsize)
+        except Exception:
+            return _problem(name, "invalid_image", 422, f"not an image Pillow can read ({type(e).__name__})")
+        # a readable header, truncated or corrupt pixel data
+        return _problem(name, "invalid_image", 422, f"cannot be decoded ({type(e).__name__}: {str(e)[:QUOTE_CHARS]})")
+
+
+def _too_large(data: bytes, name: str, limits: Limits) -> ImageProblem:
+    """The 413 of an image over ``limits.max_pixels``, naming its size when Pillow opens its header."""
+    from PIL import Image
+
     try:
-        return read_image(io.BytesIO(data), mode=mode, size=size)
-    except Exception as e:  # truncated or corrupt pixel data
-        return _problem(name, "invalid_image", 422, f"cannot be decoded ({type(e).__name__}: {str(e)[:200]})")
+        h, w = image_size(io.BytesIO(data), max_pixels=sys.maxsize)
+    except Image.DecompressionBombError as e:  # over Pillow's ceiling, which allow_pixels keeps above the limit
+        return _problem(name, "image_too_large", 413,
+                        f"is more than the {limits.max_pixels} pixels allowed ({str(e)[:QUOTE_CHARS]})")
+    return _problem(name, "image_too_large", 413, f"{h}x{w} pixels is more than the {limits.max_pixels} allowed")
 
 
 def decode_base64(text: str, name: str, limits: Limits, mode: str = "RGB",

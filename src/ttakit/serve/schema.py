@@ -29,7 +29,7 @@ class ImageError(BaseModel):
 
 class Prediction(BaseModel):
     index: int = Field(description="position of the image in the request")
-    name: str = Field(description="file name, the JSON body's name, or #index")
+    name: str = Field(description="the file name or the JSON body's name as sent, else #index")
     policy_id: str
     label: int | None = None
     class_: str | None = Field(None, alias="class")
@@ -76,20 +76,27 @@ _image = {"oneOf": [
      "items": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}},
 ]}
 
-#: the request body of POST /v1/predict, in OpenAPI terms
-REQUEST_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {"schema": {
-            "type": "object",
-            "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                           "top_k": {"type": "integer", "minimum": 1, "maximum": 1000}},
-            "required": ["files"]}},
-        "application/json": {"schema": {
-            "type": "object",
-            "properties": {"images": {"type": "array", "items": _image, "minItems": 1},
-                           "names": {"type": "array", "items": {"type": "string"}},
-                           "top_k": {"type": "integer", "minimum": 1, "maximum": 1000}},
-            "required": ["images"]}},
-    },
-}
+
+def request_body(max_images: int) -> dict:
+    """The request body of POST /v1/predict, in OpenAPI terms, with the
+    server's own ``--max-images``: a request the schema allows is refused
+    only for what a schema cannot say (an image that does not decode or is
+    over ``--max-pixels``, a body over ``--max-request-bytes``, ``names``
+    not one per image)."""
+    count = {"minItems": 1, "maxItems": int(max_images)}
+    return {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object",
+                "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}, **count},
+                               "top_k": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                "required": ["files"]}},
+            "application/json": {"schema": {
+                "type": "object",
+                "properties": {"images": {"type": "array", "items": _image, **count},
+                               "names": {"type": "array", "items": {"type": "string"}, **count},
+                               "top_k": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                "required": ["images"]}},
+        },
+    }

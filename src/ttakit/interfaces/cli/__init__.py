@@ -20,7 +20,8 @@ error (bad option, bad policy, missing model, an output that cannot be
 written, standard output full...: the message is printed as ``ttakit:
 error: ...``, without a traceback unless ``TTAKIT_TRACEBACK`` is set); 3
 some inputs could not be read (each named on stderr; the others are still
-predicted and written); 130 interrupted. Warnings print as one line
+predicted and written); 4 ``ttakit serve`` cannot listen on its
+``--host:--port``; 130 interrupted. Warnings print as one line
 ``ttakit: warning: ...``.
 """
 
@@ -75,10 +76,10 @@ def build_parser(commands: Sequence[Command] | None = None,
         raise UsageError(f"command names must be unique; {', '.join(twice)} given twice")
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=_Formatter,
-        description="Test-time augmentation for any image classifier: fast, deduplicated, measured.",
+        description="Test-time augmentation for any model: fast, deduplicated, measured.",
         epilog="Run 'ttakit COMMAND --help' for a command's options.\n"
                "Exit codes: 0 success, 1 internal error, 2 usage or configuration error, 3 some inputs "
-               "could not be read.")
+               "could not be read, 4 ttakit serve cannot listen on --host:--port.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
                         help="print the ttakit version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")

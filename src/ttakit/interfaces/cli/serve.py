@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
+import signal
+import socket
+import sys
 import tempfile
 
 from ...errors import UsageError
-from .common import (Command, add_model_options, add_runtime_option, load_policy, normalize, positive_int,
-                     read_classes)
+from .common import (EXIT_OK, EXIT_USAGE, Command, add_model_options, add_runtime_option, error, load_policy,
+                     normalize, positive_int, read_classes)
 from . import serve_ray
 from .model_data import ZOO
 
@@ -36,6 +40,13 @@ replicas (each batching with @serve.batch) behind Serve's HTTP proxy on
 """
 
 EPILOG = """\
+Once the model is loaded and warmed up, the server prints the address it
+listens on ("ttakit serve: ready on http://HOST:PORT ..."). On SIGTERM
+or Ctrl-C it stops taking requests, answers those it holds and exits with
+status 0. Exit status 4: it cannot listen on
+--host:--port (the port is in use, the address is not this machine's, or
+a port below 1024 without the right to it).
+
 examples:
   ttakit serve zoo:resnet20 --policy "identity + hflip"
   curl -s -F files=@cat.png http://127.0.0.1:8000/v1/predict
@@ -47,6 +58,10 @@ examples:
 #: the CIFAR-10 class names, in label order, for the zoo models
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 ENV = "TTAKIT_SERVE_OPTIONS"
+#: the exit code when the server cannot listen on --host:--port (port in use, address not this machine's...)
+EXIT_CANNOT_LISTEN = 4
+#: uvicorn's exit status when the app's start-up (loading, warm-up) failed
+UVICORN_STARTUP_FAILURE = 3
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -73,7 +88,8 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mode", choices=images.MODES, default="RGB", type=str.upper, help="RGB or L. Default: RGB")
     s = p.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on. Default: 127.0.0.1 (this machine)")
-    s.add_argument("--port", type=int, default=8000, help="Default: 8000")
+    s.add_argument("--port", type=int, default=8000,
+                   help="port to listen on; 0: a free one (the ready line says which). Default: 8000")
     s.add_argument("--workers", type=positive_int, default=1,
                    help="server processes, each with its own model, batcher and share of the CPU cores; /metrics "
                         "adds up every worker's counts. Default: 1")
@@ -94,7 +110,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="most /v1/* requests handled at once per worker (being read, decoded, queued or run); "
                         "beyond it 503 overloaded at once, the body unread. Default: twice --queue")
     s.add_argument("--timeout-ms", type=float, default=10000.0, metavar="MS",
-                   help="per-request deadline; past it the answer is 504. Default: 10000")
+                   help="per-request deadline, from when its headers arrive: a body not received by then is 408, "
+                        "an answer not ready by then 504. Default: 10000")
     s.add_argument("--degrade", type=positive_int, default=None, metavar="DEPTH",
                    help="when at least DEPTH images wait, run only the first --degrade-views distinct views "
                         "(responses say degraded: true). Default: never")
@@ -135,15 +152,14 @@ def torch_threads(args: argparse.Namespace) -> int:
     return max(1, cores_per_worker(args.workers) - 1)
 
 
-def build_app(args: argparse.Namespace, runner_factory=None):
-    """The app the options describe (loads the model); ``runner_factory``
-    replaces the batcher (see :func:`ttakit.serve.app.create_app`)."""
+def build_classifier(args: argparse.Namespace):
+    """``(classifier, classes, size)``: the classifier the options describe
+    (loads the model, sets torch's threads), its class names and input size
+    (``bench/bench_serve.py`` runs the same offline, as the server's bound)."""
     import torch
 
     from ...io.images import parse_size
     from ...models.loading import load_model_file
-    from ...serve import Limits
-    from ...serve.app import create_app
     from ...tasks import Classifier
     from .model_data import load_model
 
@@ -170,6 +186,17 @@ def build_app(args: argparse.Namespace, runner_factory=None):
     clf = Classifier(model, policy, args.merge, data_layout="NHWC", classes=classes, on_error="mark", **options)
     if args.degrade is not None and clf.effective_merge.per_view:
         raise UsageError("--degrade cannot shorten a policy whose merge has per-view weights")
+    return clf, classes, size
+
+
+def build_app(args: argparse.Namespace, runner_factory=None, on_ready=None):
+    """The app the options describe (loads the model); ``runner_factory``
+    replaces the batcher, ``on_ready()`` is called once it is warmed up
+    (see :func:`ttakit.serve.app.create_app`)."""
+    from ...serve import Limits
+    from ...serve.app import create_app
+
+    clf, classes, size = build_classifier(args)
     limits = Limits(max_request_bytes=args.max_request_bytes, max_images=args.max_images,
                     max_pixels=args.max_pixels)
     return create_app(clf, classes=classes, size=size, mode=args.mode, max_batch=args.max_batch,
@@ -178,7 +205,7 @@ def build_app(args: argparse.Namespace, runner_factory=None):
                       api_key=args.api_key or os.environ.get("TTAKIT_API_KEY") or None, limits=limits,
                       top_k=args.top_k, batching=args.batching, model_name=args.model,
                       adaptive_wait=args.adaptive_wait, threads=cores_per_worker(args.workers),
-                      max_in_flight=args.max_in_flight, runner_factory=runner_factory)
+                      max_in_flight=args.max_in_flight, runner_factory=runner_factory, on_ready=on_ready)
 
 
 def app_from_env():
@@ -187,7 +214,53 @@ def app_from_env():
 
     args = argparse.Namespace(**json.loads(os.environ[ENV]))
     configure_logging(args.log_level)
-    return build_app(args)
+    return build_app(args, on_ready=lambda: announce(args.url, f"worker {os.getpid()} of {args.workers}"))
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: a free one), as uvicorn
+    binds its own; uvicorn (or each worker) listens on it. Raises
+    :class:`OSError` when the address cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if sock.family == socket.AF_INET6 else f"http://{host}:{port}"
+
+
+def announce(url: str, who: str = "") -> None:
+    """The line a person (or a script) reads to know where the server is."""
+    print(f"ttakit serve: ready on {url} ({who + '; ' if who else ''}API docs at {url}/docs)", file=sys.stderr,
+          flush=True)
+
+
+#: the signals that stop the server gracefully
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def signals_stop(server):
+    """SIGTERM and SIGINT ask ``server`` (a uvicorn Server) to stop, before
+    uvicorn's own handler is in place and after it is gone: uvicorn stops
+    gracefully, then raises the signal again for the handler it found, and
+    with the default one the process would die of it (status 143 for
+    SIGTERM) after a clean shutdown, which a supervisor reads as a crash."""
+    previous = {sig: signal.signal(sig, lambda *_: setattr(server, "should_exit", True)) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -219,14 +292,47 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as e:
         raise UsageError(f"ttakit serve needs the serve extra: pip install 'ttakit[serve]' ({e})") from None
     configure_logging(args.log_level)
-    uv = dict(host=args.host, port=args.port, log_level="warning", access_log=False, timeout_graceful_shutdown=60)
-    if args.workers > 1:
-        os.environ[ENV] = json.dumps({k: v for k, v in vars(args).items() if not k.startswith("_")})
-        with shared_metrics_folder():
-            uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=args.workers, **uv)
-    else:
-        uvicorn.run(build_app(args), **uv)
-    return 0
+    try:  # before the model loads: a port in use is said at once
+        sock = listening_socket(args.host, args.port)
+    except OSError as e:
+        error(f"cannot listen on {args.host}:{args.port} (--host, --port): {e.strerror or e}"
+              + ("; another server is using that port: stop it or pick another --port"
+                 if e.errno == errno.EADDRINUSE else ""))
+        return EXIT_CANNOT_LISTEN
+    uv = dict(log_level="warning", access_log=False, timeout_graceful_shutdown=60)
+    with contextlib.closing(sock):
+        if args.workers > 1:
+            return _run_workers(args, sock, uv)
+        server = uvicorn.Server(uvicorn.Config(build_app(args, on_ready=lambda: announce(url_of(sock))), **uv))
+        try:
+            with signals_stop(server):
+                server.run(sockets=[sock])
+        except SystemExit as e:  # uvicorn's own exit when the app's start-up failed (logged above)
+            if e.code != UVICORN_STARTUP_FAILURE:
+                raise
+            server.started = False
+        if not server.started:
+            error("the server did not start: the model failed at start-up (see the log above)")
+            return EXIT_USAGE
+    return EXIT_OK
+
+
+def _run_workers(args: argparse.Namespace, sock: socket.socket, uv: dict) -> int:
+    """--workers N: uvicorn's supervisor, N processes listening on ``sock``;
+    it stops them all on SIGTERM or SIGINT."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    args.url = url_of(sock)
+    os.environ[ENV] = json.dumps({k: v for k, v in vars(args).items() if not k.startswith("_")})
+    with shared_metrics_folder():
+        supervisor = Multiprocess(uvicorn.Config(f"{__name__}:app_from_env", factory=True, workers=args.workers,
+                                                 **uv), sockets=[sock])
+        supervisor.run()
+    if any(p.exitcode == UVICORN_STARTUP_FAILURE for p in supervisor.processes):
+        error("a worker did not start: the model failed at start-up (see the log above)")
+        return EXIT_USAGE
+    return EXIT_OK
 
 
 COMMAND = Command("serve", "serve a model over HTTP with test-time augmentation and request batching",
