@@ -50,7 +50,7 @@ class ShiftConfig:
 
 
 def run(cfg: ShiftConfig, log=print) -> dict:
-    from .. import Classifier
+    from ..tasks.classification import Classifier
     from ..datasets import cifar10
     from ..models import Normalize
     from ..shift import PROTOCOL, corrupt

@@ -9,6 +9,7 @@ from pathlib import Path
 from ...errors import UsageError
 from . import dense
 from .dense import add_dense_options, add_task_option
+from .adapt_option import adapt_value, add_adapt_option
 from .common import EXIT_FAILED_INPUTS, EXIT_OK, Command, load_policy
 from .model_data import add_model_and_data, load_data, load_model
 from .tables import add_table_options, run_evaluate, wants_table
@@ -32,6 +33,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     e.add_argument("--out", default=None, metavar="DIR",
                    help="write report.md, report.json, lift_vs_views.png and reliability.png here "
                         "(tables, --task detect/segment/keypoints: report.md and report.json)")
+    add_adapt_option(e, "evaluate")
     add_table_options(p, command="evaluate")
     add_dense_options(p, "evaluate")
 
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if wants_table(args):
         return run_evaluate(args)
     model, options = load_model(args)
+    if adapt_value(args):
+        options["adapt"] = adapt_value(args)
     policy = load_policy(args.policy)
     data = load_data(args, policy)
     calibration = None

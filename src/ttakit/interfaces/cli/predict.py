@@ -19,6 +19,7 @@ from ...models.loading import load_model_file
 from ...models.runtime import with_runtime
 from . import predict_ray
 from . import dense
+from .adapt_option import adapt_value, add_adapt_option
 from .dense import add_dense_options, add_task_option
 from .common import (
     EXIT_FAILED_INPUTS,
@@ -108,6 +109,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "file's own aggregation (from ttakit tune), else mean")
     g = p.add_argument_group("model")
     add_model_options(g, normalize_default="0, no normalisation")
+    add_adapt_option(g, "predict")
     g.add_argument("--device", default=None, metavar="DEVICE",
                    help="where to run: cpu, cuda or cuda:N, for TorchScript and ONNX models. "
                         "Default: TorchScript on cpu, ONNX on CUDA when available, else cpu")
@@ -201,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
     pred = predict_files(adapter, args.images, policy, args.merge, output_kind=args.output_kind,
                          batch_size=args.batch_size, preprocess=preprocess, size=size, mode=args.mode,
                          recursive=args.recursive, classes=classes, progress=progress, model_name=args.model,
-                         max_pixels=args.max_pixels)
+                         max_pixels=args.max_pixels, adapt=adapt_value(args))
     for path, why in pred.failures:
         warn(f"cannot read {images.printable(path)}: {in_flags(why)}")
     if pred.notes:

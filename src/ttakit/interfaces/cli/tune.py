@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from . import dense
+from .adapt_option import adapt_value, add_adapt_option
 from .dense import DENSE_CANDIDATES, add_dense_options, add_task_option
 from ...errors import UsageError
 from .common import (EXIT_FAILED_INPUTS, EXIT_OK, Command, at_least_one, cannot_write, check_policy_out, fraction,
@@ -43,6 +44,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "Default: --objective")
     t.add_argument("--out", default="policy.yaml", metavar="FILE",
                    help="where to save the tuned policy (.yaml/.yml or .json). Default: policy.yaml")
+    add_adapt_option(t, "tune")
     add_dense_options(p, "tune")
 
 
@@ -55,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_policy_out(args.out)
     model, options = load_model(args)
+    if adapt_value(args):
+        options["adapt"] = adapt_value(args)
     data = load_data(args)
     res = tune(model, data.x, data.y, candidates=args.candidates or "standard", budget=args.budget, objective=args.objective,
                aggregation=args.aggregation, guard_fraction=args.guard_fraction, seed=args.seed,
