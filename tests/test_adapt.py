@@ -248,3 +248,13 @@ def test_cli_commands_take_adapt():
         assert args.adapt == "tent"
     with pytest.raises(SystemExit):
         parser.parse_args(["evaluate", "m.pt", "--data", "d", "--adapt", "bn"])
+
+
+def test_policy_id_says_whether_the_model_adapts():
+    from ttakit.tasks.classification import policy_id
+
+    net = small_net()
+    plain = policy_id(ttakit.Classifier(net, "identity + hflip"))
+    assert plain == policy_id(ttakit.Classifier(net, "identity + hflip", adapt=None))
+    ids = {policy_id(ttakit.Classifier(net, "identity + hflip", adapt=a)) for a in ("norm", "tent", Tent(lr=0.1))}
+    assert len(ids) == 3 and plain not in ids

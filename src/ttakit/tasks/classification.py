@@ -611,6 +611,9 @@ def policy_id(classifier: Classifier) -> str:
     if isinstance(policy, AdaptivePolicy):  # the stages and their rules are part of what runs
         d["stages"] = policy.to_dict()["stages"]
     d["merge"] = classifier.effective_merge.to_dict()
+    adaptation = classifier._setup().adaptation
+    if adaptation is not None:  # an adapted model predicts differently: part of what runs
+        d["adapt"] = adaptation.to_dict()
     text = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
