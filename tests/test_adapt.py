@@ -258,3 +258,14 @@ def test_policy_id_says_whether_the_model_adapts():
     assert plain == policy_id(ttakit.Classifier(net, "identity + hflip", adapt=None))
     ids = {policy_id(ttakit.Classifier(net, "identity + hflip", adapt=a)) for a in ("norm", "tent", Tent(lr=0.1))}
     assert len(ids) == 3 and plain not in ids
+
+
+def test_memo_with_stream_statistics_over_several_chunks():
+    """MEMO on top of the stream statistics, over several chunks of different sizes."""
+    net = small_net()
+    x = shifted(20)
+    mode = Memo(stats=True, min_inputs=1, lr=0.5)
+    together = ttakit.Classifier(net, "identity + hflip", adapt=mode, batch_size=7).predict_proba(x)
+    # the first chunk's inputs do not depend on the chunk size once the statistics are the same
+    first = ttakit.Classifier(net, "identity + hflip", adapt=mode, batch_size=7).predict_proba(x[:7])
+    assert np.allclose(together[:7], first, atol=1e-5) and np.isfinite(together).all()

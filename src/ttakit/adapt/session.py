@@ -100,6 +100,8 @@ class AdaptedModel(TorchModel):
     def adapt_to(self, x: torch.Tensor, preprocess=None) -> None:
         """See the chunk ``x`` (prepared, before ``preprocess``) and adapt to it.
         Holds this instance's state: one call at a time (the run loop's)."""
+        if isinstance(self.method, Memo):
+            self._deltas = None  # the previous chunk's per-input offsets do not apply to this one
         x = torch.nan_to_num(x.detach(), nan=0.0, posinf=0.0, neginf=0.0)
         xin = self.prepare(preprocess(x) if preprocess is not None else x)
         if isinstance(self.method, Tent):
