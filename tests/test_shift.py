@@ -186,3 +186,26 @@ def test_severities_are_monotone_in_error_on_the_zoo_resnet20():
         errs = [np.mean(clf.predict(corrupt(x, name, s, seed=1)) != y) for s in (1, 3, 5)]
         assert errs[0] <= errs[1] + 0.02 <= errs[2] + 0.04, (name, errs)  # 2-point slack: 300 images
         assert errs[2] > clean + 0.05, (name, errs, clean)
+
+
+@pytest.mark.skipif(not ((DATA / "cifar-10-batches-bin").is_dir() and MODELS.is_dir()),
+                    reason="../shared CIFAR-10 and the published ResNets not found (present in CI)")
+def test_reproduce_shift_writes_a_paired_report(tmp_path, capsys):
+    import json
+
+    from ttakit.interfaces.cli import main
+
+    out = tmp_path / "shift"
+    docs = tmp_path / "docs" / "shift.md"
+    code = main(["reproduce", "shift", "--depth", "20", "--n-images", "128", "--memo-images", "6", "--batch-size",
+                 "64", "--severities", "5", "--corruptions", "contrast", "--methods", "none,views,norm,memo",
+                 "--data", str(DATA), "--weights", str(MODELS), "--out", str(out), "--docs", str(docs)])
+    assert code == 0
+    text = docs.read_text()
+    assert "ttakit reproduce shift --depth 20 --severities 5 --corruptions contrast" in text
+    assert "| norm |" in text and "| memo (6 images) |" in text and "frost" in text
+    res = json.loads((out / "shift.json").read_text())
+    per = res["models"]["resnet20"]
+    assert len(per["none"]["correct"]["contrast/5"]) == 128 and len(per["memo"]["correct"]["contrast/5"]) == 6
+    summary = res["summary"]["resnet20"]
+    assert summary["norm"]["severities"]["5"]["error"] < summary["none"]["severities"]["5"]["error"]
