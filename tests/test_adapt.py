@@ -269,3 +269,12 @@ def test_memo_with_stream_statistics_over_several_chunks():
     # the first chunk's inputs do not depend on the chunk size once the statistics are the same
     first = ttakit.Classifier(net, "identity + hflip", adapt=mode, batch_size=7).predict_proba(x[:7])
     assert np.allclose(together[:7], first, atol=1e-5) and np.isfinite(together).all()
+
+
+def test_cli_refuses_adapt_where_it_does_not_apply(capsys):
+    from ttakit.interfaces.cli import main
+
+    code = main(["evaluate", "model.onnx", "--data", "d.csv", "--target", "y", "--adapt", "norm"])
+    assert code != 0 and "--adapt is for image classification" in capsys.readouterr().err
+    code = main(["predict", "model.onnx", "img.png", "--task", "detect", "--adapt", "norm"])
+    assert code != 0 and "--adapt is for image classification" in capsys.readouterr().err

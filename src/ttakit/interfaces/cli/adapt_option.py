@@ -22,6 +22,14 @@ def add_adapt_option(group, command: str) -> None:
                             "own. The model file is never changed. Default: none")
 
 
+def refuse_adapt(args: argparse.Namespace, where: str) -> None:
+    """A usage error when ``--adapt`` was given where it does not apply."""
+    if adapt_value(args) is not None:
+        from ...errors import UsageError
+
+        raise UsageError(f"--adapt is for image classification with a PyTorch model; it does not apply to {where}")
+
+
 def adapt_value(args: argparse.Namespace):
     """The ``adapt`` keyword the flag stands for (None for none)."""
     value = getattr(args, "adapt", "none")

@@ -9,7 +9,7 @@ from pathlib import Path
 from ...errors import UsageError
 from . import dense
 from .dense import add_dense_options, add_task_option
-from .adapt_option import adapt_value, add_adapt_option
+from .adapt_option import adapt_value, add_adapt_option, refuse_adapt
 from .common import EXIT_FAILED_INPUTS, EXIT_OK, Command, load_policy
 from .model_data import add_model_and_data, load_data, load_model
 from .tables import add_table_options, run_evaluate, wants_table
@@ -40,10 +40,12 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.task != "classify":
+        refuse_adapt(args, f"--task {args.task}")
         return dense.evaluate(args)
     from ...evaluation import evaluate
 
     if wants_table(args):
+        refuse_adapt(args, "tables")
         return run_evaluate(args)
     model, options = load_model(args)
     if adapt_value(args):

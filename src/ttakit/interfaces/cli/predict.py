@@ -19,7 +19,7 @@ from ...models.loading import load_model_file
 from ...models.runtime import with_runtime
 from . import predict_ray
 from . import dense
-from .adapt_option import adapt_value, add_adapt_option
+from .adapt_option import adapt_value, add_adapt_option, refuse_adapt
 from .dense import add_dense_options, add_task_option
 from .common import (
     EXIT_FAILED_INPUTS,
@@ -178,14 +178,17 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--runtime {args.runtime} is for image files predicted here; it does not apply to "
                          "--data TABLE or --engine ray")
     if wants_table(args):
+        refuse_adapt(args, "tables")
         return run_predict(args)
     if not args.images:
         raise UsageError("give IMAGES (files or folders), or --data TABLE with a scikit-learn MODEL")
     if args.task != "classify":
+        refuse_adapt(args, f"--task {args.task}")
         if args.engine == "ray":
             raise UsageError(f"--engine ray runs classification only; --task {args.task} runs locally")
         return dense.predict(args)
     if args.engine == "ray":
+        refuse_adapt(args, "--engine ray (each Ray batch would adapt on its own)")
         if args.progress is None:
             args.progress = sys.stderr.isatty()
         return predict_ray.run(args)

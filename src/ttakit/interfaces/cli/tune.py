@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from . import dense
-from .adapt_option import adapt_value, add_adapt_option
+from .adapt_option import adapt_value, add_adapt_option, refuse_adapt
 from .dense import DENSE_CANDIDATES, add_dense_options, add_task_option
 from ...errors import UsageError
 from .common import (EXIT_FAILED_INPUTS, EXIT_OK, Command, at_least_one, cannot_write, check_policy_out, fraction,
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.task != "classify":
         if args.max_forwards is not None or args.budget_objective is not None:
             raise UsageError("--max-forwards and --budget-objective (adaptive policies) are for --task classify only")
+        refuse_adapt(args, f"--task {args.task}")
         return dense.tune(args)
     from ...tuning import tune
 
