@@ -12,7 +12,7 @@ from ..errors import InputError
 #: model's own statistics) above which a stream counts as shifted. Chosen on
 #: the zoo ResNet-20 and CIFAR-10 (docs/adaptation.md): random clean streams
 #: measure about 0.025, streams of one class only (a class-sorted stream's
-#: start) up to about 0.062, which adaptation must not be fooled by; noise,
+#: start) up to about 0.063 (bench/shift_probe.py), which adaptation must not be fooled by; noise,
 #: blur, contrast and fog from severity 2-3 on, and pixelate at 5, are above.
 #: Another model may need another value (``Norm(shift_threshold=...)``).
 SHIFT_THRESHOLD = 0.065
