@@ -22,11 +22,12 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "ttakit"
 #: lowest first; a package may import only from packages of a lower rank (or itself)
 LAYERS = {
     "errors": 0, "version": 0, "files": 0, "limits": 0.5,  # limits: above errors, below views
-    "views": 1, "datasets": 1,
+    "views": 1, "datasets": 1, "shift": 1,
     "merge": 2,
     "policy": 3, "inputs": 3,
     "models": 4,
     "engine": 5, "zoo": 5, "graph": 5,  # graph: TTA as one graph, ttakit.export (beside the run loop)
+    "adapt": 5.5,  # test-time adaptation of torch models: below the tasks that use it
     "tasks": 6,
     "evaluation": 7,
     "conformal": 7.5,

@@ -119,8 +119,10 @@ def prepared_chunks(adapter, data, batch_size: int, inputs: Inputs, preprocess=N
     """Yield ``(raw, start, x)`` for each non-empty chunk of at most
     ``batch_size`` inputs: as given, the index of its first input, and
     prepared on the model's device (checked against the model; the first
-    chunk's value range against ``preprocess``)."""
+    chunk's value range against ``preprocess``). An adapter with an
+    ``adapt_to(x, preprocess)`` method sees each chunk before it is yielded."""
     first = True
+    adapt_to = getattr(adapter, "adapt_to", None)  # a model that adapts to its inputs (ttakit.adapt)
     for raw, start in inputs.chunks(data, batch_size):
         if len(raw) == 0:
             continue
@@ -129,6 +131,8 @@ def prepared_chunks(adapter, data, batch_size: int, inputs: Inputs, preprocess=N
         if first:
             inputs.check_range(raw, x, preprocess)
             first = False
+        if adapt_to is not None:
+            adapt_to(x, preprocess)
         yield raw, start, x
 
 

@@ -64,6 +64,11 @@ class EvaluationReport:
     examples: dict = field(default_factory=dict)
     #: the plot files :meth:`save` wrote (the Markdown links these only)
     plots: list[str] = field(default_factory=list)
+    #: with test-time adaptation (``adapt=``): the adapted baseline and policy, each paired against itself
+    #: without adaptation (:class:`~ttakit.evaluation.paired.PairedResult` fields and ``what``); the
+    #: headline then compares the adapted policy with the adapted baseline
+    adaptation: list[dict] = field(default_factory=list)
+    adapt: str = ""
 
     @property
     def helps(self) -> bool:
@@ -123,6 +128,7 @@ class EvaluationReport:
             *rows, "",
             "Lift: paired accuracy change on the same inputs; 95% CI by bootstrapping the inputs.", "",
             *self._fair_markdown(),
+            *self._adaptation_markdown(),
             "## As views are added", "",
             "Distinct views of the policy in order, merged by their mean (learned weights, if any, apply "
             "to the full policy only).", *self._curve_note(), "",
@@ -131,6 +137,20 @@ class EvaluationReport:
             "## Calibration", "", *self._calibration_markdown(),
             "## Per class", "", *pc, "",
         ])
+
+    def _adaptation_markdown(self) -> list[str]:
+        if not self.adaptation:
+            return []
+        lines = ["## Test-time adaptation", "",
+                 f"Both sides above ran with adapt={self.adapt!r}. Each against itself without adaptation, "
+                 "on the same inputs (lift: paired accuracy change, 95% bootstrap CI):", "",
+                 "| comparison | accuracy without | with | lift | 95% CI | fixed | broken | McNemar p |",
+                 "|---|---:|---:|---:|---|---:|---:|---:|"]
+        for r in self.adaptation:
+            lines.append(f"| {r['what']} | {r['accuracy_a']:.2%} | {r['accuracy_b']:.2%} | "
+                         f"{r['lift'] * 100:+.2f} pt | [{r['ci_low'] * 100:+.2f}, {r['ci_high'] * 100:+.2f}] | "
+                         f"{r['fixed']} | {r['broken']} | {r['p_value']:.3g} |")
+        return lines + [""]
 
     def _curve_note(self) -> list[str]:
         """Say why the last row of the views table and the headline differ, when they do."""
@@ -354,6 +374,23 @@ def evaluate(model, x, y, policy, *, baseline="identity", merge=None, classes=No
     if merge is None and pol.merge is not None and getattr(pol.merge, "name", "") in CALIBRATED_MERGES:
         report.fair_baselines, report.calibration_note = _fair_baselines(
             model, cache, pol, base, y, p_pol, calibration, classifier_kwargs, forwards)
+    adapt = classifier_kwargs.get("adapt")
+    if adapt is not None and adapt != "none":
+        report.adapt = adapt if isinstance(adapt, str) else adapt.name
+        report.adaptation = _adaptation_pairs(model, x, y, pol, base, merge, classes, classifier_kwargs,
+                                              p_base, p_pol)
     if out is not None:
         report.save(out)
     return report
+
+
+def _adaptation_pairs(model, x, y, pol, base, merge, classes, classifier_kwargs, p_base, p_pol) -> list[dict]:
+    """The adapted baseline and policy, each paired against itself without adaptation."""
+    plain_kwargs = {k: v for k, v in classifier_kwargs.items() if k != "adapt"}
+    opts = contracted_options(pol, classes=classes, **plain_kwargs)
+    opts.pop("classes")
+    plain = PredictionCache(model, x, **opts)
+    rows = [("baseline + adaptation vs baseline", plain.predict(base, None), p_base)]
+    if not isinstance(pol, AdaptivePolicy):
+        rows.append(("policy + adaptation vs policy", plain.predict(pol, merge), p_pol))
+    return [{"what": what, **paired_accuracy(a.argmax(1) == y, b.argmax(1) == y).as_dict()} for what, a, b in rows]

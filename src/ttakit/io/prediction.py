@@ -90,7 +90,7 @@ def predict_files(model, inputs: Sequence[str | Path], policy="identity + hflip"
                   output_kind: str = "auto", batch_size: int | None = None, preprocess=None, size=None,
                   mode: str = "RGB", recursive: bool = False, classes: Sequence[str] | None = None,
                   progress: bool = False, model_name: str | None = None,
-                  max_pixels: int = MAX_PIXELS) -> Predictions:
+                  max_pixels: int = MAX_PIXELS, adapt=None) -> Predictions:
     """Classify the image files ``inputs`` (files, or folders of them).
 
     ``model`` is a model adapter, a model object or a model file: anything
@@ -103,7 +103,9 @@ def predict_files(model, inputs: Sequence[str | Path], policy="identity + hflip"
     images in sub-folders. ``model_name`` names the model in the output
     (default: its file name, else its type). An image with more than
     ``max_pixels`` pixels is refused from its header (a failure); so is a
-    ``size`` larger than that (an :class:`~ttakit.InputError`).
+    ``size`` larger than that (an :class:`~ttakit.InputError`). ``adapt``:
+    test-time adaptation of a PyTorch model over these files, as the
+    Classifier's.
 
     Files that cannot be found, listed or read, and the images the model
     returned inf or NaN for, are listed in ``failures``; the others are
@@ -125,7 +127,7 @@ def predict_files(model, inputs: Sequence[str | Path], policy="identity + hflip"
     if model_name is None:
         model_name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
     clf = Classifier(adapter, pol, merge, data_layout="NHWC", output=output_kind, preprocess=preprocess,
-                     batch_size=batch_size, classes=classes, progress=False, on_error="mark")
+                     batch_size=batch_size, classes=classes, progress=False, on_error="mark", adapt=adapt)
     target, failures = plan_size(paths, size, getattr(adapter, "expected_size", None), max_pixels)
     bar = None
     if progress:

@@ -9,7 +9,8 @@ import threading
 import numpy as np
 import torch
 
-from ..errors import PolicyError
+from ..adapt import Memo
+from ..errors import InputError, PolicyError
 from ..merge import Mean, Merge, get_merge, normalise
 from ..policy import Policy
 from ..views import View
@@ -27,6 +28,10 @@ class PredictionCache:
 
     def __init__(self, model, data, **classifier_kwargs):
         self.data = data
+        if classifier_kwargs.get("adapt") == "memo" or isinstance(classifier_kwargs.get("adapt"), Memo):
+            raise InputError("adapt='memo' adapts each input over the policy's own views, so its predictions "
+                             "cannot be cached view by view (tune, evaluate): run Classifier(model, policy, "
+                             "adapt='memo') on the data instead")
         self._clf = Classifier(model, "identity", **classifier_kwargs)
         #: how the model's outputs were read ("probs"/"logits"), once a view has run
         self.output_kind: str | None = None

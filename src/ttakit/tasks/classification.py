@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import engine
-from ..errors import InputError
+from .. import adapt, engine
+from ..errors import InputError, ModelOutputError
 from ..inputs import ImageInputs, check_layout
 from ..merge import Mean, Merge, get_merge
 from ..models import Normalize
@@ -23,7 +23,7 @@ from .classification_run import OUTPUT_KINDS, ClassificationResult, Classificati
 
 
 _PARAMS = ("model", "policy", "merge", "data_layout", "model_layout", "output", "preprocess", "batch_size",
-           "dedupe", "classes", "progress", "device", "model_options", "runtime", "on_error")
+           "dedupe", "classes", "progress", "device", "model_options", "runtime", "on_error", "adapt")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class _Setup:
     task: ClassificationTask
     batch_size: int | None
     preprocess: object = None
+    adaptation: object = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,19 @@ class Classifier:
         first batch (outputs within 1e-4) and given up with a
         :class:`~ttakit.errors.RuntimeFallbackWarning` where it fails or
         differs (see :mod:`ttakit.models.runtime`).
+    adapt
+        Test-time adaptation of a PyTorch model while it predicts, composed
+        with the policy: ``None`` (default), ``"norm"`` (batch-norm
+        statistics from the call's inputs, mixed with the model's own),
+        ``"tent"`` (also entropy minimisation of the normalisation layers'
+        affine parameters), ``"memo"`` (per input, the entropy of the mean
+        prediction over the policy's views), or a
+        :class:`ttakit.adapt.Norm` / ``Tent`` / ``Memo`` with its settings.
+        Each call adapts a private copy of the model over its own inputs, in
+        chunks of ``batch_size`` (the model passed is never changed, nothing
+        carries over to the next call, concurrent calls stay independent);
+        guarded: the model is used as it is until the inputs' statistics
+        differ from the model's (see :mod:`ttakit.adapt`, docs/adaptation.md).
 
     Notes
     -----
@@ -164,7 +178,7 @@ class Classifier:
                  model_layout: str | None = None, output: str = "auto", preprocess=None,
                  batch_size: int | None = None, dedupe: bool = True, classes: Sequence[str] | None = None,
                  progress: bool = False, device=None, model_options: dict | None = None,
-                 runtime: str = "eager", on_error: str = "raise"):
+                 runtime: str = "eager", on_error: str = "raise", adapt=None):
         self.model = model
         self.policy = policy
         self.merge = merge
@@ -180,6 +194,7 @@ class Classifier:
         self.model_options = model_options
         self.runtime = runtime
         self.on_error = on_error
+        self.adapt = adapt
         self._setup()  # validate the arguments now, so a mistake shows where it is made
 
     # -- scikit-learn conventions -------------------------------------------------
@@ -221,9 +236,16 @@ class Classifier:
             adapter = cached_adapter(self, data_layout, c.model_layout)
             merge = (policy.merge or Mean()) if self.merge is None else get_merge(self.merge)
             task = ClassificationTask(merge, c.output, c.classes, on_error=self.on_error)
+            adaptation = adapt.coerce(self.adapt)
+            if adaptation is not None:
+                adapt.check_adaptable(adapter, adaptation)
+                if isinstance(adaptation, adapt.Memo) and isinstance(policy, AdaptivePolicy) \
+                        and len(policy.stages) > 1:
+                    raise InputError("adapt='memo' needs a plain policy (its views are the adaptation's); an "
+                                     "adaptive policy runs different views per input")
             setup = _Setup(adapter, row_inputs(adapter) if rows else ImageInputs(data_layout), policy,
                            policy.unique() if self.dedupe else policy, merge, task,
-                           engine.check_batch_size(self.batch_size), c.preprocess)
+                           engine.check_batch_size(self.batch_size), c.preprocess, adaptation)
             self.__dict__["_cached"] = (key, setup)
             return setup
 
@@ -266,16 +288,20 @@ class Classifier:
         if return_views:
             task = ClassificationTask(s.merge, task.output, task.classes, keep_views=True, on_error=self.on_error)
         pol = s.run_policy
+        model = s.adapter
+        if s.adaptation is not None:  # this call's own adapted copy of the model
+            unique = s.policy.unique()
+            model = adapt.AdaptedModel(s.adapter, s.adaptation, unique.views, unique.weights)
         staged = isinstance(s.policy, AdaptivePolicy) and len(s.policy.stages) > 1
         count = s.inputs.count(x)
         bar = _progress_bar(count if staged or count is None else count * len(pol.views),
                             self.progress if progress is None else progress, "img" if staged else "pass")
         try:
             if staged:
-                res = run_adaptive(task, s.adapter, x, s.policy, inputs=s.inputs, batch_size=s.batch_size,
+                res = run_adaptive(task, model, x, s.policy, inputs=s.inputs, batch_size=s.batch_size,
                                    preprocess=s.preprocess, progress=bar)
             else:
-                res = engine.run(task, s.adapter, x, pol.views, pol.weights, inputs=s.inputs,
+                res = engine.run(task, model, x, pol.views, pol.weights, inputs=s.inputs,
                                  batch_size=s.batch_size, preprocess=s.preprocess, progress=bar)
         finally:
             if bar is not None:
@@ -317,6 +343,9 @@ def policy_id(classifier: Classifier) -> str:
     if isinstance(policy, AdaptivePolicy):  # the stages and their rules are part of what runs
         d["stages"] = policy.to_dict()["stages"]
     d["merge"] = classifier.effective_merge.to_dict()
+    adaptation = classifier._setup().adaptation
+    if adaptation is not None:  # an adapted model predicts differently: part of what runs
+        d["adapt"] = adaptation.to_dict()
     text = json.dumps(d, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from ...errors import UsageError
 from . import dense
 from .dense import add_dense_options, add_task_option
+from .adapt_option import adapt_value, add_adapt_option, refuse_adapt
 from .common import EXIT_FAILED_INPUTS, EXIT_OK, Command, load_policy
 from .model_data import add_model_and_data, load_data, load_model
 from .tables import add_table_options, run_evaluate, take_policy
@@ -34,6 +35,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "galleries of the inputs TTA fixed and broke), report.md, report.json, and the plots "
                         "(lift_vs_views.png, forwards_curve.png, reliability.png; with the plots extra). "
                         "Tables and --task detect/segment/keypoints: index.html, report.md and report.json")
+    add_adapt_option(e, "evaluate")
     add_table_options(p, command="evaluate")
     add_dense_options(p, "evaluate")
 
@@ -41,12 +43,16 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     table = take_policy(args)
     if args.task != "classify":
+        refuse_adapt(args, f"--task {args.task}")
         return dense.evaluate(args)
     from ...evaluation import evaluate
 
     if table:
+        refuse_adapt(args, "tables")
         return run_evaluate(args)
     model, options = load_model(args)
+    if adapt_value(args):
+        options["adapt"] = adapt_value(args)
     policy = load_policy(args.policy)
     data = load_data(args, policy)
     calibration = None

@@ -19,6 +19,7 @@ from ...models.loading import load_model_file
 from ...models.runtime import with_runtime
 from . import predict_ray
 from . import dense
+from .adapt_option import adapt_value, add_adapt_option, refuse_adapt
 from .dense import add_dense_options, add_task_option
 from .common import (
     EXIT_FAILED_INPUTS,
@@ -129,6 +130,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "file's own aggregation (from ttakit tune), else mean")
     g = p.add_argument_group("model")
     add_model_options(g, normalize_default="0, no normalisation")
+    add_adapt_option(g, "predict")
     g.add_argument("--device", default=None, metavar="DEVICE",
                    help="where to run: cpu, cuda or cuda:N, for TorchScript and ONNX models. "
                         "Default: TorchScript on cpu, ONNX on CUDA when available, else cpu")
@@ -193,16 +195,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--runtime {args.runtime} is for image files predicted here; it does not apply to "
                          "--data TABLE or --engine ray")
     if take_policy(args):
+        refuse_adapt(args, "tables")
         return run_predict(args)
     if not args.images:
         raise UsageError("give IMAGES (files or folders), or --data TABLE with a scikit-learn MODEL")
     if args.task != "classify":
+        refuse_adapt(args, f"--task {args.task}")
         if args.engine == "ray":
             raise UsageError(f"--engine ray runs classification only; --task {args.task} runs locally")
         return dense.predict(args)
     if args.engine == "ray":
         if args.model.startswith("zoo:"):
             raise UsageError(f"{args.model} runs with the local engine; --engine ray takes a model file")
+        refuse_adapt(args, "--engine ray (each Ray batch would adapt on its own)")
         if args.progress is None:
             args.progress = sys.stderr.isatty()
         return predict_ray.run(args)
@@ -229,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
     pred = predict_files(adapter, args.images, policy, args.merge, output_kind=output_kind,
                          batch_size=args.batch_size, preprocess=preprocess, size=size, mode=args.mode,
                          recursive=args.recursive, classes=classes, progress=progress, model_name=args.model,
-                         max_pixels=args.max_pixels)
+                         max_pixels=args.max_pixels, adapt=adapt_value(args))
     for path, why in pred.failures:
         warn(f"cannot read {images.printable(path)}: {in_flags(why)}")
     if pred.notes:

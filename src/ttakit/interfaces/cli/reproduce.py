@@ -1,4 +1,4 @@
-"""``ttakit reproduce EXPERIMENT``: rerun a reference experiment (tutorial, resnet, tuning, conformal, tabular,
+"""``ttakit reproduce EXPERIMENT``: rerun a reference experiment (tutorial, resnet, shift, tuning, conformal, tabular,
 detection, segmentation, keypoints, blood-cells, membranes).
 
 The experiments themselves are :mod:`ttakit.experiments`; this module only
@@ -52,7 +52,9 @@ def add_shared_args(p: argparse.ArgumentParser, holding: str, items: str, n_boot
 def configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", title="experiments",
                            help="tutorial: the founding Keras CNN experiment; resnet: the published ResNets; "
-                                "tuning: policy search; tuning-panel: the search on many cases and splits; conformal: prediction sets with and without TTA; "
+                                "shift: the same under corruptions, with test-time adaptation; "
+                                "tuning: policy search; tuning-panel: the search on many cases and splits; "
+                                "conformal: prediction sets with and without TTA; "
                                 "tabular: row TTA on scikit-learn models; "
                                 "detection: YOLOX-nano on COCO and Penn-Fudan; segmentation: MediaPipe on Penn-Fudan; "
                                 "keypoints: MediaPipe Pose on COCO persons; "
@@ -70,6 +72,32 @@ def configure(p: argparse.ArgumentParser) -> None:
     r.add_argument("--depth", type=int, action="append", choices=(20, 32), default=None,
                    help="which ResNet (repeatable). Default: 20 and 32")
     add_data_args(r)
+    sh = sub.add_parser("shift", help="the published ResNets under CIFAR-10-C corruptions: views, test-time "
+                                      "adaptation, both",
+                        description="Corrupt N seeded CIFAR-10 test images (ttakit.shift) and compare no TTA, "
+                                    "views, test-time batch-norm statistics, both, Tent and MEMO, paired against "
+                                    "no TTA with bootstrap CIs; writes a report and a plot of error against "
+                                    "severity.")
+    sh.add_argument("--weights", metavar="DIR", default=None,
+                    help="folder with resnet20-*.th and resnet32-*.th. Default: $TTAKIT_MODELS")
+    sh.add_argument("--depth", type=int, action="append", choices=(20, 32), default=None,
+                    help="which ResNet (repeatable). Default: 20 and 32")
+    sh.add_argument("--corruptions", metavar="LIST", default=None,
+                    help="comma-separated corruption names. Default: the nine of the protocol")
+    sh.add_argument("--severities", metavar="LIST", default="1,3,5", help="comma-separated severities. Default: 1,3,5")
+    sh.add_argument("--methods", metavar="LIST", default=None,
+                    help="comma-separated methods: none, views, norm, norm+views, tent, tent+views, memo. "
+                         "Default: none,views,norm,norm+views,tent,memo")
+    sh.add_argument("--n-images", type=int, default=2000, help="test images (seeded draw). Default: 2000")
+    sh.add_argument("--memo-images", type=int, default=200, help="images MEMO runs on (it is slow). Default: 200")
+    sh.add_argument("--batch-size", type=int, default=200, help="images per chunk of the stream. Default: 200")
+    sh.add_argument("--seed", type=int, default=0, help="seed of the draw and the corruptions. Default: 0")
+    sh.add_argument("--data", metavar="PATH", default=None,
+                    help="CIFAR-10 binary release. Default: $TTAKIT_DATA, then the user cache")
+    sh.add_argument("--out", metavar="DIR", default=None, help="folder for shift.md, .json, .png. "
+                                                               "Default: results/shift")
+    sh.add_argument("--docs", metavar="FILE", default=None,
+                    help="also write the report there (e.g. docs/results/shift.md)")
     g = sub.add_parser("tuning", help="policy search targets: tune on half the test set, report on the other half",
                        description="Split CIFAR-10's test set by a seed into a tuning and a held-out half; "
                                    "tune policies (standard pool, with harmful views added, with learned "
@@ -289,6 +317,24 @@ def run(args: argparse.Namespace) -> int:
         cfg = keypoints.KeypointsConfig(shared=args.shared, limit=args.limit, n_boot=args.n_boot,
                                         out=args.out or "results/keypoints")
         return run_reported(keypoints, cfg)
+    if args.experiment == "shift":
+        from ...experiments import shift
+
+        def listed(text, kind=str):
+            return tuple(kind(v) for v in text.split(",") if v.strip()) if text else ()
+
+        cfg = shift.ShiftConfig(depths=tuple(args.depth or (20, 32)), corruptions=listed(args.corruptions),
+                                severities=listed(args.severities, int),
+                                methods=listed(args.methods) or shift.DEFAULT_METHODS, n_images=args.n_images,
+                                memo_images=args.memo_images, batch_size=args.batch_size, seed=args.seed,
+                                weights=args.weights, data=args.data, out=args.out or "results/shift",
+                                docs=args.docs)
+        import sys
+
+        res = shift.run(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
+        print(shift.render(res))
+        print(f"report: {shift.write(res, cfg.out, cfg.docs)}")
+        return EXIT_OK
     if args.experiment in ("blood-cells", "membranes"):
         return run_trained(args)
     if args.experiment == "tabular":
@@ -352,6 +398,6 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, tuning, tuning-panel, conformal, tabular, "
+COMMAND = Command("reproduce", "rerun a reference experiment (tutorial, resnet, shift, tuning, tuning-panel, conformal, tabular, "
                   "detection, segmentation, keypoints, blood-cells, membranes) and write a report",
                   configure=configure, run=run)

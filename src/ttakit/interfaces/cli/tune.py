@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from . import dense
+from .adapt_option import adapt_value, add_adapt_option, refuse_adapt
 from .dense import DENSE_CANDIDATES, add_dense_options, add_task_option
 from ...errors import UsageError
 from .common import (EXIT_FAILED_INPUTS, EXIT_OK, Command, at_least_one, check_policy_out, fraction, positive_int,
@@ -49,6 +50,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "Default: accuracy")
     t.add_argument("--out", default="policy.yaml", metavar="FILE",
                    help="where to save the tuned policy (.yaml/.yml or .json). Default: policy.yaml")
+    add_adapt_option(t, "tune")
     add_dense_options(p, "tune")
 
 
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
                              "tuning holds back --guard-fraction of the images")
         if args.max_forwards is not None or args.budget_objective is not None:
             raise UsageError("--max-forwards and --budget-objective (adaptive policies) are for --task classify only")
+        refuse_adapt(args, f"--task {args.task}")
         return dense.tune(args)
     from ...tuning import tune
 
@@ -68,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--guard-alpha must be in (0, 1], got {args.guard_alpha}")
     check_policy_out(args.out)
     model, options = load_model(args)
+    if adapt_value(args):
+        options["adapt"] = adapt_value(args)
     data = load_data(args)
     res = tune(model, data.x, data.y, candidates=args.candidates or "standard", budget=args.budget, objective=args.objective,
                aggregation=args.aggregation, guard_folds=args.guard_folds, guard_alpha=args.guard_alpha, seed=args.seed,
