@@ -49,7 +49,7 @@ EVERY_MODE = [Norm(min_inputs=1), Tent(min_inputs=1), Tent(min_inputs=1, episodi
               Tent(min_inputs=1, optimizer="sgd", lr=0.1), Memo(), Memo(stats=True, min_inputs=1)]
 
 
-@pytest.mark.parametrize("mode", EVERY_MODE, ids=lambda m: f"{m.name}-{hash(m) % 1000}")
+@pytest.mark.parametrize("mode", EVERY_MODE, ids=[f"{m.name}-{i}" for i, m in enumerate(EVERY_MODE)])
 def test_the_users_model_is_never_changed(mode):
     net = small_net()
     net.train()  # its own flags too

@@ -71,6 +71,16 @@ def test_a_mistyped_folder_is_a_usage_error_before_any_work(files, tmp_path, cap
     assert code == 3 and "gone.png" in err and out.exists()
 
 
+# -- item 3: a model file run without its normalisation is said so ----------------------------
+
+def test_predict_without_mean_and_std_says_what_the_model_sees(files, tmp_path, capsys):
+    code, _, err = run(capsys, "predict", files / "tiny.pt", files / "photos", "--out", tmp_path / "a.csv")
+    assert code == 0 and "no --mean/--std" in err
+    code, _, err = run(capsys, "predict", files / "tiny.pt", files / "photos", "--out", tmp_path / "b.csv",
+                       "--mean", "0.5", "--std", "0.25")
+    assert code == 0 and "no --mean/--std" not in err
+
+
 # -- item 4: layout hints that point the right way ------------------------------------------
 
 def test_an_nchw_onnx_model_read_as_nhwc_is_refused_with_the_right_layout(files, capsys):

@@ -9,17 +9,12 @@ CHOICES = ("none", "norm", "tent", "memo")
 
 
 def add_adapt_option(group, command: str) -> None:
-    what = {"predict": "the images of this run",
-            "evaluate": "the evaluated data; the report adds adaptation paired against none, for the baseline "
-                        "and for the policy",
-            "tune": "the tuning data: the views are searched on the adapted model's predictions (the saved "
-                    "policy does not carry it: pass --adapt again to predict or evaluate)"}[command]
+    what = {"predict": "these images", "evaluate": "the evaluated data (the report pairs it against none)",
+            "tune": "the tuning data (the saved policy does not carry it)"}[command]
     group.add_argument("--adapt", choices=CHOICES, default="none",
-                       help=f"adapt a PyTorch model with batch-norm layers to {what}: norm (batch-norm statistics "
-                            "of the inputs, mixed with the model's own), tent (also entropy minimisation of the "
-                            "normalisation layers' scales and shifts), memo (per input, over the policy's views). "
-                            "Guarded: the model is used as it is unless the inputs' statistics differ from its "
-                            "own. The model file is never changed. Default: none")
+                       help=f"adapt a PyTorch model with batch norm to {what}: norm, tent or memo "
+                            "(docs/adaptation.md); used only where the inputs' statistics differ from the "
+                            "model's own; the model file is never changed. Default: none")
 
 
 def refuse_adapt(args: argparse.Namespace, where: str) -> None:

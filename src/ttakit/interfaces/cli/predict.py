@@ -230,6 +230,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         adapter = with_runtime(load_model_file(args.model, layout=args.model_layout, device=args.device),
                                args.runtime)
+        if preprocess is None and not _normalisation_known(args.model, policy):
+            warn("no --mean/--std: the model sees pixels scaled to [0, 1] and nothing else. If it was trained on "
+                 "normalised images, pass the same normalisation (for example --mean 0.485 0.456 0.406 --std "
+                 "0.229 0.224 0.225), or its predictions are wrong without any error; zoo: models and graphs "
+                 "written by 'ttakit export' carry theirs")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     pred = predict_files(adapter, args.images, policy, args.merge, output_kind=output_kind,
                          batch_size=args.batch_size, preprocess=preprocess, size=size, mode=args.mode,
@@ -257,3 +262,21 @@ def run(args: argparse.Namespace) -> int:
 
 COMMAND = Command("predict", "classify image files with test-time augmentation", configure=configure, run=run,
                   description=DESCRIPTION, epilog=EPILOG, descriptions=DESCRIPTIONS)
+
+
+def _normalisation_known(model: str, policy) -> bool:
+    """Whether the normalisation is said without --mean/--std: by a tuned
+    policy's input contract, or inside a graph ``ttakit export`` wrote (its
+    ONNX metadata names the views it holds)."""
+    contract = getattr(policy, "inputs", None)
+    if contract is not None and getattr(contract, "mean", None) is not None:
+        return True
+    if str(model).lower().endswith(".onnx"):
+        try:
+            import onnx
+
+            meta = onnx.load(str(model), load_external_data=False).metadata_props
+            return any(p.key.startswith("ttakit.") for p in meta)
+        except Exception:  # noqa: BLE001 - an unreadable file was refused before this point
+            return False
+    return False

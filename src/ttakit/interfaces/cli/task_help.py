@@ -51,7 +51,7 @@ SHOWN_FOR: dict[tuple[str, str], frozenset] = {
     ("tune", "budget"): frozenset({"image"}), ("tune", "objective"): frozenset({"image"}),
     ("tune", "aggregation"): frozenset({"image"}), ("tune", "max_forwards"): frozenset({"image"}),
     ("tune", "budget_objective"): frozenset({"image"}), ("tune", "guard_folds"): frozenset({"image"}),
-    ("tune", "guard_alpha"): frozenset({"image"}), ("tune", "guard_fraction"): frozenset({"detect", "segment"}),
+    ("tune", "guard_alpha"): frozenset({"image"}), ("*", "adapt"): frozenset({"image"}), ("tune", "guard_fraction"): frozenset({"detect", "segment"}),
     # the dense group, option by option
     ("*", "decode"): frozenset({"detect"}), ("*", "box_format"): frozenset({"detect"}),
     ("*", "normalized_boxes"): frozenset({"detect", "keypoints"}), ("*", "category_ids"): frozenset({"detect"}),

@@ -23,8 +23,8 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "comma-separated; identity is always included. Default: standard; with --task detect "
                         f"or segment: '{DENSE_CANDIDATES}'")
     t.add_argument("--budget", type=positive_int, default=8, metavar="K",
-                   help="most views in the policy, the original one included (a repeat counts: it raises a "
-                        "view's weight); the search stops earlier when no view improves it. Default: 8")
+                   help="most views in the policy, the original included (a repeat raises a view's weight); "
+                        "the search stops earlier when none improves it. Default: 8")
     t.add_argument("--objective", choices=("nll", "accuracy"), default="nll",
                    help="what the search minimises: calibrated NLL or error rate. Default: nll")
     t.add_argument("--aggregation", choices=("mean", "per_view", "per_view_class"), default="mean",
@@ -40,14 +40,11 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="share of the images held back to check the search. Default: 0.3")
     t.add_argument("--seed", type=int, default=0, help="seed of the guard's folds (or split). Default: 0")
     t.add_argument("--max-forwards", type=at_least_one, default=None, metavar="F",
-                   help="cost budget: mean forward passes per input. When the tuned policy has more distinct "
-                        "views, save its adaptive version (views in stages; only uncertain inputs go on) that "
-                        "does best at a mean of at most F on the tuning data, chosen from "
-                        "cached predictions without running the model again (--task classify). Default: no budget")
+                   help="cost budget: mean forward passes per input. Save the adaptive version of the tuned "
+                        "policy (only uncertain inputs go on to more views) that does best at a mean of at most F, "
+                        "chosen from cached predictions. Default: no budget")
     t.add_argument("--budget-objective", choices=("nll", "accuracy"), default=None,
-                   help="with --max-forwards: what the stages and thresholds are chosen for "
-                        "(accuracy: keep the full policy's predictions; nll: its calibrated probabilities). "
-                        "Default: accuracy")
+                   help="with --max-forwards: choose the stages for accuracy or calibrated NLL. Default: accuracy")
     t.add_argument("--out", default="policy.yaml", metavar="FILE",
                    help="where to save the tuned policy (.yaml/.yml or .json). Default: policy.yaml")
     add_adapt_option(t, "tune")
