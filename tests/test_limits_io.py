@@ -263,7 +263,7 @@ def test_stdout_failure_is_one_line(model, good, capsys, monkeypatch):
             raise io.UnsupportedOperation
 
     monkeypatch.setattr(sys, "stdout", Full())
-    code = cli.main(["predict", str(model), *map(str, good)])
+    code = cli.main(["predict", str(model), *map(str, good), "--mean", "0", "--std", "1"])
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == ("ttakit: error: cannot write to standard output: No space left on "
                                          "device; use --out FILE")

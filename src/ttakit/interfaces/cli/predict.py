@@ -231,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         adapter = with_runtime(load_model_file(args.model, layout=args.model_layout, device=args.device),
                                args.runtime)
         if preprocess is None and not _normalisation_known(args.model, policy):
-            warn("no --mean/--std: the model sees pixels scaled to [0, 1] and nothing else. If it was trained on "
+            warn("warning: no --mean/--std: the model sees pixels scaled to [0, 1] and nothing else. If it was trained on "
                  "normalised images, pass the same normalisation (for example --mean 0.485 0.456 0.406 --std "
                  "0.229 0.224 0.225), or its predictions are wrong without any error; zoo: models and graphs "
                  "written by 'ttakit export' carry theirs")
