@@ -278,3 +278,27 @@ def test_cli_refuses_adapt_where_it_does_not_apply(capsys):
     assert code != 0 and "--adapt is for image classification" in capsys.readouterr().err
     code = main(["predict", "model.onnx", "img.png", "--task", "detect", "--adapt", "norm"])
     assert code != 0 and "--adapt is for image classification" in capsys.readouterr().err
+
+
+@needs_shared
+def test_tune_treats_adaptation_as_a_candidate_the_guard_must_accept(cifar):
+    """On a corrupted stream the adapted model passes the guard and the views
+    are searched on it; on the clean stream adaptation is not kept (the shift
+    test leaves the model as it is, so there is no evidence for it)."""
+    from ttakit.shift import corrupt
+
+    model, pre, x, y = cifar
+    kw = dict(data_layout="NHWC", preprocess=pre, output="logits", batch_size=200, progress=False)
+    xs = corrupt(x, "gaussian_noise", 5, seed=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        shifted = ttakit.tune(model, xs, y, candidates="flips", budget=2, adapt="norm", **kw)
+        clean = ttakit.tune(model, x, y, candidates="flips", budget=2, adapt="norm", **kw)
+    a = shifted.adaptation
+    assert a["kept"] and a["accuracy_adapted"] > a["accuracy_plain"] + 0.1 and a["p"] < 0.05
+    assert "pass --adapt norm" in shifted.summary()
+    assert not clean.adaptation["kept"] and "not kept" in clean.summary()
+    # the clean search ran on the model as it is: its no-TTA accuracy is the plain one
+    assert clean.guard["identity_accuracy"] == pytest.approx(clean.adaptation["accuracy_plain"])

@@ -94,6 +94,8 @@ class TuneResult:
     adaptive: dict | None = None
     #: each fold's path (candidate indices, the original view first)
     fold_paths: list[list[int]] = field(default_factory=list, repr=False)
+    #: with ``adapt=``: whether the guard kept the adaptation, and its evidence
+    adaptation: dict | None = None
 
     def summary(self) -> str:
         lines = [f"Tuned on {self.n_tune} inputs with {self.folds}-fold cross-fitting; "
@@ -113,6 +115,7 @@ class TuneResult:
         lines += ["", f"No TTA, cross-fitted: accuracy {g['identity_accuracy']:.2%}, "
                       f"calibrated NLL {g['identity_nll']:.4f}.",
                   f"Result: {self.reason}", f"Policy: {self.policy.spec}",
+                  *([_adaptation_line(self.adaptation)] if self.adaptation else []),
                   f"Aggregation: {self.aggregation}"]
         if self.adaptive is not None and "guard_accuracy" in self.adaptive:
             a = self.adaptive
@@ -122,6 +125,12 @@ class TuneResult:
                           f"{a['identity_guard_accuracy']:.2%}), {a['guard_forwards']:.3f} forwards; "
                           f"{a['candidates']} configurations scored, chosen for {a['objective']}"]
         return "\n".join(lines)
+
+
+def _adaptation_line(a: dict) -> str:
+    use = f"kept: pass --adapt {a['adapt']} when predicting" if a["kept"] else "not kept: predict without --adapt"
+    return (f"Adaptation ({a['adapt']}), no TTA cross-fitted: accuracy {a['accuracy_adapted']:.2%} adapted vs "
+            f"{a['accuracy_plain']:.2%} as it is; {use}")
 
 
 def _check_args(n, aggregation, guard_alpha, budget, budget_objective, max_forwards, guard_folds, guard_fraction):
@@ -200,6 +209,10 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
         warnings.warn(f"the tuning split has only {n} inputs: accuracies on it are uncertain by about "
                       f"\u00b1{half:.1f} points, so the guard keeps only clear gains", TTAKitWarning, stacklevel=2)
     pool = candidate_views(candidates)
+    adaptation = None
+    if cache is None and classifier_kwargs.get("adapt") not in (None, "none"):
+        cache, adaptation = _guard_adaptation(model, x, y, pool[0], guard_folds, seed, guard_alpha, min_net_fixed,
+                                              classifier_kwargs)
     cache = cache or PredictionCache(model, x, **classifier_kwargs)
     cache.ensure(pool)
     probs = cache.stack(pool).astype(np.float64)  # (K, N, C)
@@ -207,7 +220,48 @@ def tune(model, x, y, *, candidates="standard", budget: int = 8, objective: str 
                       guard_folds=guard_folds, seed=seed, guard_alpha=guard_alpha, min_net_fixed=min_net_fixed,
                       max_forwards=max_forwards, budget_objective=budget_objective, inputs=_contract(cache))
     res.forward_passes, res.cache, res.seconds = cache.forward_passes, cache, time.perf_counter() - t0
+    if adaptation is not None:
+        res.adaptation = adaptation
+        res.reason += f"; adaptation {adaptation['adapt']}: {adaptation['reason']}"
     return res
+
+
+def _guard_adaptation(model, x, y, identity: View, folds: int, seed: int, alpha: float, min_net_fixed: int,
+                      classifier_kwargs: dict):
+    """Test-time adaptation as a candidate the guard must accept: no TTA on
+    the adapted model against no TTA on the model as it is, on the same
+    cross-fitted evidence as the views (calibrated NLL with a temperature
+    fitted on the other folds; the t-test and McNemar at ``alpha``). Returns
+    the cache the search then uses (adapted when kept, else plain) and what
+    was decided."""
+    plain_kwargs = {k: v for k, v in classifier_kwargs.items() if k != "adapt"}
+    plain = PredictionCache(model, x, **plain_kwargs)
+    adapted = PredictionCache(model, x, **classifier_kwargs)
+    p = []
+    for c in (plain, adapted):
+        c.ensure([identity])
+        p.append(c.stack([identity])[0].astype(np.float64))
+    fold = crossfit_folds(len(y), folds, seed, strata=y)
+    losses, correct = np.empty((2, len(y))), np.empty((2, len(y)), bool)
+    for f in range(folds):
+        held, fit = fold == f, fold != f
+        for k in range(2):
+            t = fit_temperature(p[k][fit], y[fit])
+            losses[k, held] = per_input_nll(np.log(np.clip(p[k][held], _TINY, None)), y[held], t)
+            correct[k, held] = p[k][held].argmax(1) == y[held]
+    d = decide(losses, correct=correct, alpha=alpha, min_net_fixed=min_net_fixed, folds=folds,
+               describe=lambda L: "the adapted model")
+    kept = not d.fell_back
+    e = next((e for e in d.evidence if e.length == 2), None)
+    info = {"adapt": str(classifier_kwargs.get("adapt")), "kept": kept,
+            "accuracy_plain": float(correct[0].mean()), "accuracy_adapted": float(correct[1].mean()),
+            "nll_plain": float(losses[0].mean()), "nll_adapted": float(losses[1].mean()),
+            "p": None if e is None else e.p, "p_accuracy": None if e is None else e.p_accuracy,
+            "reason": ("kept: the adapted model beats the model as it is on the cross-fitted evidence "
+                       f"(accuracy {correct[1].mean():.2%} vs {correct[0].mean():.2%})") if kept else
+                      ("not kept: " + d.reason.replace(": using no TTA", "") + "; the views are searched on the "
+                       "model as it is, and predictions should not pass --adapt")}
+    return (adapted if kept else plain), info
 
 
 def tune_cached(probs: np.ndarray, y, pool: list[View], *, budget: int = 8, objective: str = "nll",
