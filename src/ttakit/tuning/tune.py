@@ -17,17 +17,19 @@ What happens:
    ``guard_folds`` folds (stratified by label, seeded); for every fold the
    search runs on the other folds and each prefix of its path is scored on
    the held-out fold (a temperature fitted on the other folds). The
-   prefixes are then tested in their order (a fixed-sequence test, each at
-   the full ``guard_alpha``, one-sided paired t-test on the cross-fitted
-   per-input calibrated NLL and the exact one-sided McNemar test of the
-   inputs fixed against those broken, both at ``guard_alpha``), and a prefix
-   counts only if its cross-fitted predictions also fix at least
-   ``min_net_fixed`` more inputs than they break. Among the prefixes that pass, the best cross-fitted objective
-   gives the number of views ``L``; the search is run again on all the
+   prefixes are then tested from the longest down (a fixed-sequence test,
+   each at the full ``guard_alpha``: a one-sided paired t-test on the
+   cross-fitted per-input calibrated NLL and the exact one-sided McNemar
+   test of the inputs fixed against those broken), and a prefix counts only
+   if its cross-fitted predictions also fix at least ``min_net_fixed`` more
+   inputs than they break. The longest prefix that passes gives the number
+   of views ``L``; the search is run again on all the
    tuning inputs and its first ``L`` views are the result. If none passes,
    the result is no TTA. The chance of keeping TTA when no prefix truly
    helps is at most ``guard_alpha`` (see the guard module for the exact
-   statement).
+   statement). With ``adapt=``, the adaptation itself is put to the same
+   guard first (adapted no TTA against plain no TTA); the views are
+   searched on the adapted model only when it passes.
 4. The merge is calibrated: a temperature (``aggregation="mean"``) or
    learned weights and a temperature (``"per_view"``, ``"per_view_class"``),
    kept only if better than the plain merge on the cross-fitted folds.
