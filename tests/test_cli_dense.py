@@ -117,7 +117,7 @@ def test_evaluate_and_tune_detect(coco_mini, tmp_path, capsys):
     policy = tmp_path / "tuned.yaml"
     rc = main(["tune", str(MODEL), "--data", str(root / "imgs"), "--task", "detect", "--decode", "yolox",
                "--annotations", str(root / "ann.json"), "--candidates", "flips", "--merges", "nms(iou_thr=0.65); wbf",
-               "--dense-budget", "1", "--guard-fraction", "0.34", "--out", str(policy)])
+               "--dense-budget", "1", "--out", str(policy)])
     text = capsys.readouterr().out
     assert rc == 0 and policy.exists() and "6 forward passes" in text  # 3 images x 2 candidate views, once
     assert "--merge '" in text
@@ -205,7 +205,7 @@ def test_evaluate_and_tune_segment(drawn, tmp_path, capsys):
     capsys.readouterr()
     rc = main(["tune", str(root / "bright.pt"), "--data", str(root / "imgs"), "--task", "segment",
                "--annotations", str(root / "masks"), "--mask-suffix", "_mask", "--binary-masks", "--size", "32",
-               "--candidates", "flips", "--guard-fraction", "0.34", "--out", str(tmp_path / "p.yaml")])
+               "--candidates", "flips", "--out", str(tmp_path / "p.yaml")])
     text = capsys.readouterr().out
     assert rc == 0 and (tmp_path / "p.yaml").exists() and "6 forward passes" in text
     # a limit on the cache says so, by name

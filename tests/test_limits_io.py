@@ -315,7 +315,7 @@ def test_cli_errors_name_flags(model, good, tmp_path, capsys):
     assert code == 2 and "split must be one of" in err and "Traceback" not in err
     code, _, err = run(capsys, "tune", model, "--data", "cifar10", "--out", tmp_path / "p.txt")
     assert code == 2 and "--out" in err and ".yaml" in err and not (tmp_path / "p.txt").exists()
-    for argv in (["--budget", "0"], ["--guard-fraction", "1.5"]):
+    for argv in (["--budget", "0"], ["--guard-alpha", "1.5"]):
         code, _, err = run(capsys, "tune", model, "--data", "cifar10", *argv)
         assert code == 2 and "Traceback" not in err
 

@@ -314,12 +314,13 @@ def tune(args: argparse.Namespace) -> int:
     if args.task == "detect":
         res = tune_detection_files(adapter, args.data, args.annotations, args.candidates or DENSE_CANDIDATES,
                                    *([merges] if merges else []), objective=args.dense_objective,
-                                   budget=args.dense_budget, guard_fraction=args.guard_fraction, seed=args.seed,
+                                   budget=args.dense_budget, guard_folds=args.guard_folds,
+                                   guard_alpha=args.guard_alpha, seed=args.seed,
                                    category_ids=args.category_ids, **fitting, **common, **options)
     elif args.task == "segment":
         res = tune_segmentation_files(adapter, [args.data], args.annotations, args.candidates or DENSE_CANDIDATES,
                                       *([merges] if merges else []), budget=args.dense_budget,
-                                      guard_fraction=args.guard_fraction, seed=args.seed,
+                                      guard_folds=args.guard_folds, guard_alpha=args.guard_alpha, seed=args.seed,
                                       mask_suffix=args.mask_suffix, binary_masks=args.binary_masks,
                                       max_bytes=args.cache_bytes, **fitting, **common, **options)
     else:

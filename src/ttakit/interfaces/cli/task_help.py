@@ -50,8 +50,8 @@ SHOWN_FOR: dict[tuple[str, str], frozenset] = {
     ("tune", "candidates"): frozenset({"image", "detect", "segment"}),
     ("tune", "budget"): frozenset({"image"}), ("tune", "objective"): frozenset({"image"}),
     ("tune", "aggregation"): frozenset({"image"}), ("tune", "max_forwards"): frozenset({"image"}),
-    ("tune", "budget_objective"): frozenset({"image"}), ("tune", "guard_folds"): frozenset({"image"}),
-    ("tune", "guard_alpha"): frozenset({"image"}), ("*", "adapt"): frozenset({"image"}), ("tune", "guard_fraction"): frozenset({"detect", "segment"}),
+    ("tune", "budget_objective"): frozenset({"image"}), ("tune", "guard_folds"): frozenset({"image", "detect", "segment"}),
+    ("tune", "guard_alpha"): frozenset({"image", "detect", "segment"}), ("*", "adapt"): frozenset({"image"}),
     # the dense group, option by option
     ("*", "decode"): frozenset({"detect"}), ("*", "box_format"): frozenset({"detect"}),
     ("*", "normalized_boxes"): frozenset({"detect", "keypoints"}), ("*", "category_ids"): frozenset({"detect"}),

@@ -8,7 +8,7 @@ from . import dense
 from .adapt_option import adapt_value, add_adapt_option, refuse_adapt
 from .dense import DENSE_CANDIDATES, add_dense_options, add_task_option
 from ...errors import UsageError
-from .common import (EXIT_FAILED_INPUTS, EXIT_OK, Command, at_least_one, check_policy_out, fraction, positive_int,
+from .common import (EXIT_FAILED_INPUTS, EXIT_OK, Command, at_least_one, check_policy_out, positive_int,
                      save_policy)
 from .model_data import add_model_and_data, load_data, load_model
 from ...tuning.guard import GUARD_ALPHA, GUARD_FOLDS
@@ -36,9 +36,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     t.add_argument("--guard-alpha", type=float, default=GUARD_ALPHA, metavar="A",
                    help="the guard's error level: the chance of keeping views when none truly helps is at "
                         f"most A. Default: {GUARD_ALPHA}")
-    t.add_argument("--guard-fraction", type=fraction, default=0.3, metavar="F",
-                   help="share of the images held back to check the search. Default: 0.3")
-    t.add_argument("--seed", type=int, default=0, help="seed of the guard's folds (or split). Default: 0")
+    t.add_argument("--seed", type=int, default=0, help="seed of the guard's folds. Default: 0")
     t.add_argument("--max-forwards", type=at_least_one, default=None, metavar="F",
                    help="cost budget: mean forward passes per input. Save the adaptive version of the tuned "
                         "policy (only uncertain inputs go on to more views) that does best at a mean of at most F, "
@@ -52,20 +50,17 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.guard_folds < 2:
+        raise UsageError(f"--guard-folds must be at least 2, got {args.guard_folds}")
+    if not 0 < args.guard_alpha <= 1:
+        raise UsageError(f"--guard-alpha must be in (0, 1], got {args.guard_alpha}")
     if args.task != "classify":
-        if args.guard_folds != GUARD_FOLDS or args.guard_alpha != GUARD_ALPHA:
-            raise UsageError("--guard-folds and --guard-alpha are for --task classify; detection and segmentation "
-                             "tuning holds back --guard-fraction of the images")
         if args.max_forwards is not None or args.budget_objective is not None:
             raise UsageError("--max-forwards and --budget-objective (adaptive policies) are for --task classify only")
         refuse_adapt(args, f"--task {args.task}")
         return dense.tune(args)
     from ...tuning import tune
 
-    if args.guard_folds < 2:
-        raise UsageError(f"--guard-folds must be at least 2, got {args.guard_folds}")
-    if not 0 < args.guard_alpha <= 1:
-        raise UsageError(f"--guard-alpha must be in (0, 1], got {args.guard_alpha}")
     check_policy_out(args.out)
     model, options = load_model(args)
     if adapt_value(args):
