@@ -59,3 +59,46 @@ def test_the_command_writes_the_report(digits, tmp_path, capsys):
     assert code == 0
     assert "| digits | 450 |" in capsys.readouterr().out
     assert (tmp_path / "tp.md").exists() and (tmp_path / "tp" / "panel.json").exists()
+
+
+# -- the dense cases, on a tiny synthetic pool ------------------------------------------------------------------
+
+def _synthetic_dense_case():
+    """40 label maps of 8x8; each view predicts the truth with its own 25% of
+    pixels flipped, and the vote of three views beats one."""
+    from ttakit.evaluation.dense_subsets import SegmentationSubsets
+    from ttakit.experiments.tuning_panel_dense import DenseCase
+
+    rng = np.random.default_rng(0)
+    gt = rng.integers(0, 2, (40, 8, 8))
+    noisy = {v: np.where(rng.random(gt.shape) < 0.25, 1 - gt, gt) for v in ("identity", "hflip", "vflip")}
+
+    def merged(policy, name, options):
+        votes = np.mean([noisy[repr(v)] for v in policy.views], 0)
+        return SegmentationSubsets((votes > 0.5).astype(np.int64), gt, 2)
+
+    case = DenseCase("segmentation", "mean IoU", "hflip, vflip", (("vote", {}),), ("vote", {}), 24, merged, 40,
+                     "synthetic")
+    return case, merged, gt
+
+
+def test_a_dense_split_scores_the_tuned_views_and_merge_on_the_held_out_images():
+    from ttakit.experiments.tuning_panel_dense import render_dense, run_dense_split, summarise_dense
+    from ttakit.policy import Policy
+
+    case, merged, gt = _synthetic_dense_case()
+    r = run_dense_split(case, 3)
+    held = np.sort(np.random.default_rng(3).permutation(40)[24:])
+    assert r["n_tune"] == 24 and r["n_held"] == len(held) == 16
+    assert r["identity"] == pytest.approx(100 * merged(Policy.parse("identity"), "vote", {}).score(held))
+    assert r["tuned"] == pytest.approx(100 * merged(Policy.parse(r["policy"]), "vote", {}).score(held))
+    assert r["oracle"] >= r["identity"] and r["oracle"] >= r["tuned"] - 1e-9
+    assert r["fell_back"] == (r["policy"] == "identity")
+    rows = [r, run_dense_split(case, 4)]
+    s = summarise_dense(case, rows)
+    assert s["splits"] == 2 and s["kept_gain"] == pytest.approx(np.mean([x["tuned"] - x["identity"] for x in rows]))
+    text = "\n".join(render_dense([s]))
+    assert "| segmentation: synthetic | mean IoU | 24 | 16 | 2 |" in text and "0.2 points" in text
+    report = tp.render({"config": {"candidates": "standard", "budget": 8, "splits": 2}, "cases": [], "tables": [],
+                        "conformal": {}, "dense": [s], "seconds": 1.0})
+    assert "## Detection and segmentation" in report and "Not in this panel" not in report

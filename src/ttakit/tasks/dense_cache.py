@@ -136,6 +136,35 @@ class DetectionCache(_ViewCache):
         self.forward_passes += run.n_seen * len(missing)
         self.seconds += time.perf_counter() - run.t0
 
+    def export(self, keep=None) -> dict[str, np.ndarray]:
+        """The cached views as arrays (for ``np.savez``; :meth:`restore` reads
+        them back), keeping only the boxes whose label ``keep(labels)`` accepts."""
+        out = {"n": np.array(self.n), "size": np.array(self.size), "failed": self.failed,
+               "views": np.array([repr(v) for v in self._boxes])}
+        for i, per in enumerate(self._boxes.values()):
+            parts = [per.get(k) for k in range(self.n)]
+            sel = [None if p is None else (np.ones(len(p[2]), bool) if keep is None else keep(np.asarray(p[2])))
+                   for p in parts]
+            out[f"count{i}"] = np.array([-1 if p is None else int(m.sum()) for p, m in zip(parts, sel)])
+            for j, key in enumerate(("boxes", "scores", "labels")):
+                got = [np.asarray(p[j])[m] for p, m in zip(parts, sel) if p is not None]
+                out[f"{key}{i}"] = np.concatenate(got) if got else np.zeros((0, 4) if j == 0 else (0,))
+        return out
+
+    def restore(self, arrays, views) -> None:
+        """Cache ``views`` (the :class:`View` objects, in the order :meth:`export`
+        wrote them) from its arrays instead of running the model."""
+        if [repr(v) for v in views] != list(arrays["views"]):
+            raise InputError("the arrays hold other views than those given")
+        self.n, self.size, self.failed = int(arrays["n"]), tuple(int(v) for v in arrays["size"]), arrays["failed"]
+        for i, v in enumerate(views):
+            counts, at, per = arrays[f"count{i}"], 0, {}
+            for k, c in enumerate(counts):
+                if c >= 0:
+                    per[k] = tuple(arrays[f"{key}{i}"][at:at + c] for key in ("boxes", "scores", "labels"))
+                    at += c
+            self._boxes[v] = per
+
     def run(self, policy, merge="wbf", merge_options: dict | None = None) -> DetectionResult:
         """Merged detections of ``policy`` (its distinct views, with their
         weights) from the cached views, as :meth:`Detector.run` returns them."""
@@ -245,6 +274,27 @@ class SegmentationCache(_ViewCache):
         failed = np.asarray(run.failed_inputs, dtype=bool)
         self.failed = failed if self.failed is None else (self.failed | failed)
         self.forward_passes += run.n_seen * len(missing)
+
+    def export(self, dtype=np.float16) -> dict[str, np.ndarray]:
+        """The cached score maps as arrays (``dtype``: float16 halves them),
+        for ``np.savez``; :meth:`restore` reads them back."""
+        out = {"kind": np.array(self.kind), "failed": self.failed, "views": np.array([repr(v) for v in self._scores])}
+        for i, v in enumerate(self._scores):
+            out[f"scores{i}"] = self._scores[v].numpy().astype(dtype)
+            if self._masks[v] is not None:
+                out[f"mask{i}"] = self._masks[v].numpy()
+        return out
+
+    def restore(self, arrays, views) -> None:
+        """Cache ``views`` (in the order :meth:`export` wrote them) from its arrays."""
+        if [repr(v) for v in views] != list(arrays["views"]):
+            raise InputError("the arrays hold other views than those given")
+        self.kind, self.failed = str(arrays["kind"]), arrays["failed"]
+        for i, v in enumerate(views):
+            scores = torch.from_numpy(np.asarray(arrays[f"scores{i}"], np.float32))
+            self.reserve(scores.numel() * 4)
+            self._scores[v] = scores
+            self._masks[v] = torch.from_numpy(arrays[f"mask{i}"]) if f"mask{i}" in arrays else None
 
     def run(self, policy, merge="mean", chunk: int = 64) -> np.ndarray:
         """Merged labels ``(N, H, W)`` of ``policy`` from the cached views

@@ -119,8 +119,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                                     "the guard; conformal coverage with default arguments. Writes "
                                     "tuning-panel.md and tuning-panel/panel.json.")
     tp.add_argument("--cases", nargs="+", default=None, metavar="CASE",
-                    choices=("resnet20", "resnet32", "tutorial", "digits", "tables"),
-                    help="cases to run (resnet20, resnet32, tutorial, digits, tables). Default: all")
+                    choices=("resnet20", "resnet32", "tutorial", "digits", "tables", "segmentation", "detection"),
+                    help="cases to run (resnet20, resnet32, tutorial, digits, tables, segmentation, detection). "
+                         "Default: all")
     tp.add_argument("--splits", type=int, default=20, help="random splits per image case and test folds per "
                                                             "table case. Default: 20")
     tp.add_argument("--digits-splits", type=int, default=300, help="random splits of the digits case. Default: 300")
@@ -136,6 +137,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     tp.add_argument("--data", metavar="PATH", default=None,
                     help="CIFAR-10 binary release (the cifar-10-batches-bin folder or its parent). "
                          "Default: $TTAKIT_DATA, then the user cache")
+    tp.add_argument("--shared", metavar="DIR", default="../shared",
+                    help="the folder holding data/isbi2012-membrane, data/penn-fudan and models/yolox-nano "
+                         "(the dense cases). Default: ../shared")
     tp.add_argument("--out", metavar="DIR", default=None,
                     help="folder for panel.json; the report DIR.md is written beside it. "
                          "Default: results/tuning-panel")
@@ -372,7 +376,7 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = tuning_panel.PanelConfig(splits=args.splits, digits_splits=args.digits_splits, sizes=tuple(args.sizes),
                                        pool_images=args.pool_images, seed=args.seed, data=args.data,
-                                       weights=args.weights, cache_dir=args.cache_dir,
+                                       weights=args.weights, cache_dir=args.cache_dir, shared=args.shared,
                                        out=args.out or "results/tuning-panel",
                                        **({"cases": tuple(args.cases)} if args.cases else {}))
         result = tuning_panel.run(cfg, log=lambda m: print(m, file=sys.stderr, flush=True))
