@@ -112,3 +112,25 @@ def test_greedy_dense_runs_each_candidate_once_and_is_guarded(images):
     # nothing to gain there: no cross-fitted evidence, so the guard keeps no TTA although the full search adds hflip
     assert res.fell_back and res.policy.is_identity and res.merge == ("nms", {"iou_thr": 1.0})
     assert res.steps[0]["view"] == "identity" and len(res.steps) >= 2
+
+
+def test_caches_restore_what_they_export(images):
+    views = ttakit.Policy.parse("identity + hflip + scale(0.9)").views
+    det = DetectionCache(CountingDetector(), images)
+    det.ensure(views)
+    again = DetectionCache(CountingDetector(), images)
+    again.restore(det.export(), views)
+    got, want = again.run(views, "wbf"), det.run(views, "wbf")
+    for i in range(len(images)):
+        np.testing.assert_array_equal(got.boxes[i], want.boxes[i])
+        np.testing.assert_array_equal(got.scores[i], want.scores[i])
+    kept = DetectionCache(CountingDetector(), images)
+    kept.restore(det.export(keep=lambda labels: labels == 0), views)
+    assert all((lab == 0).all() for lab in kept.run(views, "nms").labels)
+    seg = SegmentationCache(seg_model, images)
+    seg.ensure(views)
+    copy = SegmentationCache(seg_model, images)
+    copy.restore(seg.export(np.float32), views)
+    np.testing.assert_array_equal(copy.run(views, "mean"), seg.run(views, "mean"))
+    with pytest.raises(InputError, match="other views"):
+        copy.restore(seg.export(), views[:2])
