@@ -6,8 +6,8 @@ As for the classification cases, every candidate view runs once over the
 pool and is kept on disk (the cache folder of the panel); each split draws
 ``n_tune`` images at random, runs :func:`~ttakit.tuning.dense.greedy_dense`
 on them (budget 3 added views, 5-fold cross-fitted guard; merged results
-come from the cached views, each (views, merge) merged and matched once
-for the whole pool) and scores the tuned (views, merge) on the rest of the
+come from the cached views, each set of views (in the pool's order) and
+merge merged and matched once for the whole pool) and scores the tuned (views, merge) on the rest of the
 pool. *Oracle*: the same greedy search run on the held-out images
 themselves, the best held-out score of its prefixes. Scores are in points
 (mean IoU or mAP x 100); a split is a loss when it is worse than no TTA by
@@ -68,11 +68,16 @@ class DenseCase:
 
     def __post_init__(self):
         self._done = {}
+        self._order = {repr(v): k for k, v in enumerate(candidate_views(self.candidates))}
 
     def run(self, policy, name, options):
-        key = (policy.spec, name, tuple(sorted(options.items())))
+        """The subsets object of ``policy``'s views merged in the pool's order
+        (so a set of views is merged once whatever order the search added
+        them in; merges depend on the order only through ties)."""
+        views = sorted(policy.views, key=lambda v: self._order[repr(v)])
+        key = (tuple(repr(v) for v in views), name, tuple(sorted(options.items())))
         if key not in self._done:
-            self._done[key] = self.merged(policy, name, options)
+            self._done[key] = self.merged(Policy(views), name, options)
         return self._done[key]
 
 
