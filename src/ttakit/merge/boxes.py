@@ -23,7 +23,8 @@ Vectorised with NumPy, no loop over boxes:
   each class into parts that lie apart along x or y (a fused box never
   reaches across, so parts cannot interact) and loops over the rank within a
   part: as many steps as the largest group of mutually overlapping boxes of
-  one class, not the largest class.
+  one class, not the largest class. :func:`wbf_many` fuses several images
+  in the same steps (the Detector fuses each chunk of its inputs so).
 
 Equal to ``ensemble_boxes`` (``nms``, ``soft_nms``, ``weighted_boxes_fusion``)
 within 1e-5 on randomised cases (tests/test_box_merges.py), except where that
@@ -468,7 +469,10 @@ def _wbf_images(prepared, *, iou_thr, skip_box_thr, conf_type, allows_overflow, 
         b, lab, v, img, w_box, ws = b[keep], lab[keep], v[keep], img[keep], w_box[keep], ws[keep]
     if len(b) == 0:
         return [BoxSet.empty() for _ in range(n_img)]
-    classes, lab_idx = np.unique(lab, return_inverse=True)
+    if lab.min() >= 0 and lab.max() < PART_MAX_GROUPS:
+        classes, lab_idx = np.arange(int(lab.max()) + 1), lab
+    else:
+        classes, lab_idx = np.unique(lab, return_inverse=True)
     group = img * len(classes) + lab_idx.reshape(-1)  # one group per (image, class)
     order, member, sums, cluster_group = _greedy_fusion(b, ws, group, iou_thr)
     n_cl = len(sums)
