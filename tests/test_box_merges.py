@@ -309,6 +309,7 @@ def test_wbf_many_parts_that_finish_while_others_still_grow():
     for image, got in zip((chain, small), out):
         same_rows(got, naive_wbf(*image, [1.0, 1.0], 0.5, "avg"))
     assert [len(o) for o in get_box_merge("wbf", iou_thr=0.5).many([chain, empty], [1.0, 1.0])] == [60, 0]
+    assert len(wbf_many([chain[:3]], iou_thr=0.5)[0]) == 60  # no view indices: all from view 0
 
 
 @settings(max_examples=60, deadline=None)

@@ -426,11 +426,12 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
 def wbf_many(images, weights=None, *, iou_thr: float = 0.55, skip_box_thr: float = 0.0, conf_type: str = "avg",
              allows_overflow: bool = False, min_views: int = 1, compat: bool = False) -> list[BoxSet]:
     """:func:`wbf` of each image of ``images`` (a sequence of ``(boxes,
-    scores, labels, views)``, all with the views' ``weights``), equal to
-    calling it image by image, in one pass: the parts of every image's
-    classes are fused in the same steps, so the loop runs as many steps as
-    the largest part of any image has boxes instead of the sum over images.
-    Large batches are cut into runs of about :data:`WBF_BATCH_BOXES` boxes."""
+    scores, labels, views)`` or ``(boxes, scores, labels)``, all with the
+    views' ``weights``), equal to calling it image by image, in one pass:
+    the parts of every image's classes are fused in the same steps, so the
+    loop runs as many steps as the largest part of any image has boxes
+    instead of the sum over images. Many images are fused in runs of at
+    most :data:`WBF_BATCH_BOXES` boxes (an image with more is a run alone)."""
     if conf_type not in CONF_TYPES:
         raise PolicyError(f"unknown WBF conf_type {conf_type!r}; valid: {', '.join(CONF_TYPES)}")
     iou_thr = _check_thr("iou_thr", iou_thr)
@@ -438,7 +439,8 @@ def wbf_many(images, weights=None, *, iou_thr: float = 0.55, skip_box_thr: float
                 min_views=min_views, compat=compat)
     out, run, size = [], [], 0
     for image in images:
-        prepared = _prepare(*image, weights)
+        boxes, scores, labels, *views = image
+        prepared = _prepare(boxes, scores, labels, views[0] if views else None, weights)
         if run and size + len(prepared[0]) > WBF_BATCH_BOXES:
             out += _wbf_images(run, **opts)
             run, size = [], 0
