@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ttakit.errors import PolicyError
-from ttakit.merge.boxes import get_box_merge, nms, pair_iou, soft_nms, stack_views, wbf
+from ttakit.merge import boxes as tb
+from ttakit.merge.boxes import get_box_merge, nms, pair_iou, soft_nms, stack_views, wbf, wbf_many
 
 eb = pytest.importorskip("ensemble_boxes")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -271,6 +272,44 @@ def test_wbf_part_with_more_clusters_than_its_first_slots():
     out = wbf(b, s, np.zeros(60), np.zeros(60, int), [1.0], iou_thr=0.5)
     assert len(out) == 60
     same_rows(out, naive_wbf(b, s, np.zeros(60), np.zeros(60, int), [1.0], 0.5, "avg"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(cases=st.lists(box_cases(), max_size=5), conf_type=st.sampled_from(CONF_TYPES),
+       min_views=st.integers(1, 2), skip=st.sampled_from([0.0, 0.3]), weighted=st.booleans(),
+       batch_boxes=st.sampled_from([1, 50, 1 << 16]))
+def test_wbf_many_equals_wbf_image_by_image(cases, conf_type, min_views, skip, weighted, batch_boxes):
+    """Images fused together (in passes of at most `batch_boxes` boxes) give what each gives alone."""
+    thr = cases[0][5] if cases else 0.55
+    w = np.array([1.0, 3.0, 2.0, 1.0]) if weighted else None  # None: each image's own views, weight 1
+    opts = dict(iou_thr=thr, conf_type=conf_type, min_views=min_views, skip_box_thr=skip)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tb, "WBF_BATCH_BOXES", batch_boxes)
+        together = wbf_many([c[:4] for c in cases], w, **opts)
+    assert len(together) == len(cases)
+    for (b, s, lab, v, _, _), got in zip(cases, together):
+        alone = wbf(b, s, lab, v, w, **opts)
+        same_rows(got, np.column_stack([alone.labels, alone.scores, alone.boxes, alone.support]).reshape(-1, 7))
+        assert np.all(np.diff(got.scores) <= 0) and got.labels.dtype == np.int64
+
+
+def test_wbf_many_parts_that_finish_while_others_still_grow():
+    # image 0: one class, 60 boxes in a chain (60 clusters: its slots grow 16 -> 32 -> 64); image 1:
+    # small parts of 1-3 boxes that are done before the growth; image 2: no boxes
+    x = np.arange(60) * 0.9
+    chain = (np.column_stack([x, np.zeros(60), x + 1.0, np.ones(60)]), np.linspace(1.0, 0.5, 60),
+             np.zeros(60), np.zeros(60, int))
+    rng = np.random.default_rng(3)
+    lo = rng.random((20, 2)) * 100
+    small = (np.concatenate([lo, lo + 1 + rng.random((20, 2))], 1), rng.random(20), rng.integers(0, 3, 20),
+             rng.integers(0, 2, 20))
+    empty = (np.zeros((0, 4)), np.zeros(0), np.zeros(0), np.zeros(0, int))
+    out = wbf_many([chain, small, empty], [1.0, 1.0], iou_thr=0.5)
+    assert [len(o) for o in out][::2] == [60, 0]
+    for image, got in zip((chain, small), out):
+        same_rows(got, naive_wbf(*image, [1.0, 1.0], 0.5, "avg"))
+    assert [len(o) for o in get_box_merge("wbf", iou_thr=0.5).many([chain, empty], [1.0, 1.0])] == [60, 0]
+    assert len(wbf_many([chain[:3]], iou_thr=0.5)[0]) == 60  # no view indices: all from view 0
 
 
 @settings(max_examples=60, deadline=None)

@@ -23,7 +23,8 @@ Vectorised with NumPy, no loop over boxes:
   each class into parts that lie apart along x or y (a fused box never
   reaches across, so parts cannot interact) and loops over the rank within a
   part: as many steps as the largest group of mutually overlapping boxes of
-  one class, not the largest class.
+  one class, not the largest class. :func:`wbf_many` fuses several images
+  in the same steps (the Detector fuses each chunk of its inputs so).
 
 Equal to ``ensemble_boxes`` (``nms``, ``soft_nms``, ``weighted_boxes_fusion``)
 within 1e-5 on randomised cases (tests/test_box_merges.py), except where that
@@ -417,38 +418,131 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
     Greedy assignment is sequential within a class; boxes of a class that lie
     apart (:func:`_spatial_parts`) cannot interact, so the loop runs over the
     rank within such a part, every part at once: as many steps as the largest
-    part has boxes."""
+    part has boxes. :func:`wbf_many` fuses several images in the same steps."""
+    return wbf_many([(boxes, scores, labels, views)], weights, iou_thr=iou_thr, skip_box_thr=skip_box_thr,
+                    conf_type=conf_type, allows_overflow=allows_overflow, min_views=min_views, compat=compat)[0]
+
+
+def wbf_many(images, weights=None, *, iou_thr: float = 0.55, skip_box_thr: float = 0.0, conf_type: str = "avg",
+             allows_overflow: bool = False, min_views: int = 1, compat: bool = False) -> list[BoxSet]:
+    """:func:`wbf` of each image of ``images`` (a sequence of ``(boxes,
+    scores, labels, views)`` or ``(boxes, scores, labels)``, all with the
+    views' ``weights``), equal to calling it image by image, in one pass:
+    the parts of every image's classes are fused in the same steps, so the
+    loop runs as many steps as the largest part of any image has boxes
+    instead of the sum over images. Many images are fused in runs of at
+    most :data:`WBF_BATCH_BOXES` boxes (an image with more is a run alone)."""
     if conf_type not in CONF_TYPES:
         raise PolicyError(f"unknown WBF conf_type {conf_type!r}; valid: {', '.join(CONF_TYPES)}")
     iou_thr = _check_thr("iou_thr", iou_thr)
-    b, s, lab, v, w = _prepare(boxes, scores, labels, views, weights)
-    ws = s * w[v]
+    opts = dict(iou_thr=iou_thr, skip_box_thr=skip_box_thr, conf_type=conf_type, allows_overflow=allows_overflow,
+                min_views=min_views, compat=compat)
+    out, run, size = [], [], 0
+    for image in images:
+        boxes, scores, labels, *views = image
+        prepared = _prepare(boxes, scores, labels, views[0] if views else None, weights)
+        if run and size + len(prepared[0]) > WBF_BATCH_BOXES:
+            out += _wbf_images(run, **opts)
+            run, size = [], 0
+        run.append(prepared)
+        size += len(prepared[0])
+    return out + (_wbf_images(run, **opts) if run else [])
+
+
+#: boxes :func:`wbf_many` fuses in one pass at most (more images make each step's arrays
+#: larger than the caches without saving further steps)
+WBF_BATCH_BOXES = 1 << 16
+
+
+def _wbf_images(prepared, *, iou_thr, skip_box_thr, conf_type, allows_overflow, min_views, compat):
+    """WBF of prepared images (:func:`_prepare`'s ``b, s, lab, v, w`` each)."""
+    n_img = len(prepared)
+    b, s, lab, v = (np.concatenate([p[i] for p in prepared]) for i in range(4))
+    img = np.repeat(np.arange(n_img), [len(p[0]) for p in prepared])
+    n_views = np.array([len(p[4]) for p in prepared])
+    w_img = np.zeros((n_img, int(n_views.max())))  # each image's view weights, padded with 0
+    for i, p in enumerate(prepared):
+        w_img[i, :len(p[4])] = p[4]
+    w_box = w_img[img, v]
+    ws = s * w_box
     # a box of weighted score 0 moves no fused box (ensemble-boxes: NaN coordinates)
     keep = (s >= skip_box_thr) & (ws > 0)
     if not keep.all():
-        b, s, lab, v, ws = b[keep], s[keep], lab[keep], v[keep], ws[keep]
+        b, lab, v, img, w_box, ws = b[keep], lab[keep], v[keep], img[keep], w_box[keep], ws[keep]
     if len(b) == 0:
-        return BoxSet.empty()
-    n_views = len(w)
-    order, active, row, c = _part_layout(_spatial_parts(b, lab), ws)
+        return [BoxSet.empty() for _ in range(n_img)]
+    if lab.min() >= 0 and lab.max() < PART_MAX_GROUPS:
+        classes, lab_idx = np.arange(int(lab.max()) + 1), lab
+    else:
+        classes, lab_idx = np.unique(lab, return_inverse=True)
+    group = img * len(classes) + lab_idx.reshape(-1)  # one group per (image, class)
+    order, member, sums, cluster_group = _greedy_fusion(b, ws, group, iou_thr)
+    n_cl = len(sums)
+    conf = sums[:, 4]
+    c_img = cluster_group // len(classes)
+    vo = v[order]
+    wsum = np.bincount(member, weights=w_box[order], minlength=n_cl)
+    cnt = np.bincount(member, minlength=n_cl)
+    vmask = np.zeros((n_cl, w_img.shape[1]), bool)
+    vmask[member, vo] = True
+    total = w_img.sum(1)[c_img]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if conf_type == "avg":
+            if allows_overflow:
+                score = conf / total
+            elif compat:
+                score = conf / cnt * np.minimum(n_views[c_img], cnt) / total
+            else:
+                score = conf / np.maximum(total, wsum)
+        elif conf_type == "max":
+            cmax = np.zeros(n_cl)
+            np.maximum.at(cmax, member, ws[order])
+            score = cmax / w_img.max(1)[c_img]
+        else:
+            present = (vmask * w_img[c_img]).sum(1)
+            if conf_type == "box_and_model_avg":
+                score = conf / wsum * present / total
+            else:
+                score = conf / (wsum + total - present)
+    fused = sums[:, 5:9]
+    fused[:, :2] *= -1.0
+    support = vmask.sum(-1)
+    ok = support >= min_views
+    # each image's clusters by score, highest first (ties in cluster order, as a stable sort)
+    by = np.flatnonzero(ok)
+    by = by[np.lexsort((-score[by], c_img[by]))]
+    ends = np.searchsorted(c_img[by], np.arange(1, n_img + 1))
+    labels = classes[cluster_group % len(classes)].astype(np.int64)
+    return [BoxSet(fused[k], score[k], labels[k], support[k].astype(np.int64)) for k in np.split(by, ends[:-1])]
+
+
+def _greedy_fusion(b, ws, group, iou_thr):
+    """The greedy clustering of WBF within each group of boxes. Returns the
+    boxes' processing ``order``, the cluster of each box of ``order``, per
+    cluster its sums (score-weighted corners and score sum, 0:5) and fused
+    box (5:9, x1 and y1 negated), and its group."""
+    order, active, row, c = _part_layout(_spatial_parts(b, group), ws)
     m = len(active)
-    # the boxes in the loop's order (one step's boxes are contiguous): corners, area, and what
-    # each adds to its cluster's sums
+    # the boxes in the loop's order (one step's boxes are contiguous), one row per coordinate:
+    # corners as (-x1, -y1, x2, y2) (one minimum gives both ends of an intersection; negation and
+    # adding a negated number are exact, so every value is the same as with x2 - x1), area, and
+    # what each adds to its cluster's sums
     pb = b[order]
-    # corners as (-x1, -y1, x2, y2): one minimum gives both ends of an intersection (negation and
-    # adding a negated number are exact, so every value is the same as with x2 - x1)
-    neg = pb * np.array([-1.0, -1.0, 1.0, 1.0])
-    nb = neg[:, None, :]
+    neg = (pb * np.array([-1.0, -1.0, 1.0, 1.0])).T
+    corners = np.ascontiguousarray(neg)[:, :, None]
     area = ((pb[:, 2] - pb[:, 0]) * (pb[:, 3] - pb[:, 1]))[:, None]
-    add = np.empty((len(order), 5))
-    np.multiply(ws[order, None], neg, out=add[:, :4])
-    add[:, 4] = ws[order]
-    # per cluster slot (part, k): score-weighted corner sums and score sum (0:5), fused box (5:9),
-    # both with x1 and y1 negated, and its area (9). Empty slots are zero boxes: IoU 0 with any
-    # box. Room for `cap` clusters per part, doubled when a part needs more (most end with a few)
+    add = np.empty((5, len(order)))
+    np.multiply(ws[order], neg, out=add[:4])
+    add[4] = ws[order]
+    # per cluster slot (part, k), one plane per number (contiguous along the clusters of a part):
+    # score-weighted corner sums and score sum (0:5), fused box (5:9), both with x1 and y1
+    # negated, and its area (9). Empty slots are zero boxes: IoU 0 with any box. Room for `cap`
+    # clusters per part; when a part needs more, the parts still active get a grid twice as
+    # wide and the others keep theirs (`done`: first part, grid)
     cap = min(m, WBF_SLOTS)
-    grid_state = np.zeros((c, cap, 10))
-    state = grid_state.reshape(c * cap, 10)
+    grid = np.zeros((10, c, cap))
+    flat = grid.reshape(10, c * cap)
+    done = []
     slot = np.zeros(len(order), np.int64)  # the cluster (slot within its part) each box joined
     ncl = np.ones(c, np.int64)             # clusters per part so far (rank 0 founds one)
     rows = np.arange(c)
@@ -456,24 +550,27 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
     # the slot after a part's clusters reads as IoU just above iou_thr: argmax picks it (a new
     # cluster) exactly when no cluster overlaps the box by more than iou_thr
     sentinel = np.nextafter(iou_thr, np.inf)
-    o, check = 0, cap
+    # `most` clusters in a part at step `seen` (then at most one more per step): the IoU is
+    # computed over the first `most + step - seen + 1` slots only
+    o, check, most, seen = 0, cap, 1, 0
     for step, k in enumerate(active.tolist()):
         e = o + k
         if step:
             if step >= check:  # a part may have run out of slots (each step adds one cluster at most)
-                most = int(ncl[:k].max())
+                most, seen = int(ncl[:k].max()), step
                 if most >= cap:
-                    grown = np.zeros((c, min(2 * cap, m), 10))
-                    grown[:, :cap] = grid_state
-                    grid_state, cap = grown, grown.shape[1]
-                    state, base = grid_state.reshape(c * cap, 10), rows * cap
+                    grown = np.zeros((10, k, min(2 * cap, m)))
+                    grown[:, :, :cap] = grid[:, :k]
+                    done.append((k, grid[:, k:]))
+                    grid, cap = grown, grown.shape[2]
+                    flat, base = grid.reshape(10, k * cap), rows[:k] * cap
                 check = step + cap - most
-            f = grid_state[:k, :min(step + 1, cap)]  # the clusters so far, and an empty slot
-            ends = np.minimum(f[..., 5:9], nb[o:e])
-            wh = ends[..., 2:] + ends[..., :2]
+            f = grid[:, :k, :min(cap, most + step - seen + 1)]  # the clusters so far, and an empty slot
+            ends = np.minimum(f[5:9], corners[:, o:e])
+            wh = ends[2:] + ends[:2]
             np.maximum(wh, 0.0, out=wh)
-            iou = wh[..., 0] * wh[..., 1]
-            union = f[..., 9] + area[o:e]
+            iou = wh[0] * wh[1]
+            union = f[9] + area[o:e]
             union -= iou
             iou /= union
             nk = ncl[:k]
@@ -484,46 +581,20 @@ def wbf(boxes, scores, labels, views=None, weights=None, *, iou_thr: float = 0.5
             at = base[:k] + t  # a new cluster is an empty slot joined
         else:
             at = base
-        r = state[at]
-        r[:, :5] += add[o:e]
-        np.divide(r[:, :4], r[:, 4:5], out=r[:, 5:9])
-        d = r[:, 7:9] + r[:, 5:7]
-        np.multiply(d[:, 0], d[:, 1], out=r[:, 9])
-        state[at] = r
+        r = flat[:, at]
+        r[:5] += add[:, o:e]
+        np.divide(r[:4], r[4], out=r[5:9])
+        np.multiply(r[7] + r[5], r[8] + r[6], out=r[9])
+        flat[:, at] = r
         o = e
-    # every cluster's statistics from the final assignment
-    member = row * cap + slot
-    have = np.flatnonzero((np.arange(cap) < ncl[:, None]).reshape(-1))
-    nslots = c * cap
-    conf = state[have, 4]
-    vo = v[order]
-    wsum = np.bincount(member, weights=w[vo], minlength=nslots)[have]
-    cnt = np.bincount(member, minlength=nslots)[have]
-    vmask = np.zeros((nslots, n_views), bool)
-    vmask[member, vo] = True
-    vmask = vmask[have]
-    total = w.sum()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if conf_type == "avg":
-            if allows_overflow:
-                score = conf / total
-            elif compat:
-                score = conf / cnt * np.minimum(n_views, cnt) / total
-            else:
-                score = conf / np.maximum(total, wsum)
-        elif conf_type == "max":
-            cmax = np.zeros(nslots)
-            np.maximum.at(cmax, member, add[:, 4])
-            score = cmax[have] / w.max()
-        elif conf_type == "box_and_model_avg":
-            score = conf / wsum * (vmask @ w) / total
-        else:
-            score = conf / (wsum + total - vmask @ w)
-    part_label = np.empty(c, lab.dtype)
-    part_label[row] = lab[order]
-    fused = state[have, 5:9]
-    fused[:, :2] *= -1.0
-    return _finish(fused, score, part_label[have // cap], vmask.sum(-1), min_views)
+    # the clusters in (part, slot) order, from the grids of the parts that finished early and the last
+    done.append((0, grid))
+    sums = np.concatenate([g.transpose(1, 2, 0)[np.arange(g.shape[2]) < ncl[first:first + g.shape[1], None]]
+                           for first, g in sorted(done, key=lambda d: d[0])])
+    first_cluster = np.cumsum(ncl) - ncl
+    part_group = np.empty(c, group.dtype)
+    part_group[row] = group[order]
+    return order, first_cluster[row] + slot, sums, np.repeat(part_group, ncl)
 
 
 # -- merge values for the Detector ---------------------------------------------------------
@@ -542,6 +613,11 @@ class BoxMerge(abc.ABC):
     @abc.abstractmethod
     def __call__(self, boxes, scores, labels, views, weights) -> BoxSet:
         """Merge the stacked boxes of one image's views."""
+
+    def many(self, images, weights) -> list[BoxSet]:
+        """Merge each image of ``images`` (a sequence of ``(boxes, scores,
+        labels, views)``), as calling the merge on each in turn does."""
+        return [self(*image, weights) for image in images]
 
     def __repr__(self):
         inner = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
@@ -592,6 +668,9 @@ class WBF(BoxMerge):
 
     def __call__(self, boxes, scores, labels, views, weights):
         return wbf(boxes, scores, labels, views, weights, **self._params)
+
+    def many(self, images, weights):
+        return wbf_many(images, weights, **self._params)
 
 
 def _check_views(m):

@@ -27,10 +27,10 @@ import torch
 
 from ..errors import InputError
 from ..merge import get_merge
-from ..merge.boxes import BoxSet, from_xyxy, get_box_merge
+from ..merge.boxes import from_xyxy, get_box_merge
 from ..policy import Policy
 from ..views import View
-from .detection import DetectionResult, DetectionRun, DetectionTask, Detector, view_ordered
+from .detection import DetectionResult, DetectionRun, DetectionTask, Detector, merge_images
 from .segmentation import SegmentationRun, SegmentationTask, Segmenter
 
 #: default of ``SegmentationCache(max_bytes=)``: the most bytes of cached
@@ -175,6 +175,7 @@ class DetectionCache(_ViewCache):
         out = {k: [] for k in ("boxes", "scores", "labels", "support")}
         h, w = self.size
         fmt, normalized = self._det.box_format, self._det.normalized
+        images = []
         for k in range(self.n):
             parts = []
             if not self.failed[k]:
@@ -182,7 +183,8 @@ class DetectionCache(_ViewCache):
                     part = self._boxes[v].get(k)
                     if part is not None:
                         parts.append((i, (*part, np.full(len(part[1]), i))))
-            merged = m(*view_ordered(parts), weights) if parts else BoxSet.empty()
+            images.append(parts)
+        for merged in merge_images(m, images, weights):
             boxes = from_xyxy(merged.boxes, fmt)
             if normalized:
                 boxes = boxes / np.array([w, h, w, h], dtype=np.float64)

@@ -119,6 +119,16 @@ def view_ordered(parts: list) -> tuple:
     return tuple(np.concatenate(a) for a in zip(*ordered))
 
 
+def merge_images(merge: BoxMerge, images: list, weights) -> list[BoxSet]:
+    """The merged boxes of each image of a chunk, from its views' parts
+    (``(view index, (boxes, scores, labels, view index))`` each; no parts or
+    ``None``: no boxes), all images in one call of the merge
+    (:meth:`~ttakit.merge.boxes.BoxMerge.many`: WBF fuses them together)."""
+    todo = [k for k, parts in enumerate(images) if parts]
+    done = dict(zip(todo, merge.many([view_ordered(images[k]) for k in todo], weights)))
+    return [done[k] if k in done else BoxSet.empty() for k in range(len(images))]
+
+
 class DetectionTask(Task):
     output_structure = "records"
 
@@ -181,12 +191,9 @@ class DetectionRun(TaskRun):
     def end(self):
         h, w = self.size
         failed = self.chunk_failed
-        for k, parts in enumerate(self.parts):
-            bad = failed is not None and bool(failed[k])
-            if parts and not bad:
-                merged = self.task.merge(*view_ordered(parts), self.weights)
-            else:
-                merged = BoxSet.empty()
+        bads = [failed is not None and bool(failed[k]) for k in range(self.n)]
+        images = [None if bad else parts for parts, bad in zip(self.parts, bads)]
+        for merged, bad in zip(merge_images(self.task.merge, images, self.weights), bads):
             boxes = from_xyxy(merged.boxes, self.task.box_format)
             if self.task.normalized:
                 boxes = boxes / np.array([w, h, w, h], dtype=np.float64)
