@@ -151,6 +151,8 @@ def test_models_that_cannot_adapt_get_one_clear_error():
         ttakit.Classifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3)), adapt="tent")
     with pytest.raises(ModelLoadError, match="needs a PyTorch model"):
         ttakit.Classifier(small_net(), adapt="norm", runtime="onnx")
+    with pytest.raises(ModelLoadError, match="TorchScript model"):  # it has batch norms, but runs no hooks
+        ttakit.Classifier(torch.jit.script(small_net()), adapt="norm")
     with pytest.raises(InputError, match="adapt must be one of"):
         ttakit.Classifier(small_net(), adapt="bn")
     with pytest.raises(InputError, match="two or more distinct views"):
@@ -276,7 +278,11 @@ def test_cli_refuses_adapt_where_it_does_not_apply(capsys):
 
     code = main(["evaluate", "model.onnx", "--data", "d.csv", "--target", "y", "--adapt", "norm"])
     assert code != 0 and "--adapt is for image classification" in capsys.readouterr().err
-    code = main(["predict", "model.onnx", "img.png", "--task", "detect", "--adapt", "norm"])
+    code = main(["predict", "model.onnx", "img.png", "--task", "keypoints", "--adapt", "norm"])
+    assert code != 0 and "--adapt is for image classification" in capsys.readouterr().err
+    code = main(["predict", "model.onnx", "img.png", "--task", "detect", "--adapt", "tent", "--out", "o"])
+    assert code != 0 and "--task detect takes --adapt norm only" in capsys.readouterr().err
+    code = main(["tune", "model.onnx", "--data", "d", "--task", "segment", "--adapt", "norm"])
     assert code != 0 and "--adapt is for image classification" in capsys.readouterr().err
 
 
