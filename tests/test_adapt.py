@@ -123,6 +123,33 @@ def test_unshifted_or_short_streams_keep_the_model_exactly():
         assert np.array_equal(plain, ttakit.Classifier(net, adapt=mode).predict_proba(x))
 
 
+def test_calls_below_the_floor_run_the_model_itself(monkeypatch):
+    """A call known to hold fewer than ``min_inputs`` inputs never builds an
+    adapted copy; one whose size is not known in advance (a generator) does,
+    and its guard keeps the model's own statistics exactly."""
+    from ttakit import adapt
+
+    net = small_net()
+    x = shifted(40)
+    plain = ttakit.Classifier(net, batch_size=8).predict_proba(x)
+    built = []
+    real = adapt.AdaptedModel
+
+    def spy(*a, **k):
+        built.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(adapt, "AdaptedModel", spy)
+    clf = ttakit.Classifier(net, adapt="norm", batch_size=8)
+    assert np.array_equal(clf.predict_proba(x), plain) and not built
+    streamed = clf.predict_proba(x[s:s + 8] for s in range(0, 40, 8))
+    assert len(built) == 1 and np.array_equal(streamed, plain)
+    assert np.array_equal(ttakit.Classifier(net, adapt=Norm(min_inputs=40), batch_size=8).predict_proba(x[:39]),
+                          plain[:39]) and len(built) == 1
+    ttakit.Classifier(net, adapt=Norm(min_inputs=40, shift_threshold=0), batch_size=8).predict_proba(x)
+    assert len(built) == 2
+
+
 def test_calls_are_independent_and_thread_safe():
     net = small_net()
     x = shifted(64)

@@ -184,3 +184,22 @@ def test_detector_refuses_the_entropy_modes_and_non_torch_models():
         ttakit.Detector(lambda a: [([[0, 0, 1, 1]], [1.0], [0])] * len(a), adapt="norm")
     with pytest.raises(InputError, match="adapt must be one of"):
         ttakit.Detector(net, adapt="bn")
+
+
+def test_the_dense_command_lines_pass_adapt_to_the_task(unet, tmp_path, capsys):
+    """``predict --task segment --adapt`` reaches the Segmenter: a TorchScript
+    file (the CLI's torch format) gets the error saying why it cannot adapt,
+    in flags."""
+    from PIL import Image
+
+    from ttakit.interfaces.cli import main
+
+    pt = tmp_path / "unet.pt"
+    torch.jit.trace(copy.deepcopy(unet), clean(1, 0)).save(str(pt))
+    Image.fromarray((clean(1, 8)[0, 0].numpy() * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    base = ["predict", str(pt), str(tmp_path / "a.png"), "--task", "segment", "--mode", "L", "--size", "16",
+            "--output-kind", "logits", "--out", str(tmp_path / "out")]
+    assert main(base) == 0
+    assert main(base + ["--adapt", "norm"]) != 0
+    err = capsys.readouterr().err
+    assert "--adapt norm needs an eager torch.nn.Module" in err and "TorchScript" in err

@@ -162,7 +162,7 @@ class Front(abc.ABC):
         s = self._setup()
         pol = s.run_policy
         model = s.adapter
-        if s.adaptation is not None:  # this call's own adapted copy of the model (ttakit.adapt)
+        if s.adaptation is not None and adapt.may_adapt(s.adaptation, s.inputs.count(x)):  # a copy of its own
             unique = s.policy.unique()
             model = adapt.AdaptedModel(s.adapter, s.adaptation, unique.views, unique.weights, s.objective)
         return engine.run(task or s.task, model, x, pol.views, pol.weights, inputs=s.inputs,
