@@ -50,6 +50,23 @@ def ensure_env(allow_reexec: bool = True) -> None:
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
+def default_models() -> str:
+    """The folder of the zoo ResNet checkpoints: ``$TTAKIT_MODELS``, else ../shared beside the checkout."""
+    return os.environ.get("TTAKIT_MODELS") or str((REPO / ".." / "shared" / "models" / "cifar10-resnet").resolve())
+
+
+def start_torch(threads: int | None) -> None:
+    """Environment (:func:`ensure_env`), warnings off, and ``threads`` torch threads when given."""
+    import warnings
+
+    ensure_env()
+    warnings.filterwarnings("ignore")
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def malloc_env_set() -> bool:
     return all(os.environ.get(k) == v for k, v in MALLOC_ENV.items())
 

@@ -27,6 +27,7 @@ FULL = {
     "dedupe": ["--n", "1000"],
     "batch_size": ["--n", "512"],
     "memory": ["--n", "1000000"],
+    "adapt_safety": ["--n", "2000"],
 }
 QUICK = {
     "tutorial_loop": ["--n", "40", "--blocks", "2", "--train-n", "2000"],
@@ -35,6 +36,7 @@ QUICK = {
     "dedupe": ["--n", "200", "--seeds", "0", "1", "--repeats", "2"],
     "batch_size": ["--n", "64", "--sizes", "128", "512", "--rounds", "1", "--passes", "1"],
     "memory": ["--n", "20000"],
+    "adapt_safety": ["--n", "100"],
 }
 NO_DATA = {"memory"}  # generates its own inputs
 
@@ -93,6 +95,10 @@ def main(argv=None):
         s = summary["batch_size"]
         print(f"batch size: best with malloc env {s['best']['with']}, without {s['best']['without']}; "
               f"within 5% of best: {s['within_5pct_with_env']}; engine CPU_BATCH {s['engine_cpu_batch']}")
+    if "adapt_safety" in summary:
+        s = summary["adapt_safety"]
+        print(f"adapt safety: worst clean difference norm - none {s['worst_clean_difference']:+.2f} points "
+              f"(target <= +{s['target_points']}): {'met' if s['target_met'] else 'MISSED'}")
     if failed:
         print(f"\nFAILED: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -123,6 +123,33 @@ def test_unshifted_or_short_streams_keep_the_model_exactly():
         assert np.array_equal(plain, ttakit.Classifier(net, adapt=mode).predict_proba(x))
 
 
+def test_calls_below_the_floor_run_the_model_itself(monkeypatch):
+    """A call known to hold fewer than ``min_inputs`` inputs never builds an
+    adapted copy; one whose size is not known in advance (a generator) does,
+    and its guard keeps the model's own statistics exactly."""
+    from ttakit import adapt
+
+    net = small_net()
+    x = shifted(40)
+    plain = ttakit.Classifier(net, batch_size=8).predict_proba(x)
+    built = []
+    real = adapt.AdaptedModel
+
+    def spy(*a, **k):
+        built.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(adapt, "AdaptedModel", spy)
+    clf = ttakit.Classifier(net, adapt="norm", batch_size=8)
+    assert np.array_equal(clf.predict_proba(x), plain) and not built
+    streamed = clf.predict_proba(x[s:s + 8] for s in range(0, 40, 8))
+    assert len(built) == 1 and np.array_equal(streamed, plain)
+    assert np.array_equal(ttakit.Classifier(net, adapt=Norm(min_inputs=40), batch_size=8).predict_proba(x[:39]),
+                          plain[:39]) and len(built) == 1
+    ttakit.Classifier(net, adapt=Norm(min_inputs=40, shift_threshold=0), batch_size=8).predict_proba(x)
+    assert len(built) == 2
+
+
 def test_calls_are_independent_and_thread_safe():
     net = small_net()
     x = shifted(64)
@@ -151,6 +178,8 @@ def test_models_that_cannot_adapt_get_one_clear_error():
         ttakit.Classifier(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3)), adapt="tent")
     with pytest.raises(ModelLoadError, match="needs a PyTorch model"):
         ttakit.Classifier(small_net(), adapt="norm", runtime="onnx")
+    with pytest.raises(ModelLoadError, match="TorchScript model"):  # it has batch norms, but runs no hooks
+        ttakit.Classifier(torch.jit.script(small_net()), adapt="norm")
     with pytest.raises(InputError, match="adapt must be one of"):
         ttakit.Classifier(small_net(), adapt="bn")
     with pytest.raises(InputError, match="two or more distinct views"):
@@ -276,7 +305,11 @@ def test_cli_refuses_adapt_where_it_does_not_apply(capsys):
 
     code = main(["evaluate", "model.onnx", "--data", "d.csv", "--target", "y", "--adapt", "norm"])
     assert code != 0 and "--adapt is for image classification" in capsys.readouterr().err
-    code = main(["predict", "model.onnx", "img.png", "--task", "detect", "--adapt", "norm"])
+    code = main(["predict", "model.onnx", "img.png", "--task", "keypoints", "--adapt", "norm"])
+    assert code != 0 and "--adapt is for image classification" in capsys.readouterr().err
+    code = main(["predict", "model.onnx", "img.png", "--task", "detect", "--adapt", "tent", "--out", "o"])
+    assert code != 0 and "--task detect takes --adapt norm only" in capsys.readouterr().err
+    code = main(["tune", "model.onnx", "--data", "d", "--task", "segment", "--adapt", "norm"])
     assert code != 0 and "--adapt is for image classification" in capsys.readouterr().err
 
 

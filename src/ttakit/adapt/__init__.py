@@ -11,7 +11,8 @@ own statistics and parameters are kept until enough inputs have been seen
 and while the stream's statistics do not differ from the model's (see
 docs/adaptation.md)."""
 
-from .methods import METHODS, SHIFT_THRESHOLD, Memo, Norm, Tent, coerce
-from .session import AdaptedModel, check_adaptable
+from .methods import METHODS, SHIFT_THRESHOLD, Memo, Norm, Tent, coerce, may_adapt
+from .session import AdaptedModel, ClassScores, check_adaptable
 
-__all__ = ["METHODS", "SHIFT_THRESHOLD", "AdaptedModel", "Memo", "Norm", "Tent", "check_adaptable", "coerce"]
+__all__ = ["METHODS", "SHIFT_THRESHOLD", "AdaptedModel", "ClassScores", "Memo", "Norm", "Tent", "check_adaptable",
+           "coerce", "may_adapt"]

@@ -108,6 +108,15 @@ class Memo:
         return {"method": self.name, **asdict(self)}
 
 
+def may_adapt(method, n_inputs: int | None) -> bool:
+    """Whether a call of ``n_inputs`` inputs (None: not known in advance)
+    can adapt at all. :class:`Norm` and :class:`Tent` keep the model exactly
+    as it is below their floor of ``min_inputs``, so a shorter call runs the
+    model itself (the same predictions, without the copy and the probing
+    forwards); MEMO adapts every input."""
+    return isinstance(method, Memo) or n_inputs is None or n_inputs >= method.min_inputs
+
+
 METHODS = {"norm": Norm, "tent": Tent, "memo": Memo}
 Adaptation = Norm | Tent | Memo
 

@@ -30,19 +30,25 @@ def check_adaptable(adapter, method) -> None:
             f"runtime='eager'): it changes normalisation statistics and parameters while predicting, which "
             f"ONNX, Keras, scikit-learn and plain-callable models do not expose (got {type(adapter).__name__} "
             f"for {what})")
+    if isinstance(adapter.module, torch.jit.ScriptModule):
+        raise ModelLoadError(
+            f"adapt={method.name!r} needs an eager torch.nn.Module: it watches and sets the batch-norm layers "
+            f"with hooks, which a TorchScript model (torch.jit; a .pt/.ts file) does not run; pass the module "
+            f"itself from Python, or a zoo: model on the command line")
     if not batch_norms(adapter.module):
         raise ModelLoadError(f"adapt={method.name!r} needs batch-norm layers with running statistics; "
                              f"{type(adapter.module).__name__} has none")
 
 
-def model_output(y) -> torch.Tensor:
+def model_output(y, dims: int | None = 2) -> torch.Tensor:
     """The model's output as a tensor, keeping the graph (dicts give
-    ``"logits"``, tuples their first element)."""
+    ``"logits"``, tuples their first element); ``dims``: the number of
+    dimensions it must have (None: any)."""
     if isinstance(y, dict):
         y = y["logits"] if "logits" in y else next(iter(y.values()))
     if isinstance(y, (list, tuple)):
         y = y[0]
-    if not isinstance(y, torch.Tensor) or y.dim() != 2:
+    if not isinstance(y, torch.Tensor) or (dims is not None and y.dim() != dims):
         raise ModelOutputError("adaptation needs a model that returns class scores, shape (n, C)")
     return y.float()
 
@@ -59,18 +65,56 @@ def entropy(logp: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
+class ClassScores:
+    """The entropy objective of a classifier (Tent's and MEMO's loss): the
+    model returns class scores ``(n, C)``, the same for every view.
+
+    An objective has two methods. :meth:`scores` turns the model's raw
+    output into a tensor ``(n, ...)`` that keeps the graph;
+    :meth:`probs` turns the scores of ``view`` (None: the inputs as given)
+    into class probabilities on the input's grid, class axis 1, and the
+    view's coverage (a boolean ``(H, W)``, or None where it covers
+    everything). ``Segmenter`` passes its own (per-pixel class maps, brought
+    back through each view); a task without one supports ``norm`` only."""
+
+    def scores(self, raw) -> torch.Tensor:
+        return model_output(raw)
+
+    def probs(self, scores: torch.Tensor, view=None, size=None):
+        return log_probs(scores).exp(), None
+
+
+def mean_entropy(parts, eps: float = 1e-12) -> torch.Tensor:
+    """Per input, the entropy of the weighted mean of ``parts`` (``(weight,
+    probabilities (n, K, ...), coverage or None)``, class axis 1), averaged
+    over the positions some part covers (pixels, for dense outputs)."""
+    num = den = 0.0
+    for w, p, mask in parts:
+        m = 1.0 if mask is None else mask.to(p.dtype)
+        num = num + w * p * m
+        den = den + w * m
+    den = torch.as_tensor(den, dtype=num.dtype, device=num.device)
+    marginal = num / den.clamp_min(eps)
+    h = -(marginal * marginal.clamp_min(eps).log()).sum(1)  # (n, ...)
+    if h.dim() == 1:
+        return h
+    covered = (den > 0).to(h.dtype).expand_as(num[:, 0]) if den.dim() else torch.ones_like(h)
+    return (h * covered).flatten(1).sum(1) / covered.flatten(1).sum(1).clamp_min(1)
+
+
 class AdaptedModel(TorchModel):
     """A :class:`TorchModel` over a deep copy of ``source.module`` that adapts
     itself to the inputs of one call. The user's module is only read (copied);
     one instance serves one call, so concurrent calls never share state."""
 
-    def __init__(self, source: TorchModel, method: Norm | Tent | Memo, views=(), weights=()):
+    def __init__(self, source: TorchModel, method: Norm | Tent | Memo, views=(), weights=(), objective=None):
         module = copy.deepcopy(source.module)
         module.eval()
         super().__init__(module, dtype=source.dtype, channels_last=source.channels_last, layout=source.layout)
         self.expected_channels = source.expected_channels
         self.expected_size = source.expected_size
         self.method = method
+        self.objective = objective if objective is not None else ClassScores()  #: Tent's and MEMO's loss
         use_stats = not isinstance(method, Memo) or method.stats
         self.stats = StreamStats(module, method.prior, method.min_inputs, method.shift_threshold) \
             if use_stats else None
@@ -105,7 +149,7 @@ class AdaptedModel(TorchModel):
         x = torch.nan_to_num(x.detach(), nan=0.0, posinf=0.0, neginf=0.0)
         xin = self.prepare(preprocess(x) if preprocess is not None else x)
         if isinstance(self.method, Tent):
-            self._tent(xin)
+            self._tent(xin, tuple(x.shape[-2:]))
         else:
             if self.stats is not None:
                 self._observe(xin)
@@ -129,7 +173,7 @@ class AdaptedModel(TorchModel):
         self.adapted_chunks += 1
         return True
 
-    def _tent(self, xin):
+    def _tent(self, xin, size):
         m = self.method
         if not self._observe(xin):  # no shift (or too few inputs yet): the model's own parameters
             return
@@ -143,8 +187,8 @@ class AdaptedModel(TorchModel):
                     b.running_var.copy_(var)
         for _ in range(m.steps):
             with torch.enable_grad():
-                out = model_output(self.module(xin))
-            loss = entropy(log_probs(out)).mean()
+                p, mask = self.objective.probs(self.objective.scores(self.module(xin)), None, size)
+                loss = mean_entropy([(1.0, p, mask)]).mean()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -166,15 +210,16 @@ class AdaptedModel(TorchModel):
     def _memo(self, x, preprocess):
         m = self.method
         n = x.shape[0]
+        size = tuple(x.shape[-2:])
         per = max(1, MEMO_ROWS // len(self.views))
-        w = torch.tensor(self.weights, dtype=torch.float32, device=x.device)
-        w = (w / w.sum()).view(-1, 1, 1)
+        total = sum(self.weights)
+        groups: dict[tuple, list[int]] = {}  # views of one output shape share a forward
+        for i, v in enumerate(self.views):
+            groups.setdefault(tuple(v.output_shape(tuple(x.shape[1:]))), []).append(i)
         parts = []
         for s in range(0, n, per):
             xs = x[s:s + per]
             g = xs.shape[0]
-            batch = torch.cat([v.apply(xs) for v in self.views])
-            batch = self.prepare(preprocess(batch) if preprocess is not None else batch)
             deltas = [(torch.zeros(g, b.num_features, device=x.device, requires_grad=True),
                        torch.zeros(g, b.num_features, device=x.device, requires_grad=True)) for b in self._bns]
             opt = _optimizer(m.optimizer, [t for pair in deltas for t in pair], m.lr)
@@ -182,9 +227,15 @@ class AdaptedModel(TorchModel):
                 self._deltas = deltas
                 try:
                     with torch.enable_grad():
-                        p = log_probs(model_output(self.module(batch))).exp().view(len(self.views), g, -1)
-                        marginal = (w * p).sum(0)
-                        loss = entropy(marginal.clamp_min(1e-12).log()).sum()  # each input's own gradient
+                        terms = []
+                        for idx in groups.values():
+                            batch = torch.cat([self.views[i].apply(xs) for i in idx])
+                            batch = self.prepare(preprocess(batch) if preprocess is not None else batch)
+                            out = self.objective.scores(self.module(batch))
+                            for j, i in enumerate(idx):
+                                p, mask = self.objective.probs(out[j * g:(j + 1) * g], self.views[i], size)
+                                terms.append((self.weights[i] / total, p, mask))
+                        loss = mean_entropy(terms).sum()  # each input's own gradient
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()

@@ -114,6 +114,9 @@ class DenseReport:
             hh = "" if p is None else f"{p['improved']}/{p['worsened']}"
             lines.append(f"| {k} | {m['baseline']:.4f} | {m['policy']:.4f} | {diff} | {hh} |")
         lines += ["", f"{self.forward_passes} forward passes, {self.seconds:.1f} s in all."]
+        if self.settings.get("adapt"):
+            lines.append(f"Both sides ran with test-time adaptation `{self.settings['adapt']}` over the evaluated "
+                         "images (docs/adaptation.md).")
         if self.absent:
             lines.append(f"{self.absent} images of the annotation file are not in the folder (left out).")
         if self.failures:

@@ -8,7 +8,9 @@
 image, the label, the class name when known, the top-k probabilities, the
 entropy and view agreement, and the policy's id. Images from many requests
 are predicted together by a :class:`~ttakit.serve.batcher.Batcher` thread,
-off the event loop. Every failure is a JSON body ``{"error": {"code",
+off the event loop -- except with a classifier that adapts the model
+(``Classifier(adapt=...)``): then each request runs alone, adapted to its own
+images only (nothing carried across requests; docs/adaptation.md). Every failure is a JSON body ``{"error": {"code",
 "message"}}`` with a stable ``code`` (:data:`ERROR_CODES`); an image that
 cannot be used fails only itself (its entry carries the error).
 """
@@ -192,6 +194,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
             log.info("warmed up", extra={"fields": {"seconds": round(time.perf_counter() - t0, 3)}})
         state["ready"] = True
         log.info("ready", extra={"fields": {"model": model_name, "policy_id": pid, "views": len(run_policy),
+                                            "adapt": getattr(classifier._setup().adaptation, "name", "none"),
                                             "batching": batching, "max_batch": max_batch,
                                             "max_wait_ms": max_wait_ms, "queue": queue_size}})
         if on_ready is not None:

@@ -16,6 +16,10 @@ one slow or bad request never blocks the loop.
 * Degrading: with ``degrade_depth`` set, a batch taken while at least that
   many images wait behind it runs a shorter prefix of the policy's distinct
   views (``degrade_views`` of them); its results say so.
+* Adaptation: with a classifier that adapts (``Classifier(adapt=...)``,
+  :mod:`ttakit.adapt`), every run holds the images of ONE request: the
+  adaptation's stream is that request's images, never another's, so one
+  client never changes another's predictions (:func:`adapts`).
 
 :class:`DirectRunner` has the same interface without any batching (each
 request runs alone, in a thread pool): the naive baseline of the benchmark.
@@ -116,6 +120,12 @@ def _degraded_classifier(clf: Classifier, n_views: int) -> Classifier:
                          "merge": None if merge.per_view else merge})
 
 
+def adapts(classifier: Classifier) -> bool:
+    """Whether ``classifier`` adapts the model to the inputs of each call:
+    then a runner gives every request a run of its own."""
+    return classifier._setup().adaptation is not None
+
+
 def _kind(images: np.ndarray) -> tuple:
     """Requests batch together when their images have the same shape and dtype."""
     return images.shape[1:], images.dtype
@@ -176,6 +186,8 @@ class _BatchingRunner:
         self.queue_size = max(1, int(queue_size))
         self.degrade_depth = degrade_depth
         self.views = len(classifier.run_policy)
+        #: test-time adaptation: each request runs alone (its images are the adaptation's stream)
+        self.per_request = adapts(classifier)
         self.degraded = (_degraded_classifier(classifier, degrade_views)
                          if degrade_depth is not None else None)
         self.on_batch = on_batch  #: called (n_images, forward_passes, seconds) after each run
@@ -260,6 +272,10 @@ class Batcher(_BatchingRunner):
                 if self._closing:
                     return None
                 self._cv.wait()
+            if self.per_request:  # adaptation: the oldest request alone, nothing to wait for
+                it = self._q.popleft()
+                self._pending -= len(it.images)
+                return [it], self._pending
             while True:
                 shape = _kind(self._q[0].images)
                 total = sum(len(it.images) for it in self._q if _kind(it.images) == shape)

@@ -135,8 +135,8 @@ class ServeBatchRunner(_BatchingRunner):
             if now >= j.deadline:
                 out[i] = DeadlineExceeded(f"the request waited {now - j.enqueued:.3f} s in the queue, past its "
                                           f"deadline")
-            else:
-                groups.setdefault(_kind(j.images), []).append(i)
+            else:  # with adaptation each request is a run of its own (its images, the adaptation's stream)
+                groups.setdefault(i if self.per_request else _kind(j.images), []).append(i)
         degraded = self.degraded is not None and self._pending >= self.degrade_depth
         clf = self.degraded if degraded else self.classifier
         loop = asyncio.get_running_loop()

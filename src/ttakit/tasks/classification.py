@@ -289,11 +289,11 @@ class Classifier:
             task = ClassificationTask(s.merge, task.output, task.classes, keep_views=True, on_error=self.on_error)
         pol = s.run_policy
         model = s.adapter
-        if s.adaptation is not None:  # this call's own adapted copy of the model
+        count = s.inputs.count(x)
+        if s.adaptation is not None and adapt.may_adapt(s.adaptation, count):  # this call's own adapted copy
             unique = s.policy.unique()
             model = adapt.AdaptedModel(s.adapter, s.adaptation, unique.views, unique.weights)
         staged = isinstance(s.policy, AdaptivePolicy) and len(s.policy.stages) > 1
-        count = s.inputs.count(x)
         bar = _progress_bar(count if staged or count is None else count * len(pol.views),
                             self.progress if progress is None else progress, "img" if staged else "pass")
         try:

@@ -230,17 +230,33 @@ class Detector(Front):
         accepted forms (e.g. :func:`ttakit.zoo.yolox.decoder`).
     classes
         Optional class names.
+    adapt
+        ``"norm"`` (or :class:`ttakit.adapt.Norm`): batch-norm statistics
+        from the call's images, mixed with the model's own, for a PyTorch
+        model with batch norm, guarded as :class:`~ttakit.Classifier`'s.
+        Tent and MEMO are refused: they minimise an entropy of class
+        predictions, and a detector's boxes, kept by its own score threshold
+        and NMS, give no differentiable per-image class distribution in
+        general. The model passed is never changed.
     """
 
     PARAMS = ("model", "policy", "merge", "merge_options", "box_format", "normalized", "decode",
-              "classes") + COMMON
+              "classes", "adapt") + COMMON
+
+    #: why detection has no entropy objective (adapt="tent"/"memo" are refused)
+    NO_OBJECTIVE = ("a detector's output (boxes and scores after its own score threshold and non-maximum "
+                    "suppression, often a decoded or scripted graph) has no differentiable per-image class "
+                    "distribution to take the entropy of in general")
 
     def __init__(self, model, policy="identity", merge="wbf", *, merge_options: dict | None = None,
                  box_format: str = "xyxy", normalized: bool = False, decode=None, classes=None,
                  data_layout: str = "NCHW", model_layout: str | None = None, preprocess=None,
                  batch_size: int | None = None, dedupe: bool = True, device=None, model_options: dict | None = None,
-                 runtime: str = "eager", on_error: str = "raise"):
+                 runtime: str = "eager", on_error: str = "raise", adapt=None):
         self._init(dict(locals()))
+
+    def adapt_objective(self, task):
+        return self.NO_OBJECTIVE
 
     def make_task(self, policy):
         merge = get_box_merge(self.merge, **dict(self.merge_options or {}))

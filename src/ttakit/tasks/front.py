@@ -11,7 +11,7 @@ import abc
 import threading
 from dataclasses import dataclass
 
-from .. import engine
+from .. import adapt, engine
 from ..errors import InputError
 from ..inputs import ImageInputs, check_layout
 from ..inputs.rows import RowInputs
@@ -46,6 +46,8 @@ class Setup:
     task: object
     batch_size: int | None
     preprocess: object = None
+    adaptation: object = None
+    objective: object = None
 
 
 def cached_adapter(owner, data_layout: str, model_layout: str | None):
@@ -106,6 +108,28 @@ class Front(abc.ABC):
     def make_task(self, policy: Policy):
         """The task this front end runs (with the distinct views of ``policy``)."""
 
+    def adapt_objective(self, task):
+        """The entropy objective ``adapt="tent"`` and ``"memo"`` minimise on
+        this task's outputs (see :class:`ttakit.adapt.session.ClassScores`),
+        or a string saying why the task has none (``"norm"`` only). Only
+        front ends with an ``adapt`` parameter are asked."""
+        return f"{type(self).__name__} has no entropy objective"
+
+    def _adaptation(self, adapter, task, policy):
+        """``(adaptation, objective)`` the ``adapt`` argument stands for, checked."""
+        method = adapt.coerce(getattr(self, "adapt", None))
+        if method is None:
+            return None, None
+        adapt.check_adaptable(adapter, method)
+        objective = self.adapt_objective(task)
+        if isinstance(method, (adapt.Tent, adapt.Memo)) and isinstance(objective, str):
+            raise InputError(f"adapt={method.name!r} minimises the entropy of the model's predictions, and "
+                             f"{objective}: use adapt='norm' (normalisation statistics only)")
+        if isinstance(method, adapt.Memo) and len(policy.unique()) < 2:
+            raise InputError("adapt='memo' minimises the entropy of the mean prediction over the policy's "
+                             "views: it needs a policy of two or more distinct views (e.g. 'identity + hflip')")
+        return method, (None if isinstance(objective, str) else objective)
+
     def _setup(self) -> Setup:
         key = tuple(id(getattr(self, k)) for k in self.PARAMS)
         lock = self.__dict__.setdefault("_lock", threading.Lock())
@@ -119,8 +143,9 @@ class Front(abc.ABC):
             adapter = cached_adapter(self, data_layout, self.model_layout)
             run_policy = policy.unique() if self.dedupe else policy
             task = self.make_task(run_policy)
+            adaptation, objective = self._adaptation(adapter, task, policy)
             setup = Setup(adapter, ImageInputs(data_layout), policy, run_policy, task,
-                          engine.check_batch_size(self.batch_size), self.preprocess)
+                          engine.check_batch_size(self.batch_size), self.preprocess, adaptation, objective)
             self.__dict__["_cached"] = (key, setup)
             return setup
 
@@ -136,5 +161,9 @@ class Front(abc.ABC):
     def _run(self, x, task=None):
         s = self._setup()
         pol = s.run_policy
-        return engine.run(task or s.task, s.adapter, x, pol.views, pol.weights, inputs=s.inputs,
+        model = s.adapter
+        if s.adaptation is not None and adapt.may_adapt(s.adaptation, s.inputs.count(x)):  # a copy of its own
+            unique = s.policy.unique()
+            model = adapt.AdaptedModel(s.adapter, s.adaptation, unique.views, unique.weights, s.objective)
+        return engine.run(task or s.task, model, x, pol.views, pol.weights, inputs=s.inputs,
                           batch_size=s.batch_size, preprocess=s.preprocess)

@@ -21,8 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..adapt.session import model_output
 from ..errors import InputError, ModelOutputError
 from ..merge import Merge, get_merge, normalise, to_probs
+from ..views import identity
 from .base import check_on_error, ResultBuffer, Task, TaskRun
 from .front import COMMON, Front
 
@@ -269,6 +271,31 @@ class _PixelStats:
         return torch.where(mean > 0, var.sqrt() / mean, torch.full_like(mean, float("nan"))).float()
 
 
+class PixelScores:
+    """The entropy objective of ``Segmenter(adapt="tent"|"memo")``: each
+    view's per-pixel class distributions brought back to the input grid as
+    the task merges them (output stride, layout, one-channel maps and the
+    view's coverage included); the loss is the per-pixel class entropy,
+    averaged over the pixels (see :class:`ttakit.adapt.session.ClassScores`)."""
+
+    def __init__(self, task: SegmentationTask):
+        self.task = task
+
+    def scores(self, raw) -> torch.Tensor:
+        y = model_output(raw, dims=None)
+        if y.dim() != 4 or not y.is_floating_point():
+            raise ModelOutputError(f"adapt='tent' and 'memo' minimise the per-pixel class entropy: they need class "
+                                   f"maps (n, K, H, W), got per-input shape {tuple(y.shape[1:])}; label maps have "
+                                   f"no entropy (adapt='norm' works with them)")
+        return y
+
+    def probs(self, scores: torch.Tensor, view=None, size=None):
+        run = SegmentationRun(self.task, [view if view is not None else identity()], [1.0], None)
+        run.size = tuple(size)
+        back, kind = run._scores(0, scores)
+        return to_probs(back, kind, 1), run._mask(0, back.device)
+
+
 class Segmenter(Front):
     """Test-time augmentation for a semantic segmentation model.
 
@@ -303,18 +330,31 @@ class Segmenter(Front):
     background
         The class index that is not foreground for the volume variation
         coefficient (``None``: no VVC).
+    adapt
+        Test-time adaptation of a PyTorch model with batch norm, as
+        :class:`~ttakit.Classifier` takes it (``"norm"``, ``"tent"``,
+        ``"memo"`` or a :mod:`ttakit.adapt` setting): the statistics come
+        from the call's images, counted in images; Tent and MEMO minimise the
+        per-pixel class entropy, averaged over the pixels (MEMO: of the
+        views' mean, each view brought back to the input grid). Label-map
+        outputs take ``"norm"`` only. The model passed is never changed.
     """
 
     PARAMS = ("model", "policy", "merge", "output", "output_layout", "classes", "labels_only", "uncertainty",
-              "background") + COMMON
+              "background", "adapt") + COMMON
 
     def __init__(self, model, policy="identity", merge: str | Merge = "mean", *, output: str = "auto",
                  output_layout: str = "NCHW", classes=None, labels_only: bool = False, uncertainty: bool = True,
                  background: int | None = 0, data_layout: str = "NCHW", model_layout: str | None = None,
                  preprocess=None, batch_size: int | None = None, dedupe: bool = True, device=None,
                  model_options: dict | None = None, runtime: str = "eager",
-                 on_error: str = "raise"):
+                 on_error: str = "raise", adapt=None):
         self._init(dict(locals()))
+
+    def adapt_objective(self, task):
+        if task.output == "labels":
+            return "label-map outputs (output='labels') have no class probabilities to take it of"
+        return PixelScores(task)
 
     def make_task(self, policy):
         return SegmentationTask(get_merge(self.merge), self.output, _class_list(self.classes), self.output_layout,

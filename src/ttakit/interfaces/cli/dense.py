@@ -168,6 +168,8 @@ def model_setup(args: argparse.Namespace) -> tuple[object, dict, dict]:
         options.update(flip_pairs=flip_pairs(args.flip_pairs), normalized=args.normalized_boxes)
     if pre is not None:
         options["preprocess"] = pre
+    if getattr(args, "adapt", "none") != "none":  # predict and evaluate (checked by refuse_dense_adapt)
+        options["adapt"] = args.adapt
     fit = args.fit or (spec.fit if spec is not None else "stretch")
     pad = args.pad_value if args.pad_value is not None else (spec.pad_value if spec is not None else 0)
     return adapter, options, {"size": size, "fit": fit, "pad_value": pad}
@@ -284,6 +286,8 @@ def evaluate(args: argparse.Namespace) -> int:
     else:
         report = evaluate_keypoint_files(adapter, args.data, args.annotations, policy, baseline, n_boot=args.n_boot,
                                          **fitting, **common, **options)
+    if "adapt" in options:
+        report.settings["adapt"] = options["adapt"]
     if report.absent:
         warn(f"{report.absent} images of {args.annotations} are not in {args.data}; evaluated the "
              f"{report.n_images + len(report.failures)} there")

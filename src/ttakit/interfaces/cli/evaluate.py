@@ -9,7 +9,7 @@ from pathlib import Path
 from ...errors import UsageError
 from . import dense
 from .dense import add_dense_options, add_task_option
-from .adapt_option import adapt_value, add_adapt_option, refuse_adapt
+from .adapt_option import adapt_value, add_adapt_option, refuse_adapt, refuse_dense_adapt
 from .common import EXIT_FAILED_INPUTS, EXIT_OK, Command, load_policy
 from .model_data import add_model_and_data, load_data, load_model
 from .tables import add_table_options, run_evaluate, take_policy
@@ -43,7 +43,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     table = take_policy(args)
     if args.task != "classify":
-        refuse_adapt(args, f"--task {args.task}")
+        refuse_dense_adapt(args)
         return dense.evaluate(args)
     from ...evaluation import evaluate
 

@@ -19,7 +19,7 @@ from ...models.loading import load_model_file
 from ...models.runtime import with_runtime
 from . import predict_ray
 from . import dense
-from .adapt_option import adapt_value, add_adapt_option, refuse_adapt
+from .adapt_option import adapt_value, add_adapt_option, refuse_adapt, refuse_dense_adapt
 from .dense import add_dense_options, add_task_option
 from .common import (
     EXIT_FAILED_INPUTS,
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.images:
         raise UsageError("give IMAGES (files or folders), or --data TABLE with a scikit-learn MODEL")
     if args.task != "classify":
-        refuse_adapt(args, f"--task {args.task}")
+        refuse_dense_adapt(args)
         if args.engine == "ray":
             raise UsageError(f"--engine ray runs classification only; --task {args.task} runs locally")
         return dense.predict(args)

@@ -19,6 +19,7 @@ from ...errors import UsageError
 from .common import (EXIT_OK, EXIT_USAGE, Command, add_model_options, add_runtime_option, error, load_policy,
                      normalize, positive_int, read_classes)
 from . import serve_ray
+from .adapt_option import adapt_value, add_adapt_option
 from .model_data import ZOO
 
 DESCRIPTION = """\
@@ -86,6 +87,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--size", nargs="+", default=None, metavar=("H", "W"),
                    help="resize every image file to H x W. Default: what the model expects (32 32 for the zoo)")
     g.add_argument("--mode", choices=images.MODES, default="RGB", type=str.upper, help="RGB or L. Default: RGB")
+    add_adapt_option(g, "serve")
     s = p.add_argument_group("server")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on. Default: 127.0.0.1 (this machine)")
     s.add_argument("--port", type=int, default=8000,
@@ -183,6 +185,8 @@ def build_classifier(args: argparse.Namespace):
             options["preprocess"] = norm
         size = size or getattr(model, "expected_size", None)
     options.pop("progress", None)
+    if adapt_value(args):  # each request's images are the adaptation's stream (ttakit.serve.batcher)
+        options["adapt"] = adapt_value(args)
     clf = Classifier(model, policy, args.merge, data_layout="NHWC", classes=classes, on_error="mark", **options)
     if args.degrade is not None and clf.effective_merge.per_view:
         raise UsageError("--degrade cannot shorten a policy whose merge has per-view weights")

@@ -52,6 +52,8 @@ SHOWN_FOR: dict[tuple[str, str], frozenset] = {
     ("tune", "aggregation"): frozenset({"image"}), ("tune", "max_forwards"): frozenset({"image"}),
     ("tune", "budget_objective"): frozenset({"image"}), ("tune", "guard_folds"): frozenset({"image", "detect", "segment"}),
     ("tune", "guard_alpha"): frozenset({"image", "detect", "segment"}), ("*", "adapt"): frozenset({"image"}),
+    ("predict", "adapt"): frozenset({"image", "detect", "segment"}),
+    ("evaluate", "adapt"): frozenset({"image", "detect", "segment"}),
     # the dense group, option by option
     ("*", "decode"): frozenset({"detect"}), ("*", "box_format"): frozenset({"detect"}),
     ("*", "normalized_boxes"): frozenset({"detect", "keypoints"}), ("*", "category_ids"): frozenset({"detect"}),
@@ -73,6 +75,12 @@ HELP_IN = {
     ("model", "dense"): "model file (.onnx, TorchScript .pt/.pth/.ts, .keras)",
     ("images", "image"): "image files or folders of them",
     ("images", "dense"): "image files or folders of them",
+    ("adapt", "segment"): "norm, tent or memo: adapt a PyTorch model's batch norm to the images (predict: per "
+                          "256 files; evaluate: both sides; docs/adaptation.md). Default: none",
+    ("adapt", "detect"): "norm (only): adapt a PyTorch model's batch norm to the images (predict: per 256 "
+                         "files; evaluate: both sides; docs/adaptation.md). Default: none",
+    ("policy", "dense"): "the views to run: a spec such as 'd4' or 'identity + hflip + scale(0.9, 1.1)', or a "
+                         "policy file (.yaml, .yml, .json). Default: 'identity + hflip'. See 'ttakit views'",
 }
 #: the note at the head of the dense task's options in evaluate and tune
 DENSE_NOTE = "--data is a folder of images."
