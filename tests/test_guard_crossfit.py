@@ -98,3 +98,42 @@ def test_one_input_cannot_carry_the_guard():
     d = decide(np.stack([base, better]), correct=ok, alpha=0.05, min_net_fixed=3)
     assert d.fell_back and "net < 3" in d.reason
     assert mcnemar_one_sided(5, 0) == 1 / 32 and mcnemar_one_sided(0, 0) == 1.0
+
+
+def _plain_t_p(v):
+    from scipy import stats
+
+    v = np.asarray(v, float)
+    return float(stats.t.sf(v.mean() / (v.std(ddof=1) / np.sqrt(len(v))), len(v) - 1))
+
+
+def test_the_loss_test_keeps_its_level_when_a_view_breaks_a_few_inputs_badly():
+    """Null (mean gain 0): most inputs gain a little, 2% lose a lot. The plain
+    one-sided t-test rejects far above its level there; the skewness-corrected
+    one the guard uses stays near it."""
+    from ttakit.tuning.guard import one_sided_t_p
+
+    rng = np.random.default_rng(0)
+
+    def null(n):
+        return np.where(rng.random(n) < 0.02, -20.0, 0.0) + rng.normal(0.4, 0.05, n)
+
+    draws = [null(455) for _ in range(1500)]
+    plain = np.mean([_plain_t_p(d) < 0.05 for d in draws])
+    corrected = np.mean([one_sided_t_p(d) < 0.05 for d in draws])
+    assert plain > 0.08          # the failure the correction is for
+    assert corrected < 0.065
+
+
+def test_the_loss_test_agrees_with_the_t_test_on_symmetric_differences_and_sees_rare_large_gains():
+    from ttakit.tuning.guard import one_sided_t_p
+
+    rng = np.random.default_rng(1)
+    sym = rng.normal(0.1, 1.0, 800)
+    assert abs(one_sided_t_p(sym) - _plain_t_p(sym)) < 0.01
+    # k-NN log-loss: TTA lifts a few zero probabilities (gain ~27 nats), costs most rows a little
+    gains = np.where(rng.random(455) < 0.015, 27.0, 0.0) + rng.normal(-0.03, 0.02, 455)
+    assert gains.mean() > 0
+    assert one_sided_t_p(gains) < _plain_t_p(gains)
+    assert one_sided_t_p(np.full(10, 0.5)) == 0.0 and one_sided_t_p(np.full(10, -0.5)) == 1.0
+    assert one_sided_t_p([1.0, 2.0]) == 1.0
