@@ -109,8 +109,8 @@ def _plain_t_p(v):
 
 def test_the_loss_test_keeps_its_level_when_a_view_breaks_a_few_inputs_badly():
     """Null (mean gain 0): most inputs gain a little, 2% lose a lot. The plain
-    one-sided t-test rejects far above its level there; the skewness-corrected
-    one the guard uses stays near it."""
+    one-sided t-test rejects far above its level there; the guard's test
+    (which needs the skewness-corrected one to reject too) stays below it."""
     from ttakit.tuning.guard import one_sided_t_p
 
     rng = np.random.default_rng(0)
@@ -120,20 +120,19 @@ def test_the_loss_test_keeps_its_level_when_a_view_breaks_a_few_inputs_badly():
 
     draws = [null(455) for _ in range(1500)]
     plain = np.mean([_plain_t_p(d) < 0.05 for d in draws])
-    corrected = np.mean([one_sided_t_p(d) < 0.05 for d in draws])
+    guard = np.mean([one_sided_t_p(d) < 0.05 for d in draws])
     assert plain > 0.08          # the failure the correction is for
-    assert corrected < 0.065
+    assert guard < 0.05
 
 
-def test_the_loss_test_agrees_with_the_t_test_on_symmetric_differences_and_sees_rare_large_gains():
+def test_the_loss_test_is_the_t_test_on_symmetric_differences_and_never_bolder():
     from ttakit.tuning.guard import one_sided_t_p
 
     rng = np.random.default_rng(1)
     sym = rng.normal(0.1, 1.0, 800)
     assert abs(one_sided_t_p(sym) - _plain_t_p(sym)) < 0.01
-    # k-NN log-loss: TTA lifts a few zero probabilities (gain ~27 nats), costs most rows a little
-    gains = np.where(rng.random(455) < 0.015, 27.0, 0.0) + rng.normal(-0.03, 0.02, 455)
-    assert gains.mean() > 0
-    assert one_sided_t_p(gains) < _plain_t_p(gains)
+    for _ in range(50):   # rare large gains or losses: never below the plain t-test's p
+        d = np.where(rng.random(300) < 0.02, rng.choice([-20.0, 20.0]), 0.0) + rng.normal(0.05, 0.1, 300)
+        assert one_sided_t_p(d) >= _plain_t_p(d) - 1e-12
     assert one_sided_t_p(np.full(10, 0.5)) == 0.0 and one_sided_t_p(np.full(10, -0.5)) == 1.0
     assert one_sided_t_p([1.0, 2.0]) == 1.0

@@ -126,7 +126,7 @@ def run(cfg: TutorialConfig, log=print) -> dict:
             f"{len(train_x)} images)")
         t0 = time.perf_counter()
         model = train_tutorial_model(train_x, train_y, seed, cfg.epochs, cfg.batch_size,
-                                     verbose=1 if cfg.progress else 0)
+                                     verbose=1 if cfg.progress else 2)
         t_train = time.perf_counter() - t0
 
         t0 = time.perf_counter()

@@ -12,7 +12,7 @@ are cut into ``guard_folds`` folds (stratified by ``strata``, seeded); for
 every fold, greedy search adds, step by step, the candidate whose mean with
 those chosen so far lowers the mean loss most on the other folds, and each
 prefix of its path is scored on the held-out fold. The prefixes are tested
-in a fixed sequence from the longest down (one-sided paired t-test, skewness-corrected, on the
+in a fixed sequence from the longest down (one-sided paired t-test, skew-checked, on the
 cross-fitted per-row losses at ``guard_alpha``, stopping at the first that
 fails), and a prefix must also beat no TTA's mean loss by more than
 ``margin`` (relative). Among those that pass, the lowest cross-fitted loss

@@ -18,7 +18,7 @@ What happens:
    search runs on the other folds and each prefix of its path is scored on
    the held-out fold (a temperature fitted on the other folds). The
    prefixes are then tested from the longest down (a fixed-sequence test,
-   each at the full ``guard_alpha``: a one-sided paired t-test, corrected for
+   each at the full ``guard_alpha``: a one-sided paired t-test, checked for
    skewness, on the cross-fitted per-input calibrated NLL and the exact one-sided McNemar
    test of the inputs fixed against those broken), and a prefix counts only
    if its cross-fitted predictions also fix at least ``min_net_fixed`` more
@@ -68,8 +68,8 @@ from .temperature import apply_temperature, fit_temperature, per_input_nll
 
 AGGREGATIONS = ("mean", "per_view", "per_view_class")
 #: the guard's tests for each objective
-TESTS = {"nll": "one-sided skewness-corrected t-test on cross-fitted per-input calibrated NLL and exact McNemar",
-         "accuracy": "one-sided skewness-corrected t-test on cross-fitted calibrated NLL and exact McNemar"}
+TESTS = {"nll": "one-sided skew-checked t-test on cross-fitted per-input calibrated NLL and exact McNemar",
+         "accuracy": "one-sided skew-checked t-test on cross-fitted calibrated NLL and exact McNemar"}
 MIN_TUNING = 50
 SMALL_TUNING = 1000
 _TINY = 1e-12

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from .common import EXIT_OK, Command
 
@@ -20,8 +21,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                    help="evaluate on the first N test images only (quick runs). Default: all 10,000")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="folder for report.md, results.json and the plot")
-    p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="hide progress bars")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=sys.stderr.isatty(),
+                   help="progress bars on stderr. Default: on when stderr is a terminal, off in logs and pipes "
+                        "(training then prints one line per epoch)")
 
 
 def add_tutorial_args(p: argparse.ArgumentParser, repeats: int, runtime: str = "keras") -> None:
