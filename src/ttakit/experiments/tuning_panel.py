@@ -347,7 +347,7 @@ def render(result: dict) -> str:
              "optimistic ceiling). *Kept*: the tuned policy's held-out accuracy minus no TTA's. *Losses*: splits "
              f"worse than no TTA by more than {LOSS_POINTS} points. Accuracy points throughout.", "",
              f"**Headline.** At 1,000 tuning images, over the cases whose oracle gain exceeds 0.5 points "
-             f"({', '.join(h['cases_at_1000'])}), the tuned policies keep **{h['share_at_1000']:.0%}** of the oracle "
+             f"({', '.join(h['cases_at_1000'])}), the tuned policies keep **{h['share_at_1000']:.1%}** of the oracle "
              f"gain on average; **{h['losses']} of {h['splits']}** splits are worse than no TTA by more than "
              f"{LOSS_POINTS} points (of accuracy, or of the dense case's metric x 100).", "",
              "| case | tuning images | held out | splits | no TTA | oracle gain | kept gain (mean) | worst split "
