@@ -30,6 +30,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
+
+from ..errors import require
+
+for _module in ("fastapi", "starlette", "prometheus_client"):  # the serve extra: one error naming it
+    require(_module, "serve", "ttakit.serve")
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
