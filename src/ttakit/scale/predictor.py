@@ -122,7 +122,8 @@ class TTAPredictor:
             tune()
         if is_zoo_name(model):
             zoo = zoo_options(model, preprocess=classifier_options.get("preprocess"),
-                              output=classifier_options.get("output", "auto"), classes=classifier_options.get("classes"))
+                              output=classifier_options.get("output", "auto"),
+                              classes=classifier_options.get("classes"))
             classifier_options.update(zoo, model_layout=model_layout, device=device)
             model = load_zoo_model(model, weights)
         elif isinstance(model, (str, Path)):
