@@ -257,7 +257,7 @@ class BoundArm:
 
     def __init__(self, model: str, *options: str, log: Path, threads: int = 1):
         env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               "OMP_NUM_THREADS": str(threads)}  # as serve_support.Server starts the servers
+               "OMP_NUM_THREADS": str(threads), **C.MALLOC_ENV}  # as serve_support.Server starts the servers
         self._err = open(log, "wb")
         self.proc = subprocess.Popen([sys.executable, __file__, "--bound-worker", model, *options],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, env=env,
@@ -291,10 +291,12 @@ def bound_worker(serve_argv: list[str]) -> int:
     them, then for each number of seconds read on stdin, full batches of
     ``--max-batch`` through ``Classifier.predict_proba`` for that long; one
     JSON line per measure on stdout."""
+    from ttakit.engine import tune_allocator
     from ttakit.interfaces.cli import build_parser
     from ttakit.interfaces.cli.serve import build_classifier
     from ttakit.serve.decode import Limits, decode_bytes
 
+    tune_allocator()  # as the ttakit command does in the server's process
     args = build_parser().parse_args(["serve", *serve_argv])
     clf, _, size = build_classifier(args)
     x = np.stack([decode_bytes(png, "x.png", Limits(), args.mode, size) for png in bench_pngs()])
@@ -335,6 +337,7 @@ def pooled_bound(runs: list[dict], name: str, concurrency: int) -> dict:
 def main(argv=None) -> int:
     if argv is None and sys.argv[1:2] == ["--bound-worker"]:
         return bound_worker(sys.argv[2:])
+    C.ensure_env()  # the header's "malloc env: set"; the arms get it from their own env (above) in any case
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None,
                     help="zoo:resnet20, 'tutorial' (the tutorial CNN, fixed-seed weights) or a model file. "
@@ -372,18 +375,19 @@ def main(argv=None) -> int:
     arms: dict = {}
     for rt in a.runtime:
         opts = [*common, "--runtime", rt]
-        arms[f"serve/{rt}"] = Server(model, *opts, *a.server_option, log=tmp / f"serve-{rt}.log")
+        arms[f"serve/{rt}"] = Server(model, *opts, *a.server_option, log=tmp / f"serve-{rt}.log", env=C.MALLOC_ENV)
         if a.concurrency and "bound" in kinds:
             arms[f"bound/{rt}"] = BoundArm(model, *opts, *a.server_option, log=tmp / f"bound-{rt}.log")
         if a.concurrency and "naive" in kinds:
-            arms[f"naive/{rt}"] = Server(model, *opts, "--no-batching", log=tmp / f"naive-{rt}.log")
+            arms[f"naive/{rt}"] = Server(model, *opts, "--no-batching", log=tmp / f"naive-{rt}.log", env=C.MALLOC_ENV)
     rows, soak = [], None
     try:
         for arm in arms.values():
             arm.wait_ready()
         C.begin("bench_serve: ttakit serve against its offline bound and a per-request server", a)
         print(f"model {model}, policy {a.policy!r}, runtimes {a.runtime}, {a.seconds:g} s x {a.rounds} rounds per "
-              f"row, {os.cpu_count()} CPUs, batching server options {a.server_option}", flush=True)
+              f"row, {os.cpu_count()} CPUs, batching server options {a.server_option}; every arm's process runs "
+              f"with {' '.join(f'{k}={v}' for k, v in C.MALLOC_ENV.items())}", flush=True)
         for c in a.concurrency:
             acc = {name: [] for name in arms}
             for r in range(a.rounds):

@@ -19,6 +19,7 @@ SHARED = Path(os.environ.get("TTAKIT_SHARED", ROOT.parent / "shared"))
 if not (SHARED / "models").exists():
     SHARED = Path("/work/shared")
 YOLOX = SHARED / "models" / "yolox-nano" / "yolox_nano.onnx"
+RESNETS = SHARED / "models" / "cifar10-resnet"
 
 BLOCK = """import sys
 class Block:
@@ -47,9 +48,14 @@ PYTHON_CASES = {
     "pycocotools": ("pycocotools", "from ttakit.evaluation.dense import load_coco_ground_truth\n"
                                    "load_coco_ground_truth({'images': [], 'annotations': [], 'categories': []})"),
     "pandas": ("pandas", "from ttakit.io.tables import read_table\nread_table('t.csv')"),
+    "onnxruntime": ("onnxruntime", "import torch\nfrom ttakit import as_model\nfrom ttakit.models.runtime import "
+                                   "with_runtime\nwith_runtime(as_model(torch.nn.Conv2d(3, 2, 1)), 'onnx')"),
+    "fastapi": ("fastapi", "from ttakit.serve import create_app\ncreate_app(None)"),
+    "ray": ("ray", "import ttakit.scale\nttakit.scale.predict_dataset(None, 'model.pt')"),
+    "ray.serve": ("ray", "import ttakit.serve.ray_deployment"),
 }
 EXTRA = {"sklearn": "sklearn", "keras": "keras", "skops": "tables", "pycocotools": "coco", "pandas": "tables",
-         "onnxruntime": "onnx"}
+         "onnxruntime": "onnx", "fastapi": "serve", "ray": "ray", "ray.serve": "ray"}
 
 
 @pytest.mark.parametrize("case", sorted(PYTHON_CASES))
@@ -92,6 +98,28 @@ def test_onnx_without_onnxruntime_cli(tmp_path):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("ttakit: error: ") and "pip install 'ttakit[onnx]'" in lines[0]
     assert "internal error" not in r.stderr
+
+
+@pytest.mark.skipif(not (RESNETS / "resnet20-12fca82f.th").is_file(),
+                    reason="the shared ResNet-20 checkpoint (/work/shared/models) is absent")
+@pytest.mark.parametrize("module, argv, extra", [
+    ("ray", ["predict", "zoo:resnet20", "a.png", "--engine", "ray", "--out", "preds"], "ray"),
+    ("ray", ["serve", "zoo:resnet20", "--engine", "ray"], "ray"),
+    ("fastapi", ["serve", "zoo:resnet20"], "serve"),
+    ("onnxruntime", ["predict", "zoo:resnet20", "a.png", "--runtime", "onnx"], "onnx"),
+    ("onnxruntime", ["serve", "zoo:resnet20", "--runtime", "onnx"], "onnx"),
+])
+def test_a_zoo_model_without_the_extra_the_options_need_cli(module, argv, extra, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(tmp_path / "a.png")
+    r = blocked(module, f"import os, sys\nos.chdir({str(tmp_path)!r})\nfrom ttakit.interfaces.cli import main\n"
+                        f"sys.exit(main({argv + ['--weights', str(RESNETS)]!r}))")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("ttakit: error: ") and f"pip install 'ttakit[{extra}]'" in lines[0]
+    assert "runtime=" not in lines[0]  # the command line speaks in flags
 
 
 def test_all_extra_includes_coco():

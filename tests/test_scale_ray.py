@@ -238,3 +238,41 @@ def test_a_model_that_fails_stops_the_job_with_one_clear_line(ray_address, tmp_p
     assert "ttakit: error: the model failed on the images of block 0 (RuntimeError:" in err
     assert "--model-layout" in err and "Traceback" not in err
     assert decode_ranges(json.loads((tmp_path / "out" / MANIFEST).read_text())["committed"]) == set()
+
+
+# ../shared beside the checkout, or where TTAKIT_MODELS points (a worktree elsewhere)
+RESNETS = Path(os.environ.get("TTAKIT_MODELS") or Path(__file__).resolve().parents[2] / "shared" / "models"
+               / "cifar10-resnet")
+
+
+@pytest.mark.skipif(not (RESNETS / "resnet20-12fca82f.th").is_file(),
+                    reason="needs the ResNet-20 checkpoint of ../shared/models/cifar10-resnet (or $TTAKIT_MODELS)")
+def test_a_zoo_model_runs_with_its_normalisation_and_class_names(ray_address, tmp_path, capsys, monkeypatch):
+    from ttakit.datasets import CIFAR10_CLASSES
+    from ttakit.zoo import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, load_cifar_resnet
+
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "s.npz", x=x)
+    monkeypatch.delenv("TTAKIT_MODELS", raising=False)
+    out = tmp_path / "preds"
+    code, _, err = predict(capsys, "predict", "zoo:resnet20", tmp_path / "s.npz", "--weights", RESNETS, "--policy",
+                           POLICY, "--engine", "ray", "--address", ray_address, "--actors", 1, "--out", out,
+                           "--no-progress")
+    assert code == 0, err
+    ids = [f"{tmp_path / 's.npz'}#{i}" for i in range(len(x))]
+    got_ids, probs, cols = read_results(out)
+    want = ttakit.Classifier(load_cifar_resnet(20, root=RESNETS), POLICY, data_layout="NHWC",
+                             preprocess=ttakit.Normalize(CIFAR_RESNET_MEAN, CIFAR_RESNET_STD), output="logits").run(x)
+    np.testing.assert_allclose(in_order(got_ids, probs, ids), want.probs, rtol=0, atol=1e-6)
+    names = pq.read_table(out, columns=["id", "class"]).to_pydict()
+    assert [names["class"][names["id"].index(i)] for i in ids] == [CIFAR10_CLASSES[k] for k in want.labels]
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["job"]["model"] == "zoo:resnet20" and manifest["job"]["weights"].endswith("resnet20-12fca82f.th")
+    # the same folder for the other zoo model is another job; an unknown one is refused before Ray is asked
+    code, _, err = predict(capsys, "predict", "zoo:resnet32", tmp_path / "s.npz", "--weights", RESNETS, "--engine",
+                           "ray", "--address", ray_address, "--out", out, "--policy", POLICY)
+    assert code == 2 and "holds the results of another job" in err
+    code, _, err = predict(capsys, "predict", "zoo:resnet99", tmp_path / "s.npz", "--engine", "ray", "--out",
+                           tmp_path / "other")
+    assert code == 2 and "unknown zoo model 'zoo:resnet99'; available: zoo:resnet20, zoo:resnet32" in err

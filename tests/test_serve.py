@@ -435,3 +435,62 @@ def test_the_onnx_runtime_runs_on_the_servers_threads(tmp_path):
     clf.predict_proba(images(4, size=8))
     sessions = [m.session for m in clf.model._chosen.values() if isinstance(m, OnnxModel)]
     assert sessions and all(s.get_session_options().intra_op_num_threads == 1 for s in sessions)
+
+
+def test_a_batch_of_answers_wakes_the_event_loop_once():
+    """The model thread hands a batch's answers to the loop in one wake-up
+    (not one per request); each request still gets its own answer, an error
+    its error, and a request given up cancels its runner future."""
+    from concurrent.futures import Future
+
+    from ttakit.serve.app import _Answers
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        answers = _Answers(loop)
+        wakeups = []
+        real = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda *a: (wakeups.append(a), real(*a))[1]
+        futures = [Future() for _ in range(17)]
+        waiters = [answers.watch(f) for f in futures]
+
+        def model_thread():  # the loop cannot run while this thread answers: one burst
+            for i, f in enumerate(futures[:16]):
+                if i == 3:
+                    f.set_exception(ValueError("bad input"))
+                else:
+                    f.set_result(i)
+
+        t = threading.Thread(target=model_thread)
+        t.start()
+        t.join()
+        got = await asyncio.gather(*waiters[:16], return_exceptions=True)
+        assert len(wakeups) == 1
+        assert [g for i, g in enumerate(got) if i != 3] == [i for i in range(16) if i != 3]
+        assert isinstance(got[3], ValueError)
+        waiters[16].cancel()  # a request past its deadline
+        await asyncio.sleep(0)
+        assert futures[16].cancelled()
+        done = loop.create_future()
+        assert answers.watch(done) is done  # a runner's asyncio future is awaited as it is
+
+    asyncio.run(main())
+
+
+def test_the_gil_switch_interval_is_short_while_serving(model_path):
+    """The model thread takes the GIL back after every operator; while the
+    app serves, the event loop lets go of it within SWITCH_INTERVAL_S, and
+    the process's interval is restored once it stops."""
+    from fastapi.testclient import TestClient
+
+    from ttakit.serve import create_app
+    from ttakit.serve.app import SWITCH_INTERVAL_S
+
+    before = sys.getswitchinterval()
+    assert before > SWITCH_INTERVAL_S  # Python's default, 5 ms
+    with TestClient(create_app(Classifier(load_model_file(str(model_path)), POLICY, data_layout="NHWC"),
+                               size=(32, 32))) as client:
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        r = client.post("/v1/predict", json={"images": images(3, seed=2).tolist()})
+        assert r.status_code == 200 and r.json()["failed"] == 0
+    assert sys.getswitchinterval() == before

@@ -9,7 +9,9 @@ stops it all. Bounded: 16 requests with a 60 s timeout each, start-up within
 from __future__ import annotations
 
 import base64
+import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,3 +136,51 @@ def test_options_that_do_not_apply_are_refused(model_path, argv, problem):
     with pytest.raises(UsageError, match=problem):
         serve_cli.run(args)
 
+
+
+# ../shared beside the checkout, or where TTAKIT_MODELS points (a worktree elsewhere)
+RESNETS = Path(os.environ.get("TTAKIT_MODELS") or Path(__file__).resolve().parents[2] / "shared" / "models"
+               / "cifar10-resnet")
+
+
+@pytest.mark.skipif(not (RESNETS / "resnet20-12fca82f.th").is_file(),
+                    reason="needs the ResNet-20 checkpoint of ../shared/models/cifar10-resnet (or $TTAKIT_MODELS)")
+def test_a_zoo_model_reaches_each_replica_with_its_checkpoint_and_normalisation(tmp_path, monkeypatch):
+    """What ``serve --engine ray`` hands to Serve, pickled as Ray ships it and
+    built where a replica would be: in another folder, without
+    $TTAKIT_MODELS (Ray itself is not started: its start-up is the module's
+    server's test)."""
+    import pickle
+    import threading
+
+    from ttakit import Normalize
+    from ttakit.datasets import CIFAR10_CLASSES
+    from ttakit.interfaces.cli import serve_ray
+    from ttakit.scale import ray_support
+    from ttakit.serve import ray_deployment
+    from ttakit.zoo import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, load_cifar_resnet
+
+    shipped = {}
+    stop = threading.Event()
+    stop.set()
+    monkeypatch.setattr(ray_support, "connect", lambda *a, **k: (False, 0.0))
+    monkeypatch.setattr(ray_deployment, "deploy", lambda build, **kw: shipped.setdefault("build", pickle.dumps(build))
+                        and "http://127.0.0.1:0")
+    monkeypatch.setattr(ray_deployment, "shutdown", lambda: None)
+    monkeypatch.setattr(serve_ray, "_stop_on_signals", lambda: stop)
+    monkeypatch.chdir(RESNETS.parent)
+    args = cli.build_parser().parse_args(["serve", "zoo:resnet20", "--engine", "ray", "--weights", RESNETS.name,
+                                          "--policy", POLICY, "--max-images", "4"])
+    assert serve_cli.run(args) == 0
+    monkeypatch.delenv("TTAKIT_MODELS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    build = pickle.loads(shipped["build"])
+    x = images(4, seed=7)
+    with TestClient(build(runner_factory=None)) as client:
+        r = client.post("/v1/predict", json={"images": x.tolist(), "top_k": 10})
+    assert r.status_code == 200, r.text
+    want = Classifier(load_cifar_resnet(20, root=RESNETS), POLICY, data_layout="NHWC", output="logits",
+                      preprocess=Normalize(CIFAR_RESNET_MEAN, CIFAR_RESNET_STD)).run(x)
+    got = np.array([probs_of(e) for e in r.json()["predictions"]])
+    np.testing.assert_allclose(got, want.probs, rtol=0, atol=1e-6)
+    assert [e["class"] for e in r.json()["predictions"]] == [CIFAR10_CLASSES[k] for k in want.labels]

@@ -69,6 +69,8 @@ def with_runtime(adapter: ModelAdapter, runtime: str = "eager", tolerance: float
         adapter = adapter.eager
     if runtime == "eager":
         return adapter
+    if runtime == "onnx":  # asked for by name: a missing extra is an error, not a fallback
+        require("onnxruntime", "onnx", "runtime='onnx'")
     if not isinstance(adapter, TorchModel):
         raise ModelLoadError(f"runtime={runtime!r} is for PyTorch models; this is a {type(adapter).__name__} "
                              "(a Keras model takes model_options={'runtime': 'onnx'}; an ONNX model already "

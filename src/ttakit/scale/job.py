@@ -28,6 +28,7 @@ from ..errors import InputError, ModelLoadError, ModelRunError, TTAKitError
 from ..files import write_atomic
 from ..io.images import MAX_PIXELS, Failure, parse_size
 from ..io.prediction import cause_line
+from ..zoo.named import is_zoo_name, zoo_checkpoint, zoo_options
 from .manifest import PART, Manifest
 from .predictor import TTAPredictor, to_table
 from .sources import BLOCK_SIZE, Block, first_size, plan, read_block
@@ -111,11 +112,15 @@ class BlockWorker:
         return int(ok.sum()), failures
 
 
-def _model_identity(model) -> dict:
+def _model_identity(model, weights=None) -> dict:
     """What the results depend on in ``model``: a file's path, size and
-    modification time, else the object's type."""
+    modification time (for a zoo model, its checkpoint's), else the object's
+    type."""
     from ..models.loading import SUFFIXES
 
+    if is_zoo_name(model):
+        st = (ckpt := zoo_checkpoint(model, weights)).stat()
+        return {"model": model, "weights": str(ckpt), "model_bytes": st.st_size, "model_mtime_ns": st.st_mtime_ns}
     if isinstance(model, (str, Path)):
         p = Path(model)
         if not p.is_file():
@@ -149,11 +154,14 @@ def run_job(model, data: Sequence[str | Path], out: str | Path, policy="identity
             recursive: bool = False, max_pixels: int = MAX_PIXELS, block_size: int = BLOCK_SIZE,
             actors: int | None = None, cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0,
             address: str | None = None, num_cpus: int | None = None, image_column: str = "image",
-            id_column: str = "id", progress: bool = False) -> JobResult:
+            id_column: str = "id", progress: bool = False, weights=None) -> JobResult:
     """Predict ``data`` (image files, folders, ``.txt`` lists, Parquet or
     NPZ shards: see :mod:`ttakit.scale.sources`) with ``model`` (a model
-    file, loaded once per actor) and ``policy`` on Ray, writing Parquet
-    under ``out``; resumes the job already in ``out`` when it is the same.
+    file, loaded once per actor, or a zoo model: ``zoo:resnet20``, its
+    checkpoint found here in ``weights`` or ``$TTAKIT_MODELS``, predicting
+    with its normalisation and class names unless ``preprocess`` and
+    ``classes`` say otherwise) and ``policy`` on Ray, writing Parquet under
+    ``out``; resumes the job already in ``out`` when it is the same.
 
     ``address`` joins a Ray cluster (``auto``, ``host:port``,
     ``ray://host:port``); without it a local Ray starts with ``num_cpus``
@@ -181,7 +189,12 @@ def run_job(model, data: Sequence[str | Path], out: str | Path, policy="identity
     require = first_size(p) if size is None else None
     policy_d = pol.to_dict()
     policy_d.pop("source", None)
-    job = {**_model_identity(model), "model_layout": model_layout, "policy": policy_d, "merge": merge_d,
+    identity = _model_identity(model, weights)
+    if is_zoo_name(model):  # the checkpoint as found here goes to every actor, with the zoo model's options
+        weights = identity["weights"]
+        zoo = zoo_options(model, preprocess=preprocess, output=output, classes=classes)
+        preprocess, output, classes = zoo["preprocess"], zoo["output"], zoo["classes"]
+    job = {**identity, "model_layout": model_layout, "policy": policy_d, "merge": merge_d,
            "output": output, "classes": list(classes) if classes else None, "mode": mode,
            "size": list(size) if size else None, "first_size": list(require) if require else None,
            "preprocess": repr(preprocess) if preprocess is not None else None, "max_pixels": int(max_pixels),
@@ -212,7 +225,8 @@ def run_job(model, data: Sequence[str | Path], out: str | Path, policy="identity
                            model_layout=model_layout, device=device, output=output, preprocess=preprocess,
                            classes=list(classes) if classes else None, batch_size=batch_size, size=size,
                            require_size=require, mode=mode, max_pixels=max_pixels,
-                           threads=max(1, int(cpus_per_actor)), tune_allocator=True)
+                           threads=max(1, int(cpus_per_actor)), tune_allocator=True,
+                           **({"weights": weights} if is_zoo_name(model) else {}))
             ds = ray.data.from_items([b.to_row() for b in pending], override_num_blocks=len(pending))
             ds = ds.map_batches(BlockWorker, fn_constructor_kwargs=options, batch_size=1, batch_format="numpy",
                                 compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=cpus_per_actor,

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.images import MAX_PIXELS, failure_reason, parse_size, read_image
+from ..zoo.named import is_zoo_name, load_zoo_model, zoo_options
 
 #: images per call of the step (``map_batches``' ``batch_size``) when not given
 IMAGES_PER_CALL = 1024
@@ -87,7 +88,10 @@ class TTAPredictor:
     for the columns in and out).
 
     ``model`` is a model file (loaded once per actor, with ``model_layout``
-    and ``device``) or a model object (anything :func:`ttakit.as_model`
+    and ``device``), a zoo model's name (``zoo:resnet20``: its checkpoint
+    from ``weights``, a file or folder, else ``$TTAKIT_MODELS``; with its
+    normalisation, logits and class names unless the options say otherwise)
+    or a model object (anything :func:`ttakit.as_model`
     takes; Ray pickles it to each actor). ``policy`` and ``merge`` as for the
     :class:`~ttakit.Classifier`; ``classifier_options`` go to it too
     (``output``, ``preprocess``, ``batch_size``, ``classes``...).
@@ -104,7 +108,7 @@ class TTAPredictor:
     def __init__(self, model, policy="identity + hflip", merge=None, *, model_layout: str | None = None,
                  device=None, image_column: str = "image", id_column: str = "id", size=None, require_size=None,
                  mode: str = "RGB", max_pixels: int = MAX_PIXELS, threads: int | None = None,
-                 tune_allocator: bool = False, **classifier_options):
+                 tune_allocator: bool = False, weights=None, **classifier_options):
         import torch
 
         from ..engine import tune_allocator as tune
@@ -116,7 +120,13 @@ class TTAPredictor:
             torch.set_num_threads(max(1, int(threads)))
         if tune_allocator:
             tune()
-        if isinstance(model, (str, Path)):
+        if is_zoo_name(model):
+            zoo = zoo_options(model, preprocess=classifier_options.get("preprocess"),
+                              output=classifier_options.get("output", "auto"),
+                              classes=classifier_options.get("classes"))
+            classifier_options.update(zoo, model_layout=model_layout, device=device)
+            model = load_zoo_model(model, weights)
+        elif isinstance(model, (str, Path)):
             model = load_model_file(model, layout=model_layout, device=device)
         else:
             classifier_options.update(model_layout=model_layout, device=device)

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import time
 
-from ..errors import UsageError
+from ..errors import UsageError, require
 
 EXTRA_HINT = "pip install 'ttakit[ray]'"
 
 
 def require_ray():
-    """The ``ray`` module, with Ray Data; a :class:`~ttakit.errors.UsageError`
+    """The ``ray`` module, with Ray Data; a :class:`~ttakit.errors.MissingExtraError`
     naming the extra when it is not installed."""
-    try:
-        import ray
-        import ray.data  # noqa: F401  (the [data] part of the extra)
-    except ImportError as e:
-        raise UsageError(f"running on Ray needs the ray extra: {EXTRA_HINT} ({e})") from None
+    require("ray.data", "ray", "running on Ray")  # the [data] part of the extra
+    import ray
+
     return ray
 
 

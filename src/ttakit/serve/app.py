@@ -25,11 +25,17 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
+
+from ..errors import require
+
+for _module in ("fastapi", "starlette", "prometheus_client"):  # the serve extra: one error naming it
+    require(_module, "serve", "ttakit.serve")
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -64,6 +70,13 @@ log = logging.getLogger("ttakit.serve")
 #: request bodies up to this size are decoded on the event loop (a 32x32 PNG takes ~0.1 ms; handing it
 #: to a thread and back costs more); larger ones in a worker thread, so that the loop keeps serving
 INLINE_DECODE_BYTES = 64 * 1024
+#: Python's GIL switch interval while the server runs, in seconds (its default: 5 ms). The model thread
+#: lets go of the GIL in every torch operator and ONNX Runtime run (a ResNet-20 batch: ~125 of them with
+#: --runtime onnx, ~200 eager) and must take it back after each; while the event loop runs Python, each
+#: takes up to the whole interval. Measured on 2 shared (contended) cores, bench/bench_serve.py's model
+#: in batches of 16 beside a thread running Python 40% of the time: eager 179 images/s at 5 ms, 229 at
+#: 0.1 ms (alone: ~250-300); that thread ran 23% slower. The loop is interrupted only while the model waits.
+SWITCH_INTERVAL_S = 0.0001
 #: set (by ``ttakit serve --workers N``) when several processes share one set of metrics
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -181,6 +194,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
 
     @asynccontextmanager
     async def lifespan(app):
+        state["answers"] = _Answers(asyncio.get_running_loop())
         runner_cls, extra = (runner_factory or Batcher, {}) if batching else (DirectRunner, {"threads": threads})
         runner = runner_cls(classifier, **extra, max_batch=max_batch, max_wait_ms=max_wait_ms, queue_size=queue_size,
                             degrade_depth=degrade_depth, degrade_views=degrade_views, on_batch=on_batch,
@@ -192,6 +206,8 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
             t0 = time.perf_counter()
             await run_in_threadpool(runner.warm_up, (*size, channels))
             log.info("warmed up", extra={"fields": {"seconds": round(time.perf_counter() - t0, 3)}})
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, SWITCH_INTERVAL_S))
         state["ready"] = True
         log.info("ready", extra={"fields": {"model": model_name, "policy_id": pid, "views": len(run_policy),
                                             "adapt": getattr(classifier._setup().adaptation, "name", "none"),
@@ -202,6 +218,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
         try:
             yield
         finally:
+            sys.setswitchinterval(switch)
             state["ready"] = False
             log.info("shutting down: finishing queued requests")
             await run_in_threadpool(runner.close)
@@ -358,7 +375,7 @@ def create_app(classifier: Classifier, *, classes=None, size: tuple[int, int] | 
         except ServeError as e:
             return _error(e.code, str(e), e.status, e.headers)
         try:
-            results = await _results_by([f for _, f in futures], deadline)
+            results = await _results_by([f for _, f in futures], deadline, state["answers"])
         except asyncio.TimeoutError:
             for _, f in futures:
                 f.cancel()
@@ -484,11 +501,57 @@ def _decode_all(named, limits: Limits, mode: str, size):
     return out
 
 
-async def _results_by(futures: list, deadline: float) -> list:
-    """The results of ``futures`` (:class:`concurrent.futures.Future`), or
-    :class:`asyncio.TimeoutError` at ``deadline`` (the loop's clock): a timer
-    rather than :func:`asyncio.wait_for`, which starts a task per request."""
-    waiting = [asyncio.wrap_future(f) for f in futures]
+class _Answers:
+    """The runner's answers handed to the event loop, one wake-up per batch.
+
+    :func:`asyncio.wrap_future` wakes the loop once per future (a
+    ``call_soon_threadsafe``: a write to the loop's self-pipe, from the model
+    thread, between two batches); here the first answer of a batch schedules
+    one callback that sets every answer that has come by then."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._done: list = []
+
+    def watch(self, future) -> asyncio.Future:
+        """An asyncio future of the loop with ``future``'s outcome
+        (``future`` itself when it is one already); cancelling it cancels
+        ``future``."""
+        if asyncio.isfuture(future):
+            return future
+        waiter = self.loop.create_future()
+        waiter.add_done_callback(lambda w: future.cancel() if w.cancelled() else None)
+        future.add_done_callback(lambda f: self._arrived(f, waiter))
+        return waiter
+
+    def _arrived(self, future, waiter) -> None:
+        with self._lock:
+            self._done.append((future, waiter))
+            first = len(self._done) == 1
+        if first and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._hand_over)
+
+    def _hand_over(self) -> None:
+        with self._lock:
+            done, self._done = self._done, []
+        for future, waiter in done:
+            if waiter.done():  # given up (deadline) meanwhile
+                continue
+            if future.cancelled():
+                waiter.cancel()
+            elif future.exception() is not None:
+                waiter.set_exception(future.exception())
+            else:
+                waiter.set_result(future.result())
+
+
+async def _results_by(futures: list, deadline: float, answers: _Answers) -> list:
+    """The results of ``futures`` (:class:`concurrent.futures.Future`, or
+    asyncio futures), or :class:`asyncio.TimeoutError` at ``deadline`` (the
+    loop's clock): a timer rather than :func:`asyncio.wait_for`, which starts
+    a task per request."""
+    waiting = [answers.watch(f) for f in futures]
     both = waiting[0] if len(waiting) == 1 else asyncio.gather(*waiting)
     late = []
     timer = asyncio.get_running_loop().call_at(deadline, lambda: late.append(both.cancel()))

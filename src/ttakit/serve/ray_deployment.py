@@ -36,15 +36,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import UsageError
+from ..errors import UsageError, require
 from ..tasks import Classifier
 from .batcher import (DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, Batch, DeadlineExceeded, Overloaded, ShuttingDown,
                       _BatchingRunner, _kind, model_failure, split_run)
 
-try:
-    from ray import serve
-except ImportError as e:  # the ray extra
-    raise UsageError(f"serving on Ray needs the ray extra: pip install 'ttakit[ray]' ({e})") from None
+serve = require("ray.serve", "ray", "serving on Ray")
 
 #: the Serve application's name and the deployment's by default
 APP_NAME = "ttakit"

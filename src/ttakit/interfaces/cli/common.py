@@ -52,7 +52,7 @@ FLAGS = {
     "mode": "--mode", "recursive": "--recursive", "batch_size": "--batch-size",
     "holdout_fraction": "--holdout-fraction", "guard_fraction": "--guard-fraction",
     "max_pixels": "--max-pixels", "classes": "--classes", "download": "--download", "path": "--data-root",
-    "adapt": "--adapt",
+    "adapt": "--adapt", "runtime": "--runtime",
 }
 _PARAMETER = re.compile(
     r"\b(" + "|".join(sorted(FLAGS, key=len, reverse=True)) + r")="

@@ -12,10 +12,14 @@ from ...errors import UsageError
 from ...io import labelled
 from ...io.images import printable
 from ...models.loading import load_model_file
+from ...zoo.named import ZOO, is_zoo_name, load_zoo_model, zoo_options
 from .common import add_model_options, add_runtime_option, fraction, normalize, read_classes, warn
 
-#: model names that stand for the published CIFAR ResNets
-ZOO = ("zoo:resnet20", "zoo:resnet32")
+
+def check_zoo_layout(args: argparse.Namespace) -> None:
+    """Refuse a --model-layout the zoo ResNets do not consume."""
+    if is_zoo_name(args.model) and args.model_layout not in (None, "NCHW"):
+        raise UsageError(f"--model-layout {args.model_layout}: the zoo ResNets consume NCHW")
 
 
 def add_model_and_data(p: argparse.ArgumentParser) -> None:
@@ -63,27 +67,21 @@ def wants_progress(args: argparse.Namespace) -> bool:
 def load_model(args: argparse.Namespace):
     """``(model, options)``: the model MODEL names and the keyword arguments
     for :func:`ttakit.tune` / :func:`ttakit.evaluate` that the options ask for."""
-    from ...models import Normalize, as_model
+    from ...models import as_model
     from ...models.runtime import with_runtime
 
     options: dict = {"output": args.output_kind, "batch_size": args.batch_size, "progress": wants_progress(args)}
     norm = normalize(args.mean, args.std)
     if norm is not None:
         options["preprocess"] = norm
-    if args.model in ZOO:
-        from ...zoo import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, load_cifar_resnet
-
-        if args.model_layout not in (None, "NCHW"):
-            raise UsageError(f"--model-layout {args.model_layout}: the zoo ResNets consume NCHW")
-        model = load_cifar_resnet(int(args.model.split("resnet")[1]), root=args.weights)
+    if is_zoo_name(args.model):
+        check_zoo_layout(args)
+        model = load_zoo_model(args.model, args.weights)
         if args.runtime != "eager":
             model = with_runtime(as_model(model), args.runtime)
-        options.setdefault("preprocess", Normalize(CIFAR_RESNET_MEAN, CIFAR_RESNET_STD))
-        if args.output_kind == "auto":
-            options["output"] = "logits"
+        zoo = zoo_options(args.model, preprocess=options.get("preprocess"), output=args.output_kind)
+        options.update(preprocess=zoo["preprocess"], output=zoo["output"])
         return model, options
-    if args.model.startswith("zoo:"):
-        raise UsageError(f"unknown zoo model {args.model!r}; available: {', '.join(ZOO)}")
     return with_runtime(load_model_file(args.model, layout=args.model_layout), args.runtime), options
 
 
@@ -95,9 +93,7 @@ def model_classes(args: argparse.Namespace, policy=None) -> list[str] | None:
     if policy is not None and policy.inputs is not None and policy.inputs.classes:
         return list(policy.inputs.classes)
     if args.model in ZOO:
-        from ...datasets import CIFAR10_CLASSES
-
-        return list(CIFAR10_CLASSES)
+        return zoo_options(args.model)["classes"]
     return None
 
 

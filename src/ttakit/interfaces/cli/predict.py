@@ -39,7 +39,7 @@ from .common import (
     warn,
     write_stdout,
 )
-from .model_data import load_model, model_classes
+from .model_data import check_zoo_layout, load_model, model_classes
 from .tables import add_table_options, run_predict, take_policy
 
 DESCRIPTION = """\
@@ -205,8 +205,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--engine ray runs classification only; --task {args.task} runs locally")
         return dense.predict(args)
     if args.engine == "ray":
-        if args.model.startswith("zoo:"):
-            raise UsageError(f"{args.model} runs with the local engine; --engine ray takes a model file")
+        check_zoo_layout(args)
         refuse_adapt(args, "--engine ray (each Ray batch would adapt on its own)")
         if args.progress is None:
             args.progress = sys.stderr.isatty()

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         mode=args.mode, recursive=args.recursive, max_pixels=args.max_pixels, block_size=args.block_size,
         actors=args.actors, cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
         address=args.address, num_cpus=args.num_cpus, image_column=args.image_column, id_column=args.id_column,
-        progress=bool(args.progress))
+        progress=bool(args.progress), weights=args.weights)
     for i, why in res.failures[:SHOWN_FAILURES]:
         warn(f"cannot read {images.printable(i)}: {in_flags(why)}")
     if len(res.failures) > SHOWN_FAILURES:

@@ -15,7 +15,7 @@ import socket
 import sys
 import tempfile
 
-from ...errors import UsageError
+from ...errors import UsageError, require
 from .common import (EXIT_OK, EXIT_USAGE, Command, add_model_options, add_runtime_option, error, load_policy,
                      normalize, positive_int, read_classes)
 from . import serve_ray
@@ -289,12 +289,8 @@ def run(args: argparse.Namespace) -> int:
     serve_ray.check_options(args)
     if args.engine == "ray":
         return serve_ray.run(args, build_app)
-    try:
-        import uvicorn
-
-        from ...serve.app import configure_logging
-    except ImportError as e:
-        raise UsageError(f"ttakit serve needs the serve extra: pip install 'ttakit[serve]' ({e})") from None
+    uvicorn = require("uvicorn", "serve", "ttakit serve")
+    from ...serve.app import configure_logging
     configure_logging(args.log_level)
     try:  # before the model loads: a port in use is said at once
         sock = listening_socket(args.host, args.port)

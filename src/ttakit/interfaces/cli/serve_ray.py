@@ -10,9 +10,12 @@ import functools
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from ...errors import UsageError
+from ...zoo.named import is_zoo_name, zoo_checkpoint
 from .common import positive_int
+from .model_data import check_zoo_layout
 from .predict_ray import ENGINES, at_least
 
 #: how often the waiting driver looks whether it was asked to stop, in seconds
@@ -66,6 +69,17 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def portable(args: argparse.Namespace) -> None:
+    """Name the model so that a replica on any node, in any folder, loads
+    the one this command was given: a zoo model's checkpoint as found here
+    (in --weights or $TTAKIT_MODELS), a model file by its absolute path."""
+    if is_zoo_name(args.model):
+        check_zoo_layout(args)
+        args.weights = str(zoo_checkpoint(args.model, args.weights))
+    elif Path(args.model).expanduser().is_file():
+        args.model = str(Path(args.model).expanduser().resolve())
+
+
 def run(args: argparse.Namespace, build_app) -> int:
     """Deploy ``build_app(args, runner_factory=...)`` on Ray and keep it
     up until SIGINT or SIGTERM; then remove it (and stop a Ray this
@@ -73,6 +87,7 @@ def run(args: argparse.Namespace, build_app) -> int:
     check_options(args)
     from ...scale.ray_support import connect, require_ray
 
+    portable(args)
     cpus = args.cpus_per_replica or 1.0
     gpus = args.gpus_per_replica or 0.0
     if gpus and not args.device:
