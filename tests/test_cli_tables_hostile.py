@@ -189,3 +189,22 @@ def test_nan_impute_predicts_every_row(cancer, capsys, tmp_path):
                                                                                                      "impute"))
     assert code == 0, err
     assert len(pd.read_csv(io.StringIO(out))) == len(test)
+
+
+def test_an_estimator_that_raises_without_tta_is_a_model_error_not_an_internal_one():
+    """Found by `make fuzz`: a pipeline whose OneHotEncoder raised TypeError on a
+    damaged text column escaped the no-TTA path as an internal error (exit 1)."""
+    import numpy as np
+    import pytest
+
+    from ttakit.errors import ModelError
+    from ttakit.tasks.rows import predict_rows
+
+    class Broken:
+        classes_ = np.array([0, 1])
+
+        def predict_proba(self, x):
+            raise TypeError("ufunc 'isnan' not supported for the input types")
+
+    with pytest.raises(ModelError, match="TypeError: ufunc 'isnan'"):
+        predict_rows(Broken(), np.zeros((3, 2)), None)

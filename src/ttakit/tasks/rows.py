@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import engine
-from ..errors import InputError
+from ..errors import InputError, ModelError, TTAKitError
 from ..merge import Mean
 from ..models import CallableModel, ModelAdapter
 from ..policy import Policy
@@ -73,9 +73,13 @@ def direct_output(fn: Callable, rows: np.ndarray, *, decoder=None, nan: str = "r
             original = None
     if not np.isfinite(rows).all():
         return None
-    if original is not None:
-        return fn(original)
-    return fn(decoder(rows) if decoder is not None else rows)
+    x = original if original is not None else (decoder(rows) if decoder is not None else rows)
+    try:
+        return fn(x)
+    except TTAKitError:
+        raise
+    except Exception as e:  # the estimator's own failure on these rows, as the run loop reports it
+        raise ModelError(f"the model raised on {len(rows)} row(s) (no TTA): {type(e).__name__}: {e}") from e
 
 
 @dataclass
